@@ -1,0 +1,38 @@
+"""The ``hpcorch`` command line (click). The CLI owns the terminal."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hpcorch._version import __version__
+from hpcorch.errors import HpcorchError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hpcorch")
+def cli() -> None:
+    """Run scientific workflows on Slurm clusters.
+
+    \b
+    Example:
+      hpcorch run workflows/cpu-pipeline.yaml --site local
+    """
+
+
+def main() -> None:
+    """Console-script entry point: map hpcorch errors to documented exit codes."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except HpcorchError as exc:
+        click.echo(f"hpcorch: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
