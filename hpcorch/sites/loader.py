@@ -1,0 +1,203 @@
+"""Find, read and validate site configuration files.
+
+A site is named (``dev``) or given as a path (``./mysite.yaml``). Names are
+looked up, first match wins, in:
+
+1. each directory of ``$HPCORCH_SITE_PATH`` (``:``-separated),
+2. ``~/.config/hpcorch/sites`` (``$XDG_CONFIG_HOME`` respected),
+3. the shipped ``site-configs/``: the source checkout's copy when hpcorch runs
+   from one (``pip install -e .``), else the copy a wheel installs under
+   ``<prefix>/share/hpcorch/site-configs``.
+
+Every problem becomes a :class:`~hpcorch.errors.SiteConfigError` naming the
+file, the key path (``partitions[1].node.cores_per_socket``) and what was
+expected; an unknown key lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hpcorch.errors import SiteConfigError
+from hpcorch.sites.model import Site
+
+__all__ = [
+    "expand_vars",
+    "format_validation_error",
+    "list_sites",
+    "load_site",
+    "parse_site",
+    "shipped_dir",
+    "site_dirs",
+]
+
+_SUFFIXES = (".yaml", ".yml")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\{[^{}]*\})*))?\}")
+
+
+def expand_vars(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (default may itself hold ``${...}``)."""
+    environ = os.environ if env is None else env
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name, "")
+        if value:
+            return value
+        return expand_vars(default, environ) if default is not None else ""
+
+    return _VAR.sub(sub, text)
+
+
+def shipped_dir() -> Path | None:
+    """The shipped site-configs directory, or None when neither copy exists."""
+    checkout = Path(__file__).resolve().parents[2] / "site-configs"
+    if checkout.is_dir():
+        return checkout
+    for scheme in (None, f"{os.name}_user"):
+        try:
+            data = sysconfig.get_path("data", scheme) if scheme else sysconfig.get_path("data")
+        except KeyError:
+            continue
+        installed = Path(data) / "share" / "hpcorch" / "site-configs"
+        if installed.is_dir():
+            return installed
+    prefix = Path(sys.prefix) / "share" / "hpcorch" / "site-configs"
+    return prefix if prefix.is_dir() else None
+
+
+def site_dirs() -> list[Path]:
+    """Directories searched for named sites, in order."""
+    dirs = [Path(p) for p in os.environ.get("HPCORCH_SITE_PATH", "").split(os.pathsep) if p]
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    dirs.append(config_home / "hpcorch" / "sites")
+    shipped = shipped_dir()
+    if shipped is not None:
+        dirs.append(shipped)
+    return dirs
+
+
+def _site_files() -> Iterator[tuple[str, Path]]:
+    for directory in site_dirs():
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path.suffix in _SUFFIXES and path.is_file():
+                yield path.stem, path
+
+
+def list_sites() -> dict[str, Path]:
+    """Every site name found, mapped to the file that wins for it."""
+    found: dict[str, Path] = {}
+    for name, path in _site_files():
+        found.setdefault(name, path)
+    return found
+
+
+def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.suffix in _SUFFIXES or os.sep in text or path.is_file():
+        if not path.is_file():
+            raise SiteConfigError(f"{path}: no such site file")
+        return path
+    sites = list_sites()
+    if text in sites:
+        return sites[text]
+    searched = ", ".join(str(d) for d in site_dirs())
+    known = ", ".join(sorted(sites)) or "none"
+    raise SiteConfigError(
+        f"unknown site {text!r}; known sites: {known}. Searched: {searched}. "
+        "Give a path to a .yaml file or add one to $HPCORCH_SITE_PATH."
+    )
+
+
+def load_site(name_or_path: str | os.PathLike[str]) -> Site:
+    """Load and validate a site by name or path."""
+    path = _resolve(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SiteConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_site(text, source=str(path))
+
+
+def parse_site(text: str, source: str = "<string>") -> Site:
+    """Validate YAML text as a site; ``source`` names it in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SiteConfigError(f"{source}{where}: not valid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise SiteConfigError(f"{source}: expected a mapping of site keys at the top level")
+    try:
+        return Site.model_validate(data)
+    except ValidationError as exc:
+        raise SiteConfigError(format_validation_error(exc, source, Site)) from None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that holds the key at ``loc`` (for listing valid keys)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One line per problem: ``file: key.path: what was expected``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # pydantic appends the function-validator name for Annotated fields
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+        key = _key_path(loc)
+        if err["type"] == "extra_forbidden":
+            holder = _model_at(model, loc)
+            valid = ", ".join(holder.model_fields) if holder else "see the schema"
+            lines.append(f"{source}: {key}: unknown key; valid keys here: {valid}")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"{source}: {key}: {message}{shown}")
+    return "invalid site config:\n  " + "\n  ".join(lines)
