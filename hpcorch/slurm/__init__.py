@@ -1,0 +1,1 @@
+"""Talk to Slurm: one client protocol, several backends (REST, CLI, pyslurm, fake)."""
