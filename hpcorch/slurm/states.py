@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from hpcorch.failures import FailureClass
+
 __all__ = [
     "FailureClass",
     "JobState",
@@ -21,18 +23,6 @@ __all__ = [
     "parse_job_state",
     "parse_node_state",
 ]
-
-
-class FailureClass(StrEnum):
-    """Why an attempt failed; each class has its own remedy in the retry policy."""
-
-    USER_ERROR = "user_error"
-    OUT_OF_MEMORY = "out_of_memory"
-    TIMEOUT = "timeout"
-    NODE_FAILURE = "node_failure"
-    PREEMPTED = "preempted"
-    CANCELLED = "cancelled"
-    INFRASTRUCTURE = "infrastructure"
 
 
 class JobState(StrEnum):
