@@ -1,0 +1,4 @@
+#!/bin/bash
+#SBATCH --job-name=hpcorch
+
+exec python -c 'print('"'"'hi'"'"')'
