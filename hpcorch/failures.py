@@ -66,6 +66,7 @@ __all__ = [
     "Diagnosis",
     "Evidence",
     "FailureClass",
+    "Scope",
     "classify",
     "diagnose",
     "failure_of_state",
