@@ -1,0 +1,498 @@
+"""A simulated Slurm: priority FIFO queue, EASY backfilling, node failures, preemption.
+
+Jobs ask for whole nodes (or whole units: a GPU-granular trace may call each
+GPU a node) for a requested time, and run for their actual runtime; the
+reservation logic sees only the requested time, as Slurm's does. The
+scheduling pass is EASY backfilling (Lifka 1995, as in Slurm's
+``sched/backfill`` without partitions):
+
+1. start jobs in priority order while they fit;
+2. the first job that does not fit (the head) gets a reservation: the
+   *shadow time* at which, by the running jobs' requested end times, enough
+   nodes are free for it, and the *extra* nodes left over at that time;
+3. any later job that fits now starts if it ends (by its requested time)
+   before the shadow time, or if it needs no more than the extra nodes
+   (then it uses them up).
+
+So a backfilled job never delays the head's reservation. A pass walks the
+queue once and the running list (sorted by requested end) at most once: O(queue
++ running) per pass, not O(queue x nodes), and passes are coalesced to one per
+distinct event time.
+
+State lives in parallel lists indexed by integer job id, not in per-job
+objects. Owners (the workflow driver) hear about their jobs through a small
+:class:`JobListener` protocol.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import random
+from enum import IntEnum
+from typing import Protocol
+
+from hpcorch.errors import ResourceError
+from hpcorch.sim.engine import EventLoop
+
+__all__ = ["JobListener", "JobState", "SimSlurm"]
+
+logger = logging.getLogger(__name__)
+
+_FREE = -1
+_DOWN = -2
+
+
+class JobState(IntEnum):
+    """Slurm job states the simulator produces (a subset of Slurm's table)."""
+
+    PENDING = 0
+    RUNNING = 1
+    COMPLETED = 2
+    FAILED = 3
+    TIMEOUT = 4
+    NODE_FAIL = 5
+    PREEMPTED = 6
+    CANCELLED = 7
+
+    @property
+    def terminal(self) -> bool:
+        return self >= JobState.COMPLETED
+
+
+class JobListener(Protocol):
+    """What a job's owner hears: its start (with node ids) and each end (also before a requeue)."""
+
+    def job_started(self, jid: int, nodes: list[int]) -> None: ...
+
+    def job_ended(self, jid: int, state: JobState) -> None: ...
+
+
+class SimSlurm:
+    """One simulated cluster (a region) of ``nodes`` identical nodes on an :class:`EventLoop`."""
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        nodes: int,
+        *,
+        name: str = "sim",
+        mtbf_s: float | None = None,
+        repair_s: float = 3600.0,
+        bf_max_job_test: int | None = None,
+        preemption: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if nodes < 1:
+            raise ResourceError(f"a simulated cluster needs at least one node, got {nodes}")
+        self.loop = loop
+        self.name = name
+        self.nodes = nodes
+        self.mtbf_s = mtbf_s
+        self.repair_s = repair_s
+        self.bf_max_job_test = bf_max_job_test
+        self.preemption = preemption
+        self._rng = random.Random(seed)
+        # node state: job id, _FREE or _DOWN; free nodes in a stack with positions for O(1) removal
+        self.node_job: list[int] = [_FREE] * nodes
+        self._free: list[int] = list(range(nodes - 1, -1, -1))
+        self._pos: list[int] = list(range(nodes - 1, -1, -1))
+        self.down = 0
+        # per-job parallel lists
+        self.j_need: list[int] = []
+        self.j_req: list[float] = []
+        self.j_run: list[float] = []
+        self.j_submit: list[float] = []
+        self.j_start: list[float] = []
+        self.j_first_start: list[float] = []
+        self.j_end: list[float] = []
+        self.j_state: list[JobState] = []
+        self.j_key: list[tuple[int, float, int]] = []
+        self.j_epoch: list[int] = []
+        self.j_tier: list[int] = []
+        self.j_flags: list[int] = []
+        self.j_owner: list[JobListener | None] = []
+        self.j_nodes: list[list[int] | None] = []
+        self.j_requeues: list[int] = []
+        # queue: sorted (key, jid); running: sorted (requested end, jid)
+        self.queue: list[tuple[tuple[int, float, int], int]] = []
+        self.running: list[tuple[float, int]] = []
+        self.open_sources = 0
+        # accounting
+        self.busy_node_s = 0.0
+        self.first_submit = math.inf
+        self.last_end = -math.inf
+        self.node_failures = 0
+        self.preemptions = 0
+        self.passes = 0
+        self.reservations: list[tuple[int, float]] | None = None  # (jid, shadow) when recording
+        self._sched_pending = False
+        self._failing = False
+        self._k_end = loop.register(self._on_end)
+        self._k_sched = loop.register(self._on_sched)
+        self._k_fail = loop.register(self._on_fail)
+        self._k_up = loop.register(self._on_up)
+
+    # flags
+    _REQUEUE = 1
+    _KILL_AT_WALLTIME = 2
+    _PREEMPTIBLE = 4
+    _FAILS = 8
+
+    # -- public API (what sbatch / scancel / scontrol would do) ---------------
+
+    @property
+    def free_nodes(self) -> int:
+        return len(self._free)
+
+    @property
+    def jobs(self) -> int:
+        return len(self.j_need)
+
+    def submit(
+        self,
+        nodes: int,
+        req_time: float,
+        run_time: float = math.inf,
+        *,
+        tier: int = 0,
+        preemptible: bool = False,
+        requeue: bool = True,
+        kill_at_walltime: bool = True,
+        fails: bool = False,
+        owner: JobListener | None = None,
+        submit_time: float | None = None,
+    ) -> int:
+        """Queue a job; returns its id. ``run_time=inf`` runs until cancelled or walltime."""
+        if not 1 <= nodes <= self.nodes:
+            raise ResourceError(
+                f"job asks for {nodes} nodes; cluster {self.name!r} has {self.nodes}: "
+                "ask for fewer nodes or simulate a larger cluster (--nodes)"
+            )
+        now = self.loop.now if submit_time is None else submit_time
+        jid = len(self.j_need)
+        self.j_need.append(nodes)
+        self.j_req.append(req_time if req_time > 0 else run_time)
+        self.j_run.append(run_time)
+        self.j_submit.append(now)
+        self.j_start.append(-1.0)
+        self.j_first_start.append(-1.0)
+        self.j_end.append(-1.0)
+        self.j_state.append(JobState.PENDING)
+        key = (-tier, now, jid)
+        self.j_key.append(key)
+        self.j_epoch.append(0)
+        self.j_tier.append(tier)
+        flags = (
+            (self._REQUEUE if requeue else 0)
+            | (self._KILL_AT_WALLTIME if kill_at_walltime else 0)
+            | (self._PREEMPTIBLE if preemptible else 0)
+            | (self._FAILS if fails else 0)
+        )
+        self.j_flags.append(flags)
+        self.j_owner.append(owner)
+        self.j_nodes.append(None)
+        self.j_requeues.append(0)
+        self.first_submit = min(self.first_submit, now)
+        queue = self.queue
+        if not queue or queue[-1][0] < key:
+            queue.append((key, jid))
+        else:
+            bisect.insort(queue, (key, jid))
+        self._kick()
+        self._arm_failures()
+        return jid
+
+    def cancel(self, jid: int) -> None:
+        """scancel: a pending job leaves the queue, a running one frees its nodes."""
+        state = self.j_state[jid]
+        if state is JobState.PENDING:
+            self._dequeue(jid)
+            self._finish(jid, JobState.CANCELLED)
+        elif state is JobState.RUNNING:
+            self._stop(jid, JobState.CANCELLED, requeue=False)
+        self._kick()
+
+    def preempt(self, jid: int) -> None:
+        """Preempt a running job (PreemptMode=REQUEUE when the job allows requeue)."""
+        if self.j_state[jid] is JobState.RUNNING:
+            self.preemptions += 1
+            self._stop(jid, JobState.PREEMPTED, requeue=bool(self.j_flags[jid] & self._REQUEUE))
+            self._kick()
+
+    def fail_node(self, node: int, repair_s: float | None = None) -> None:
+        """Take a node down: its job ends NODE_FAIL (requeued if allowed); back after repair."""
+        owner_job = self.node_job[node]
+        if owner_job == _DOWN:
+            return
+        self.node_failures += 1
+        if owner_job == _FREE:
+            self._take_free(node)
+        else:
+            self._stop(
+                owner_job,
+                JobState.NODE_FAIL,
+                requeue=bool(self.j_flags[owner_job] & self._REQUEUE),
+                failed_node=node,
+            )
+        self.node_job[node] = _DOWN
+        self.down += 1
+        self.loop.after(self.repair_s if repair_s is None else repair_s, self._k_up, node)
+        self._kick()
+
+    def remaining(self, jid: int) -> float:
+        """Seconds of walltime left to a running job."""
+        return self.j_start[jid] + self.j_req[jid] - self.loop.now
+
+    def estimate_start(self, nodes: int) -> float:
+        """Rough start time of a new ``nodes``-node job: running ends plus the queue's backlog."""
+        now = self.loop.now
+        backlog = sum(self.j_need[j] * self.j_req[j] for _, j in self.queue)
+        avail = len(self._free)
+        start = now
+        if avail < nodes:
+            for end, jid in self.running:
+                avail += self.j_need[jid]
+                if avail >= nodes:
+                    start = max(end, now)
+                    break
+        return start + backlog / self.nodes
+
+    # -- scheduling -----------------------------------------------------------
+
+    def _kick(self) -> None:
+        if not self._sched_pending:
+            self._sched_pending = True
+            self.loop.at(self.loop.now, self._k_sched)
+
+    def _on_sched(self, _payload: object) -> None:
+        self._sched_pending = False
+        self.schedule()
+
+    def schedule(self) -> None:
+        """One EASY backfilling pass over the queue."""
+        queue = self.queue
+        if not queue:
+            return
+        if not self._free and not (self.preemption and self.j_tier[queue[0][1]] > 0):
+            return
+        self.passes += 1
+        # Owners may submit, cancel or requeue from their callbacks while the pass
+        # walks the queue: they see a fresh list, merged back afterwards.
+        walking = self.queue
+        self.queue = []
+        keep = self._pass(walking)
+        added = self.queue
+        self.queue = keep
+        if added:
+            for entry in added:
+                bisect.insort(keep, entry)
+            self._kick()
+
+    def _pass(
+        self, queue: list[tuple[tuple[int, float, int], int]]
+    ) -> list[tuple[tuple[int, float, int], int]]:
+        now = self.loop.now
+        need_of = self.j_need
+        req_of = self.j_req
+        state_of = self.j_state
+        pending = JobState.PENDING
+        free = len(self._free)
+        keep: list[tuple[tuple[int, float, int], int]] = []
+        shadow = -1.0
+        extra = 0
+        tested = 0
+        limit = self.bf_max_job_test
+        for idx, entry in enumerate(queue):
+            jid = entry[1]
+            if (free == 0 and (shadow >= 0.0 or not self.preemption or self.j_tier[jid] <= 0)) or (
+                limit is not None and shadow >= 0.0 and tested >= limit
+            ):
+                keep.extend(e for e in queue[idx:] if state_of[e[1]] is pending)
+                break
+            if state_of[jid] is not pending:
+                continue  # cancelled by an owner's callback during this pass
+            need = need_of[jid]
+            if shadow < 0.0:
+                if need <= free:
+                    self._start(jid)
+                    free = len(self._free)
+                    continue
+                if self.preemption and self.j_tier[jid] > 0 and self._preempt_for(jid, need):
+                    self._start(jid)
+                    free = len(self._free)
+                    continue
+                shadow, extra = self._reservation(need, free, now)
+                if self.reservations is not None:
+                    self.reservations.append((jid, shadow))
+                keep.append(entry)
+                continue
+            tested += 1
+            if need <= free:
+                if now + req_of[jid] <= shadow:
+                    self._start(jid)
+                    free = len(self._free)
+                    continue
+                if need <= extra:
+                    extra -= need
+                    self._start(jid)
+                    free = len(self._free)
+                    continue
+            keep.append(entry)
+        return keep
+
+    def _reservation(self, need: int, free: int, now: float) -> tuple[float, int]:
+        """Shadow time and extra nodes for a head job of ``need`` nodes."""
+        avail = free
+        need_of = self.j_need
+        for end, jid in self.running:
+            avail += need_of[jid]
+            if avail >= need:
+                return (end if end > now else now), avail - need
+        # Not enough even when everything running ends (nodes are down): no reservation.
+        return math.inf, 0
+
+    def _preempt_for(self, jid: int, need: int) -> bool:
+        tier = self.j_tier[jid]
+        victims = [
+            j
+            for _, j in self.running
+            if self.j_tier[j] < tier and self.j_flags[j] & self._PREEMPTIBLE
+        ]
+        victims.sort(key=lambda j: -self.j_start[j])  # youngest first: least work lost
+        avail = len(self._free)
+        chosen = []
+        for j in victims:
+            if avail >= need:
+                break
+            chosen.append(j)
+            avail += self.j_need[j]
+        if avail < need:
+            return False
+        for j in chosen:
+            self.preempt(j)
+        return True
+
+    def _start(self, jid: int) -> None:
+        now = self.loop.now
+        need = self.j_need[jid]
+        free = self._free
+        nodes = free[-need:]
+        del free[-need:]
+        node_job = self.node_job
+        pos = self._pos
+        for n in nodes:
+            node_job[n] = jid
+            pos[n] = -1
+        self.j_nodes[jid] = nodes
+        self.j_state[jid] = JobState.RUNNING
+        self.j_start[jid] = now
+        if self.j_first_start[jid] < 0:
+            self.j_first_start[jid] = now
+        req = self.j_req[jid]
+        run = self.j_run[jid]
+        end_state = JobState.FAILED if self.j_flags[jid] & self._FAILS else JobState.COMPLETED
+        if self.j_flags[jid] & self._KILL_AT_WALLTIME and run > req:
+            run = req
+            end_state = JobState.TIMEOUT
+        exp_end = now + req
+        running = self.running
+        if not running or running[-1][0] <= exp_end:
+            running.append((exp_end, jid))
+        else:
+            bisect.insort(running, (exp_end, jid))
+        if run != math.inf:
+            self.loop.at(now + run, self._k_end, (jid, self.j_epoch[jid], end_state))
+        owner = self.j_owner[jid]
+        if owner is not None:
+            owner.job_started(jid, nodes)
+
+    def _on_end(self, payload: tuple[int, int, JobState]) -> None:
+        jid, epoch, state = payload
+        if epoch != self.j_epoch[jid] or self.j_state[jid] is not JobState.RUNNING:
+            return  # stale: the job was killed, preempted or cancelled meanwhile
+        self._stop(jid, state, requeue=False)
+        self._kick()
+
+    def _stop(self, jid: int, state: JobState, *, requeue: bool, failed_node: int = -1) -> None:
+        """End a running job: free its nodes, account, requeue or finish, tell the owner."""
+        now = self.loop.now
+        nodes = self.j_nodes[jid] or []
+        free = self._free
+        pos = self._pos
+        node_job = self.node_job
+        for n in nodes:
+            if n == failed_node:
+                continue
+            node_job[n] = _FREE
+            pos[n] = len(free)
+            free.append(n)
+        self.j_nodes[jid] = None
+        self.busy_node_s += len(nodes) * (now - self.j_start[jid])
+        exp_end = self.j_start[jid] + self.j_req[jid]
+        running = self.running
+        i = bisect.bisect_left(running, (exp_end, jid))
+        if i < len(running) and running[i][1] == jid:
+            del running[i]
+        self.j_epoch[jid] += 1
+        self.j_end[jid] = now
+        self.last_end = max(self.last_end, now)
+        owner = self.j_owner[jid]
+        if requeue:
+            self.j_requeues[jid] += 1
+            self.j_state[jid] = JobState.PENDING
+            bisect.insort(self.queue, (self.j_key[jid], jid))
+        else:
+            self.j_state[jid] = state
+        if owner is not None:
+            owner.job_ended(jid, state)
+
+    def _finish(self, jid: int, state: JobState) -> None:
+        self.j_state[jid] = state
+        self.j_end[jid] = self.loop.now
+        owner = self.j_owner[jid]
+        if owner is not None:
+            owner.job_ended(jid, state)
+
+    def _dequeue(self, jid: int) -> None:
+        entry = (self.j_key[jid], jid)
+        i = bisect.bisect_left(self.queue, entry)
+        if i < len(self.queue) and self.queue[i] == entry:
+            del self.queue[i]
+
+    def _take_free(self, node: int) -> None:
+        free = self._free
+        pos = self._pos
+        i = pos[node]
+        last = free[-1]
+        free[i] = last
+        pos[last] = i
+        free.pop()
+        pos[node] = -1
+
+    # -- node failures --------------------------------------------------------
+
+    def _busy(self) -> bool:
+        return bool(self.queue or self.running or self.open_sources)
+
+    def _arm_failures(self) -> None:
+        if self.mtbf_s and not self._failing:
+            self._failing = True
+            self.loop.after(self._rng.expovariate(self.nodes / self.mtbf_s), self._k_fail)
+
+    def _on_fail(self, _payload: object) -> None:
+        self._failing = False
+        if not self._busy():
+            return  # stop the failure process when there is no work; submit re-arms it
+        self.fail_node(self._rng.randrange(self.nodes))
+        self._arm_failures()
+
+    def _on_up(self, node: int) -> None:
+        if self.node_job[node] != _DOWN:
+            return
+        self.down -= 1
+        self.node_job[node] = _FREE
+        self._pos[node] = len(self._free)
+        self._free.append(node)
+        self._kick()
