@@ -7,6 +7,8 @@ on the backend. Expected scripts are stored under ``tests/unit/expected/``.
 
 from __future__ import annotations
 
+import argparse
+import re
 import shlex
 from typing import Annotated, Any
 
@@ -15,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from hpcorch.sites.model import Prologue
 from hpcorch.units import format_duration, format_memory, parse_duration, parse_memory
 
-__all__ = ["JobRequest", "render_sbatch", "sbatch_directives"]
+__all__ = ["JobRequest", "render_sbatch", "request_from_script", "sbatch_directives"]
 
 
 def _memory(value: Any) -> Any:
@@ -131,3 +133,72 @@ def render_sbatch(req: JobRequest, prologue: Prologue | None = None) -> str:
     else:
         lines.append(f"exec {shlex.join(req.command)}")
     return "\n".join(lines) + "\n"
+
+
+def _directive_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="#SBATCH", add_help=False, exit_on_error=False)
+    add = p.add_argument
+    add("-J", "--job-name", dest="name")
+    add("-p", "--partition")
+    add("-A", "--account")
+    add("-q", "--qos")
+    add("-N", "--nodes", type=int)
+    add("-n", "--ntasks", type=int)
+    add("--ntasks-per-node", type=int)
+    add("-c", "--cpus-per-task", type=int)
+    add("--mem")
+    add("--mem-per-cpu")
+    add("--gres")
+    add("-t", "--time")
+    add("-o", "--output")
+    add("-e", "--error")
+    add("-D", "--chdir")
+    add("-w", "--nodelist")
+    add("-x", "--exclude")
+    add("-C", "--constraint")
+    add("--exclusive", action="store_true")
+    add("--requeue", dest="requeue", action="store_const", const=True)
+    add("--no-requeue", dest="requeue", action="store_const", const=False)
+    add("--signal")
+    add("--comment")
+    add("-H", "--hold", action="store_true")
+    add("-b", "--begin")
+    add("-a", "--array")
+    return p
+
+
+def request_from_script(text: str) -> JobRequest:
+    """Read a script's ``#SBATCH`` lines back into a JobRequest (for slurmrestd,
+    which ignores them). Options it does not know raise ValueError naming them."""
+    argv: list[str] = []
+    for line in text.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#SBATCH"):
+            argv += shlex.split(stripped[len("#SBATCH") :])
+        elif stripped and not stripped.startswith("#"):
+            break  # sbatch stops reading directives at the first command
+    try:
+        ns, unknown = _directive_parser().parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ValueError(f"bad #SBATCH directive: {exc}") from exc
+    if unknown:
+        raise ValueError(f"#SBATCH options the REST backend cannot pass: {' '.join(unknown)}")
+    fields = {k: v for k, v in vars(ns).items() if v not in (None, False)}
+    if "time" in fields:
+        fields["time_s"] = _slurm_minutes(fields.pop("time"))
+    for key in ("nodelist", "exclude"):
+        if key in fields:
+            fields[key] = tuple(fields[key].split(","))
+    if "requeue" in vars(ns) and ns.requeue is False:
+        fields["requeue"] = False
+    return JobRequest(command=text, **fields)
+
+
+def _slurm_minutes(text: str) -> float:
+    """sbatch's --time: a bare number is minutes (``--time=1``), else [D-]HH:MM:SS forms."""
+    if text.isdigit():
+        return int(text) * 60.0
+    if re.fullmatch(r"\d+:\d+", text):  # MM:SS for sbatch
+        minutes, seconds = text.split(":")
+        return int(minutes) * 60.0 + int(seconds)
+    return parse_duration(text)
