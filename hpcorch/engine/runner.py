@@ -1,0 +1,477 @@
+"""The engine loop: submit a validated workflow to Dask, follow it, journal it.
+
+The whole ready-or-waiting graph goes to the scheduler in one ``update-graph``
+with parent futures as task arguments, so results flow worker to worker and
+Dask starts a child the moment its parents end. Tasks carry critical-path
+priorities and resource restrictions as per-key annotations. The driver only
+sees completion notices (``as_completed`` in batches, results not fetched),
+collects attempt records from the workers in batches, and resubmits a failed
+task with its descendants when the retry decision says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcorch import dag
+from hpcorch.engine import retry
+from hpcorch.engine.pools import task_resources
+from hpcorch.engine.worker import Payload, TaskFailed, drain, execute, load_result
+from hpcorch.journal import Journal
+from hpcorch.spec import TaskRef, TaskSpec, WorkflowSpec
+
+__all__ = ["TERMINAL", "Engine", "RunSummary", "TaskFailure"]
+
+logger = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"succeeded", "failed", "upstream_failed", "cancelled"})
+_COLLECT_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    task_id: str
+    failure_class: str
+    message: str
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_dir: Path
+    state: str
+    counts: dict[str, int]
+    failures: list[TaskFailure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+
+class _PerKey:
+    """A per-key annotation the scheduler evaluates for each task (picklable)."""
+
+    def __init__(self, values: Mapping[str, Any], default: Any) -> None:
+        self.values = dict(values)
+        self.default = default
+
+    def __call__(self, key: str) -> Any:
+        return self.values.get(key, self.default)
+
+
+def _refs(value: Any, found: set[str]) -> None:
+    if isinstance(value, TaskRef):
+        found.add(value.id)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _refs(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _refs(v, found)
+
+
+def _classify(exc: BaseException | None) -> tuple[str, int | None, str]:
+    if isinstance(exc, TaskFailed):
+        return exc.failure_class, exc.exit_code, str(exc)
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return "node_failure", None, f"worker died while running it: {exc}"
+    if name in ("CommClosedError", "FutureCancelledError", "TimeoutError", "OSError"):
+        return "infrastructure", None, f"{name}: {exc}"
+    return "user_error", None, f"{name}: {exc}"[:500]
+
+
+class Engine:
+    """Runs one workflow on one Dask client and keeps the journal in step.
+
+    ``done`` are tasks that already succeeded (resume, memo hits): they are
+    not run again; their stored results feed the tasks that need them.
+    """
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        *,
+        client: Any,
+        journal: Journal,
+        run_id: str,
+        run_dir: Path,
+        done: Iterable[str] = (),
+        attempts: Mapping[str, int] | None = None,
+        memo: Mapping[str, str] | None = None,
+        cache_dir: Path | None = None,
+        use_resources: bool = True,
+        keep_results: bool = False,
+        mpi_launcher: tuple[str, ...] = ("mpirun",),
+        on_progress: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.client = client
+        self.journal = journal
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.keep_results = keep_results
+        self.mpi_launcher = mpi_launcher
+        self.on_progress = on_progress
+        self.use_resources = use_resources
+        self.tasks = spec.by_id()
+        self.parents = {t.id: tuple(dict.fromkeys(t.after)) for t in spec.tasks}
+        self.children = dag.children_of(self.parents)
+        self.order = dag.topological_order(self.parents)
+        self.priority = dag.priorities(
+            self.parents,
+            {t.id: t.estimate for t in spec.tasks},
+            {t.id: t.priority for t in spec.tasks if t.priority},
+        )
+        self.memo = dict(memo or {})
+        self.cache_dir = cache_dir
+        self.refs: dict[str, set[str]] = {}
+        for t in spec.tasks:
+            if t.function is not None and (t.args or t.kwargs):
+                found: set[str] = set()
+                _refs((t.args, t.kwargs), found)
+                if found:
+                    self.refs[t.id] = found
+        self.value_needed = {p for found in self.refs.values() for p in found}
+        done_set = set(done)
+        self.state = {tid: ("succeeded" if tid in done_set else "pending") for tid in self.order}
+        self.n = {tid: (attempts or {}).get(tid, 0) for tid in self.order}
+        self.key: dict[str, str] = {}
+        self.owner: dict[str, str] = {}
+        self.futures: dict[str, Any] = {}
+        self.loads: dict[str, Any] = {}
+        self.failures: dict[str, list[str]] = {}
+        self.failure_info: dict[str, TaskFailure] = {}
+        self.open_children = {
+            tid: sum(1 for c in self.children[tid] if self.state[c] != "succeeded")
+            for tid in self.order
+        }
+        self._generation = 0
+        self._lock = threading.RLock()
+        self._waiters: dict[str, threading.Event] = {}
+        self._cancelled = False
+        self._finished = threading.Event()
+        self._collector: threading.Thread | None = None
+        self.started = time.time()
+
+    # -- submission -----------------------------------------------------------
+
+    def _payload(self, task: TaskSpec, deps: tuple[str, ...]) -> Payload:
+        kind = task.task_kind
+        target: Any
+        if kind == "function":
+            target = task.function
+        elif kind == "command":
+            assert task.command is not None
+            target = _launch_argv(task, self.mpi_launcher)
+        else:
+            target = task.duration
+        memo_key = self.memo.get(task.id)
+        return Payload(
+            run_id=self.run_id,
+            task_id=task.id,
+            n=self.n[task.id],
+            kind=kind,
+            target=target,
+            deps=deps,
+            args=task.args,
+            kwargs=task.kwargs,
+            has_refs=task.id in self.refs,
+            log_dir=str(self.run_dir / "logs") if kind == "command" else None,
+            result_path=(
+                str(self.run_dir / "results" / f"{task.id}.pkl")
+                if task.id in self.value_needed
+                else None
+            ),
+            memo_path=(
+                str(self.cache_dir / f"{memo_key}.pkl")
+                if memo_key and self.cache_dir is not None
+                else None
+            ),
+            env=task.env,
+            cwd=task.cwd,
+            timeout=task.resources.walltime if kind == "command" else None,
+            memory=task.resources.memory if task.touch_memory else 0,
+        )
+
+    def _stored_result(self, task_id: str) -> str | None:
+        memo_key = self.memo.get(task_id)
+        if memo_key and self.cache_dir is not None:
+            return str(self.cache_dir / f"{memo_key}.pkl")
+        return str(self.run_dir / "results" / f"{task_id}.pkl")
+
+    def _submit(self, ids: list[str], bump: set[str]) -> list[Any]:
+        """Send ``ids`` (parents first) to the scheduler as one graph; return their futures."""
+        from dask._task_spec import Task
+        from dask._task_spec import TaskRef as DaskRef
+
+        self._generation += 1
+        gen = self._generation
+        dsk: dict[str, Any] = {}
+        prio: dict[str, int] = {}
+        res: dict[str, dict[str, float]] = {}
+        load_keys: list[str] = []
+        keys: list[str] = []
+        for tid in ids:
+            task = self.tasks[tid]
+            if tid in bump:
+                self.n[tid] += 1
+            key = tid if gen == 1 else f"{tid}~{gen}"
+            deps: list[str] = []
+            dep_keys: list[str] = []
+            for p in self.parents[tid]:
+                if p in self.key and p in self.futures:
+                    deps.append(p)
+                    dep_keys.append(self.key[p])
+                elif p in self.refs.get(tid, ()):
+                    # A parent done before this session: its stored result feeds us.
+                    lk = f"{p}~load"
+                    if lk not in self.loads and lk not in dsk:
+                        dsk[lk] = Task(lk, load_result, self._stored_result(p))
+                        load_keys.append(lk)
+                    deps.append(p)
+                    dep_keys.append(lk)
+            dsk[key] = Task(key, execute, self._payload(task, tuple(deps)), *map(DaskRef, dep_keys))
+            prio[key] = self.priority[tid]
+            if self.use_resources:
+                res[key] = task_resources(task)
+            self.key[tid] = key
+            self.owner[key] = tid
+            keys.append(key)
+        annotations: dict[str, Any] = {"priority": _PerKey(prio, max(prio.values(), default=0))}
+        if self.use_resources:
+            annotations["resources"] = _PerKey(res, {"cpus": 1.0})
+        futures = self.client.get(
+            dsk, keys + load_keys, sync=False, fifo_timeout="1h", **annotations
+        )
+        for lk, fut in zip(load_keys, futures[len(keys) :], strict=True):
+            self.loads[lk] = fut
+        out = futures[: len(keys)]
+        for tid, fut in zip(ids, out, strict=True):
+            self.futures[tid] = fut
+        return list(out)
+
+    # -- state ----------------------------------------------------------------
+
+    def _set(self, updates: list[tuple[str, str]], task_id: str, state: str) -> None:
+        self.state[task_id] = state
+        updates.append((task_id, state))
+        if state in TERMINAL:
+            event = self._waiters.get(task_id)
+            if event is not None:
+                event.set()
+
+    def _release(self, task_id: str) -> None:
+        fut = self.futures.pop(task_id, None)
+        if fut is not None:
+            fut.release()
+
+    def _succeeded(self, task_id: str, updates: list[tuple[str, str]]) -> None:
+        self._set(updates, task_id, "succeeded")
+        if self.keep_results:
+            return
+        for p in self.parents[task_id]:
+            self.open_children[p] -= 1
+            if self.open_children[p] == 0 and self.state[p] == "succeeded":
+                self._release(p)
+        if self.open_children[task_id] == 0:
+            self._release(task_id)
+
+    def _errored(self, task_id: str, fut: Any, updates: list[tuple[str, str]]) -> list[Any]:
+        # A task whose parent failed errs too; only a task whose parents all
+        # succeeded failed on its own.
+        if any(self.state[p] != "succeeded" for p in self.parents[task_id]):
+            return []
+        try:
+            exc = fut.exception(timeout=30)
+        except Exception as err:
+            exc = err
+        failure_class, exit_code, message = _classify(exc)
+        self.journal.record_attempts(
+            [
+                {
+                    "task_id": task_id,
+                    "n": self.n[task_id],
+                    "exit_code": exit_code,
+                    "failure_class": failure_class,
+                    "message": message,
+                }
+            ]
+        )
+        history = self.failures.setdefault(task_id, [])
+        history.append(failure_class)
+        decision = retry.decide(self.tasks[task_id], history)
+        below = [
+            d for d in dag.descendants(self.children, [task_id]) if self.state[d] not in TERMINAL
+        ]
+        if decision.retry:
+            logger.info("task %s failed (%s); retrying: %s", task_id, message, decision.reason)
+            self.journal.event("retry", task=task_id, n=self.n[task_id], reason=decision.reason)
+            for tid in [task_id, *below]:
+                self._release(tid)
+            ids = [t for t in self.order if t == task_id or t in set(below)]
+            return self._submit(ids, bump={task_id})
+        logger.warning("task %s failed: %s (%s)", task_id, message, decision.reason)
+        self.failure_info[task_id] = TaskFailure(task_id, failure_class, message)
+        self._set(updates, task_id, "failed")
+        self._release(task_id)
+        for d in below:
+            self._set(updates, d, "upstream_failed")
+            self._release(d)
+        return []
+
+    # -- attempt records -----------------------------------------------------
+
+    def collect(self) -> None:
+        """Fetch the workers' attempt records and journal them (one RPC per worker)."""
+        try:
+            per_worker = self.client.run(drain, self.run_id)
+        except Exception as exc:  # workers may be gone at shutdown; records are best effort
+            logger.debug("collecting attempt records failed: %s", exc)
+            return
+        records = [r for recs in per_worker.values() for r in recs]
+        if not records:
+            return
+        with self._lock:
+            self.journal.record_attempts(records)
+            running = [
+                (r["task_id"], "running")
+                for r in records
+                if "end" not in r and self.state.get(r["task_id"]) == "pending"
+            ]
+            for tid, _ in running:
+                self.state[tid] = "running"
+            if running:
+                self.journal.set_states(running)
+
+    def _collect_loop(self) -> None:
+        while not self._finished.wait(_COLLECT_INTERVAL_S):
+            self.collect()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.state.values():
+            counts[s] = counts.get(s, 0) + 1
+        return counts
+
+    def run(self) -> RunSummary:
+        """Submit what is left to do and follow it to the end."""
+        from distributed import as_completed
+
+        todo = [tid for tid in self.order if self.state[tid] not in TERMINAL]
+        self.journal.add_tasks(
+            (tid, self.tasks[tid].task_kind, self.state[tid], self.priority[tid])
+            for tid in self.order
+        )
+        self.journal.set_states((tid, self.state[tid]) for tid in self.order)
+        self.journal.event("submit", tasks=len(todo), skipped=len(self.order) - len(todo))
+        self._collector = threading.Thread(target=self._collect_loop, name="hpcorch-collect")
+        self._collector.daemon = True
+        self._collector.start()
+        try:
+            if todo:
+                ac = as_completed(  # type: ignore[no-untyped-call]
+                    self._submit(todo, bump=set(todo)), with_results=False, loop=self.client.loop
+                )
+                for batch in ac.batches():  # type: ignore[no-untyped-call]
+                    updates: list[tuple[str, str]] = []
+                    new: list[Any] = []
+                    with self._lock:
+                        for fut in batch:
+                            tid = self.owner.get(fut.key)
+                            if tid is None or self.key[tid] != fut.key:
+                                continue
+                            if self.state[tid] in TERMINAL:
+                                continue
+                            if fut.status == "finished":
+                                self._succeeded(tid, updates)
+                            elif self._cancelled or fut.status == "cancelled":
+                                self._set(updates, tid, "cancelled")
+                            else:
+                                new.extend(self._errored(tid, fut, updates))
+                        if updates:
+                            self.journal.set_states(updates)
+                    if new:
+                        ac.update(new)  # type: ignore[no-untyped-call]
+                    if self.on_progress is not None:
+                        self.on_progress(self.counts())
+                    if self._cancelled or all(s in TERMINAL for s in self.state.values()):
+                        break
+        except KeyboardInterrupt:
+            self._cancelled = True
+        finally:
+            self._finished.set()
+            self._collector.join()
+        self.collect()
+        return self._finish()
+
+    def _finish(self) -> RunSummary:
+        with self._lock:
+            updates: list[tuple[str, str]] = []
+            if self._cancelled:
+                for tid, s in self.state.items():
+                    if s not in TERMINAL:
+                        self._set(updates, tid, "cancelled")
+                self.client.cancel(list(self.futures.values()))
+            self.journal.set_states(updates)
+        counts = self.counts()
+        if self._cancelled:
+            state = "cancelled"
+        elif counts.get("succeeded", 0) == len(self.state):
+            state = "succeeded"
+        else:
+            state = "failed"
+        if self.memo:
+            self.journal.set_results(
+                (tid, f"memo:{key}")
+                for tid, key in self.memo.items()
+                if self.state[tid] == "succeeded"
+            )
+        self.journal.set_run_state(state)
+        self.journal.event("end", state=state, counts=counts)
+        self.journal.flush()
+        for event in self._waiters.values():
+            event.set()
+        return RunSummary(
+            run_id=self.run_id,
+            run_dir=self.run_dir,
+            state=state,
+            counts=counts,
+            failures=list(self.failure_info.values()),
+            seconds=time.time() - self.started,
+        )
+
+    # -- control from other threads --------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the run: cancel what is queued or running; the loop then ends."""
+        self._cancelled = True
+        futures = list(self.futures.values())
+        if futures:
+            self.client.cancel(futures)
+
+    def wait_task(self, task_id: str, timeout: float | None = None) -> str:
+        """Block until ``task_id`` is finished one way or another; return its state."""
+        with self._lock:
+            if self.state[task_id] in TERMINAL or self._finished.is_set():
+                return self.state[task_id]
+            event = self._waiters.setdefault(task_id, threading.Event())
+        event.wait(timeout)
+        return self.state[task_id]
+
+
+def _launch_argv(task: TaskSpec, launcher: tuple[str, ...]) -> tuple[str, ...]:
+    """The argv that runs a command task; MPI tasks start under the site's launcher."""
+    assert task.command is not None
+    if task.mpi is None:
+        return task.command
+    return (*launcher, "-n", str(task.mpi.ranks), *task.command)

@@ -1,0 +1,350 @@
+"""A run from start to end: validate, make the run directory, start pools, run, clean up.
+
+Everything that can be refused (the workflow, the site, a resource request
+no partition satisfies) is checked before the run directory or any worker
+exists, so a bad input leaves nothing behind and submits nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from hpcorch import dag
+from hpcorch.engine.memo import memo_keys
+from hpcorch.engine.pools import Backend, needs_resources, open_backend
+from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.runner import Engine, RunSummary
+from hpcorch.engine.site import check_fits, resolve_site
+from hpcorch.errors import JournalError, RunError
+from hpcorch.journal import Journal, read_run, task_states
+from hpcorch.sites.model import Site
+from hpcorch.spec import WorkflowSpec
+
+__all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, int]], None]
+
+
+def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
+    """The site the run will use, after checking that every task fits one of its partitions."""
+    resolved = resolve_site(site or spec.site or "local")
+    check_fits(spec, resolved)
+    return resolved
+
+
+class RunHandle:
+    """A run going on in a background thread; the caller keeps computing.
+
+    ``result(task_id)`` waits for one task and fetches its value; ``wait()``
+    waits for the whole run. Close the handle (or use it as a context
+    manager) to stop the workers.
+    """
+
+    def __init__(self, engine: Engine, backend: Backend, journal: Journal) -> None:
+        self.engine = engine
+        self.run_id = engine.run_id
+        self.run_dir = engine.run_dir
+        self._backend = backend
+        self._journal = journal
+        self._summary: RunSummary | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"hpcorch-run-{self.run_id}")
+        self._thread.daemon = True
+        self._closed = False
+
+    def _start(self) -> RunHandle:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._summary = self.engine.run()
+        except BaseException as exc:
+            self._error = exc
+            logger.exception("run %s stopped with an error", self.run_id)
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> RunSummary:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"run {self.run_id} still running after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        assert self._summary is not None
+        return self._summary
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The value of function task ``task_id``, once it has succeeded."""
+        state = self.engine.wait_task(task_id, timeout)
+        if state != "succeeded":
+            info = self.engine.failure_info.get(task_id)
+            why = f": {info.failure_class}: {info.message}" if info else ""
+            raise RunError(f"task {task_id!r} is {state}{why}")
+        fut = self.engine.futures.get(task_id)
+        if fut is not None:
+            return fut.result()
+        from hpcorch.engine.worker import load_result
+
+        return load_result(self.engine._stored_result(task_id))
+
+    def cancel(self) -> None:
+        self.engine.cancel()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+            self.engine.cancel()
+            self._thread.join()
+        try:
+            self._journal.close()
+        finally:
+            self._backend.close()
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _engine(
+    spec: WorkflowSpec,
+    site: Site,
+    run_dir: Path,
+    run_id: str,
+    journal: Journal,
+    *,
+    done: set[str],
+    attempts: dict[str, int],
+    keep_results: bool,
+    on_progress: Progress | None,
+) -> tuple[Engine, Backend]:
+    cache_dir = runs_root().parent / "cache"
+    memo = memo_keys(spec.by_id(), dag.topological_order({t.id: t.after for t in spec.tasks}))
+    if memo:
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        hits = {tid for tid, key in memo.items() if (cache_dir / f"{key}.pkl.done").exists()}
+        if hits - done:
+            journal.event("memo_hits", tasks=sorted(hits - done))
+            logger.info("%d memoized tasks found in %s", len(hits - done), cache_dir)
+        done = done | hits
+    (run_dir / "results").mkdir(exist_ok=True, mode=0o700)
+    backend = open_backend(site, spec, run_dir)
+    for alloc in backend.allocations():
+        journal.record_allocation(**alloc)
+    engine = Engine(
+        spec,
+        client=backend.client,
+        journal=journal,
+        run_id=run_id,
+        run_dir=run_dir,
+        done=done,
+        attempts=attempts,
+        memo=memo,
+        cache_dir=cache_dir,
+        use_resources=needs_resources(spec),
+        keep_results=keep_results,
+        mpi_launcher=site.mpi.launcher,
+        on_progress=on_progress,
+    )
+    return engine, backend
+
+
+def start_run(
+    spec: WorkflowSpec,
+    *,
+    site: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    time_scale: float | None = None,
+    keep_results: bool = True,
+    on_progress: Progress | None = None,
+) -> RunHandle:
+    """Validate, then start the run in the background and return its handle."""
+    resolved = validate_run(spec, site)
+    run_id = new_run_id(spec.name)
+    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    journal = Journal.create(
+        path,
+        run_id=run_id,
+        name=spec.name,
+        source=source,
+        site=resolved.name,
+        time_scale=time_scale,
+    )
+    try:
+        engine, backend = _engine(
+            spec,
+            resolved,
+            path,
+            run_id,
+            journal,
+            done=set(),
+            attempts={},
+            keep_results=keep_results,
+            on_progress=on_progress,
+        )
+    except BaseException:
+        journal.set_run_state("failed")
+        journal.close()
+        raise
+    return RunHandle(engine, backend, journal)._start()
+
+
+def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> RunSummary:
+    # SIGTERM (hpcorch cancel) cancels the run cleanly, as Ctrl-C does.
+    previous: Any = None
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+
+        def _on_term(signum: int, frame: FrameType | None) -> None:
+            logger.warning("received signal %d: cancelling the run", signum)
+            engine.cancel()
+
+        previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return engine.run()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        try:
+            journal.close()
+        finally:
+            backend.close()
+
+
+def run_workflow(
+    spec: WorkflowSpec,
+    *,
+    site: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    time_scale: float | None = None,
+    on_progress: Progress | None = None,
+    on_start: Callable[[str, Path], None] | None = None,
+) -> RunSummary:
+    """Run ``spec`` to the end in this thread and return the summary."""
+    resolved = validate_run(spec, site)
+    run_id = new_run_id(spec.name)
+    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    journal = Journal.create(
+        path,
+        run_id=run_id,
+        name=spec.name,
+        source=source,
+        site=resolved.name,
+        time_scale=time_scale,
+    )
+    if on_start is not None:
+        on_start(run_id, path)
+    try:
+        engine, backend = _engine(
+            spec,
+            resolved,
+            path,
+            run_id,
+            journal,
+            done=set(),
+            attempts={},
+            keep_results=False,
+            on_progress=on_progress,
+        )
+    except BaseException:
+        journal.set_run_state("failed")
+        journal.close()
+        raise
+    return _run_in_foreground(engine, backend, journal)
+
+
+def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = None) -> RunSummary:
+    """Finish a run whose driver died: tasks the journal records as succeeded do not run again."""
+    from hpcorch.loaders import load_workflow
+
+    run_dir = find_run(run)
+    row = read_run(run_dir)
+    if not row["source"]:
+        raise JournalError(
+            f"run {row['run_id']} was started from Python, not from a file; "
+            "rebuild the workflow and run it again"
+        )
+    spec = load_workflow(row["source"], time_scale=row["time_scale"])
+    resolved = validate_run(spec, row["site"])
+    states = task_states(run_dir)
+    unknown = set(states) - set(spec.by_id())
+    if unknown:
+        raise JournalError(
+            f"{row['source']} changed since run {row['run_id']}: task {sorted(unknown)[0]!r} is "
+            "gone; start a new run instead"
+        )
+    done = {tid for tid, s in states.items() if s["state"] == "succeeded"}
+    attempts = {tid: int(s["attempts"]) for tid, s in states.items()}
+    journal = Journal.open(run_dir)
+    journal.set_run_state("running")
+    journal.event("resume", done=len(done), pid=os.getpid(), time=time.time())
+    try:
+        engine, backend = _engine(
+            spec,
+            resolved,
+            run_dir,
+            row["run_id"],
+            journal,
+            done=done,
+            attempts=attempts,
+            keep_results=False,
+            on_progress=on_progress,
+        )
+    except BaseException:
+        journal.close()
+        raise
+    return _run_in_foreground(engine, backend, journal)
+
+
+def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
+    """Cancel a run: signal its live driver, else mark the journal; return the state."""
+    run_dir = find_run(run)
+    row = read_run(run_dir)
+    if row["state"] != "running":
+        return str(row["state"])
+    pid, host = row["driver_pid"], row["driver_host"]
+    alive = False
+    if host == os.uname()[1] and pid:
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+    if alive:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            state = str(read_run(run_dir)["state"])
+            if state != "running":
+                return state
+            time.sleep(0.2)
+        raise RunError(
+            f"driver {pid} of run {row['run_id']} did not stop within {wait_s:g}s; "
+            f"kill it with 'kill -9 {pid}' and run 'hpcorch cancel' again"
+        )
+    with Journal.open(run_dir) as journal:
+        states = task_states(run_dir)
+        journal.set_states(
+            (tid, "cancelled")
+            for tid, s in states.items()
+            if s["state"] not in ("succeeded", "failed", "upstream_failed", "cancelled")
+        )
+        journal.set_run_state("cancelled")
+        journal.event("cancel", driver_alive=False)
+    return "cancelled"

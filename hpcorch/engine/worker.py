@@ -1,0 +1,233 @@
+"""What runs on a Dask worker: one task attempt, and the record of it.
+
+:func:`execute` runs a function, a command (argv list, output to files in
+the run directory) or an emulated task (holds its cores for a duration).
+Each attempt appends a small record (times, worker, node, Slurm job, exit
+code, failure class) to a buffer in the worker process; the driver collects
+the buffer in batches with :func:`drain`, so no per-task message goes to the
+driver and results stay on the workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcorch.spec import TaskRef
+
+__all__ = ["Payload", "TaskFailed", "classify_exit", "drain", "execute", "load_result"]
+
+_BUFFER: collections.deque[dict[str, Any]] = collections.deque()
+_IDENTITY: dict[str, Any] = {}
+
+
+class TaskFailed(Exception):
+    """A task attempt that ended badly; carries what the retry policy needs."""
+
+    def __init__(self, message: str, exit_code: int | None, failure_class: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.failure_class = failure_class
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskFailed, (str(self), self.exit_code, self.failure_class))
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Everything a worker needs for one attempt; small, so it pickles fast."""
+
+    run_id: str
+    task_id: str
+    n: int
+    kind: str
+    target: Any  # callable or "mod:attr" | argv tuple | duration seconds
+    deps: tuple[str, ...] = ()  # parent ids, in the order their values are passed
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    has_refs: bool = False
+    log_dir: str | None = None
+    result_path: str | None = None
+    memo_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    timeout: float | None = None
+    memory: int = 0
+
+
+def classify_exit(returncode: int, timed_out: bool) -> str:
+    """Failure class of a command that ended with ``returncode``."""
+    if timed_out:
+        return "timeout"
+    # The kernel's OOM killer sends SIGKILL; a process we did not kill is most likely it.
+    if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        return "out_of_memory"
+    if returncode in (-signal.SIGTERM, 128 + signal.SIGTERM):
+        return "cancelled"
+    return "user_error"
+
+
+def _identity() -> dict[str, Any]:
+    if not _IDENTITY:
+        try:
+            from distributed import get_worker
+
+            worker: str | None = get_worker().address
+        except ValueError:
+            worker = None
+        _IDENTITY.update(
+            worker=worker,
+            node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            job_id=os.environ.get("SLURM_JOB_ID"),
+            gpus=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+    return _IDENTITY
+
+
+def _resolve(target: Any) -> Callable[..., Any]:
+    if callable(target):
+        func: Callable[..., Any] = target
+        return func
+    module, _, attr = str(target).partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target} is not callable")
+    fn: Callable[..., Any] = obj
+    return fn
+
+
+def _substitute(value: Any, results: dict[str, Any]) -> Any:
+    if isinstance(value, TaskRef):
+        return results[value.id]
+    if isinstance(value, list | tuple):
+        return type(value)(_substitute(v, results) for v in value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, results) for k, v in value.items()}
+    return value
+
+
+def _store(path: str, value: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def load_result(path: str | None) -> Any:
+    """A result stored by an earlier attempt or run; ``None`` when none was stored."""
+    if path is None or not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        return pickle.load(fh)  # written by this run's own workers
+
+
+def _run_command(p: Payload) -> None:
+    argv = list(p.target)
+    log_dir = Path(p.log_dir or ".")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stem = log_dir / f"{p.task_id}.{p.n}"
+    env = {**os.environ, **p.env, "HPCORCH_RUN_ID": p.run_id, "HPCORCH_TASK_ID": p.task_id}
+    timed_out = False
+    with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
+        try:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=p.cwd
+            )
+        except OSError as exc:
+            raise TaskFailed(
+                f"cannot start {argv[0]!r}: {exc.strerror}", 127, "user_error"
+            ) from None
+        try:
+            returncode = proc.wait(timeout=p.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            returncode = proc.wait()
+    if returncode != 0 or timed_out:
+        cls = classify_exit(returncode, timed_out)
+        what = f"timed out after {p.timeout:g}s" if timed_out else f"exited with {returncode}"
+        raise TaskFailed(f"{argv[0]} {what}; see {stem}.err", returncode, cls)
+
+
+def _emulate(p: Payload) -> None:
+    ballast = None
+    if p.memory:
+        ballast = bytearray(p.memory)
+        ballast[::4096] = b"\x01" * len(range(0, p.memory, 4096))  # touch every page
+    time.sleep(float(p.target))
+    del ballast
+
+
+def execute(p: Payload, *dep_values: Any) -> Any:
+    """Run one attempt of one task; parent values arrive as ``dep_values`` (see ``p.deps``)."""
+    record: dict[str, Any] = {"task_id": p.task_id, "n": p.n, "run_id": p.run_id}
+    record.update(_identity())
+    record["start"] = time.time()
+    _BUFFER.append(dict(record))
+    value: Any = None
+    try:
+        if p.kind == "function":
+            fn = _resolve(p.target)
+            if p.has_refs:
+                results = dict(zip(p.deps, dep_values, strict=True))
+                args = _substitute(p.args, results)
+                kwargs = _substitute(p.kwargs, results)
+                value = fn(*args, **kwargs)
+            else:
+                value = fn(*p.args, **p.kwargs)
+        elif p.kind == "command":
+            _run_command(p)
+        else:
+            _emulate(p)
+    except TaskFailed as exc:
+        record.update(exit_code=exc.exit_code, failure_class=exc.failure_class, message=str(exc))
+        raise
+    except Exception as exc:
+        record.update(failure_class="user_error", message=f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    else:
+        record["exit_code"] = 0
+        if value is not None:
+            for path in (p.result_path, p.memo_path):
+                if path:
+                    _store(path, value)
+        if p.memo_path:
+            Path(p.memo_path + ".done").touch(mode=0o600)
+        return value
+    finally:
+        record["end"] = time.time()
+        _BUFFER.append(record)
+
+
+def drain(run_id: str) -> list[dict[str, Any]]:
+    """Pop this worker's attempt records for ``run_id``; a start and its end merge into one."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    keep: list[dict[str, Any]] = []
+    while True:
+        try:
+            rec = _BUFFER.popleft()
+        except IndexError:
+            break
+        if rec.get("run_id") != run_id:
+            keep.append(rec)
+            continue
+        key = (rec["task_id"], rec["n"])
+        if key in merged:
+            merged[key].update(rec)
+        else:
+            merged[key] = rec
+    _BUFFER.extend(keep)
+    return list(merged.values())

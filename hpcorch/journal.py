@@ -1,0 +1,380 @@
+"""The run journal: one SQLite file (WAL) per run directory, the truth for resume and status.
+
+Writes go through one background thread that groups queued rows into
+``executemany`` batches and commits once per batch, so recording 20,000
+task events costs a handful of transactions, not 20,000. Reads open their
+own connection. Files are created mode 0600.
+
+Tables: ``runs`` (one row), ``tasks``, ``attempts``, ``allocations``,
+``events``. :func:`status` builds the ``hpcorch status --json`` object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpcorch.errors import JournalError
+
+__all__ = [
+    "JOURNAL_NAME",
+    "RUN_STATES",
+    "TASK_STATES",
+    "Journal",
+    "read_run",
+    "status",
+    "task_states",
+]
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_NAME = "journal.sqlite"
+RUN_STATES = ("running", "succeeded", "failed", "cancelled")
+TASK_STATES = ("pending", "running", "succeeded", "failed", "upstream_failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, name TEXT, source TEXT, site TEXT, time_scale REAL,
+    state TEXT, created REAL, ended REAL, driver_pid INTEGER, driver_host TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, kind TEXT, state TEXT, priority INTEGER,
+    result TEXT, memo_key TEXT, updated REAL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    task_id TEXT, n INTEGER, start REAL, end REAL, exit_code INTEGER, failure_class TEXT,
+    worker TEXT, job_id TEXT, node TEXT, gpus TEXT, cores TEXT, message TEXT,
+    PRIMARY KEY (task_id, n)
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    job_id TEXT PRIMARY KEY, site TEXT, partition TEXT, nodes INTEGER, state TEXT,
+    start REAL, end REAL, pool TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, kind TEXT, payload TEXT
+);
+"""
+
+# An attempt row arrives in pieces (the driver knows the failure, the worker the
+# times), so each piece fills what it knows and keeps what is there.
+_UPSERT_ATTEMPT = """
+INSERT INTO attempts (task_id, n, start, end, exit_code, failure_class, worker, job_id,
+                      node, gpus, cores, message)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_id, n) DO UPDATE SET
+    start = coalesce(excluded.start, start), end = coalesce(excluded.end, end),
+    exit_code = coalesce(excluded.exit_code, exit_code),
+    failure_class = coalesce(excluded.failure_class, failure_class),
+    worker = coalesce(excluded.worker, worker), job_id = coalesce(excluded.job_id, job_id),
+    node = coalesce(excluded.node, node), gpus = coalesce(excluded.gpus, gpus),
+    cores = coalesce(excluded.cores, cores), message = coalesce(excluded.message, message)
+"""
+_ATTEMPT_FIELDS = (
+    "task_id",
+    "n",
+    "start",
+    "end",
+    "exit_code",
+    "failure_class",
+    "worker",
+    "job_id",
+    "node",
+    "gpus",
+    "cores",
+    "message",
+)
+
+
+def _create_private(path: Path) -> None:
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class Journal:
+    """Writer side of a run's journal. Use :meth:`create` or :meth:`open`, then :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.Queue[tuple[str, Sequence[Sequence[Any]]] | threading.Event | None]
+        self._queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="hpcorch-journal")
+        self._thread.daemon = True
+        self._thread.start()
+        self.flush()
+        if self._error is not None:
+            raise JournalError(f"{path}: cannot write the journal: {self._error}")
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        run_dir: Path,
+        *,
+        run_id: str,
+        name: str,
+        source: str | None,
+        site: str,
+        time_scale: float | None,
+    ) -> Journal:
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = run_dir / JOURNAL_NAME
+        _create_private(path)
+        journal = cls(path)
+        journal._execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, ?, ?)",
+            [(run_id, name, source, site, time_scale, time.time(), os.getpid(), os.uname()[1])],
+        )
+        return journal
+
+    @classmethod
+    def open(cls, run_dir: Path) -> Journal:
+        path = run_dir / JOURNAL_NAME
+        if not path.is_file():
+            raise JournalError(f"{run_dir}: no journal found; is this a run directory?")
+        return cls(path)
+
+    # -- writes (queued, batched) --------------------------------------------
+
+    def _execute(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._error is not None:
+            raise JournalError(f"{self.path}: journal writer failed: {self._error}")
+        self._queue.put((sql, rows))
+
+    def add_tasks(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
+        """Register tasks ``(task_id, kind, state, priority)``; existing rows keep their state."""
+        now = time.time()
+        self._execute(
+            "INSERT INTO tasks (task_id, kind, state, priority, updated) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (task_id) DO UPDATE SET kind = excluded.kind, "
+            "priority = excluded.priority",
+            [(*r, now) for r in rows],
+        )
+
+    def set_states(self, rows: Iterable[tuple[str, str]]) -> None:
+        """Set task states from ``(task_id, state)`` pairs."""
+        now = time.time()
+        self._execute(
+            "UPDATE tasks SET state = ?, updated = ? WHERE task_id = ?",
+            [(state, now, task_id) for task_id, state in rows],
+        )
+
+    def set_results(self, rows: Iterable[tuple[str, str]]) -> None:
+        """Record where each task's result lives: ``none``, ``stored`` or ``memo:<key>``."""
+        self._execute("UPDATE tasks SET result = ? WHERE task_id = ?", [(r, t) for t, r in rows])
+
+    def record_attempts(self, attempts: Iterable[dict[str, Any]]) -> None:
+        rows = [tuple(a.get(f) for f in _ATTEMPT_FIELDS) for a in attempts]
+        if rows:
+            self._execute(_UPSERT_ATTEMPT, rows)
+
+    def record_allocation(self, **alloc: Any) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                tuple(
+                    alloc.get(k)
+                    for k in (
+                        "job_id",
+                        "site",
+                        "partition",
+                        "nodes",
+                        "state",
+                        "start",
+                        "end",
+                        "pool",
+                    )
+                )
+            ],
+        )
+
+    def event(self, kind: str, **payload: Any) -> None:
+        self._execute(
+            "INSERT INTO events (time, kind, payload) VALUES (?, ?, ?)",
+            [(time.time(), kind, json.dumps(payload, default=str))],
+        )
+
+    def set_run_state(self, state: str) -> None:
+        ended = time.time() if state != "running" else None
+        self._execute(
+            "UPDATE runs SET state = ?, ended = ?, driver_pid = ?, driver_host = ?",
+            [(state, ended, os.getpid(), os.uname()[1])],
+        )
+
+    def flush(self) -> None:
+        """Block until everything queued so far is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write_loop(self) -> None:
+        try:
+            conn = _connect(self.path)
+            conn.executescript(_SCHEMA)
+            conn.commit()
+        except sqlite3.Error as exc:
+            self._error = exc
+            conn = None
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.chmod(0o600)
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            # Drain what is already queued so one commit covers it all.
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            waiters: list[threading.Event] = []
+            if conn is not None:
+                try:
+                    for op in batch:
+                        if op is None:
+                            stop = True
+                        elif isinstance(op, threading.Event):
+                            waiters.append(op)
+                        else:
+                            conn.executemany(op[0], op[1])
+                    conn.commit()
+                except sqlite3.Error as exc:
+                    logger.error("journal write failed: %s", exc)
+                    self._error = exc
+            else:
+                stop = any(op is None for op in batch)
+                waiters = [op for op in batch if isinstance(op, threading.Event)]
+            for w in waiters:
+                w.set()
+            if stop:
+                if conn is not None:
+                    conn.close()
+                return
+
+
+# -- reads --------------------------------------------------------------------
+
+
+def _read(run_dir: Path) -> sqlite3.Connection:
+    path = Path(run_dir) / JOURNAL_NAME
+    if not path.is_file():
+        raise JournalError(f"{run_dir}: no journal found; is this a run directory?")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """The ``runs`` row of a run directory as a dict."""
+    conn = _read(run_dir)
+    try:
+        row = conn.execute("SELECT * FROM runs").fetchone()
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {exc}") from None
+    finally:
+        conn.close()
+    if row is None:
+        raise JournalError(f"{run_dir}: the journal has no run recorded")
+    return dict(row)
+
+
+def task_states(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{task_id: {state, result, attempts}}`` where attempts is the highest attempt number."""
+    conn = _read(run_dir)
+    try:
+        rows = conn.execute(
+            "SELECT t.task_id, t.state, t.result, coalesce(max(a.n), 0) AS attempts "
+            "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.task_id GROUP BY t.task_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {r["task_id"]: dict(r) for r in rows}
+
+
+def _split(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    return [int(x) for x in value.split(",") if x != ""]
+
+
+def status(run_dir: Path) -> dict[str, Any]:
+    """The object ``hpcorch status RUN --json`` prints (see DESIGN.md)."""
+    run = read_run(run_dir)
+    conn = _read(run_dir)
+    try:
+        tasks = conn.execute("SELECT task_id, state FROM tasks ORDER BY rowid").fetchall()
+        attempts = conn.execute("SELECT * FROM attempts ORDER BY task_id, n").fetchall()
+        allocs = conn.execute("SELECT * FROM allocations ORDER BY start").fetchall()
+    finally:
+        conn.close()
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for a in attempts:
+        by_task.setdefault(a["task_id"], []).append(
+            {
+                "n": a["n"],
+                "start": a["start"],
+                "end": a["end"],
+                "exit_code": a["exit_code"],
+                "failure_class": a["failure_class"],
+                "job_id": a["job_id"],
+                "node": a["node"],
+                "gpus": _split(a["gpus"]),
+                "cores": _split(a["cores"]),
+            }
+        )
+    counts = dict.fromkeys(TASK_STATES, 0)
+    for t in tasks:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    return {
+        "run_id": run["run_id"],
+        "state": run["state"],
+        "counts": counts,
+        "tasks": [
+            {"id": t["task_id"], "state": t["state"], "attempts": by_task.get(t["task_id"], [])}
+            for t in tasks
+        ],
+        "allocations": [
+            {
+                "job_id": a["job_id"],
+                "site": a["site"],
+                "partition": a["partition"],
+                "nodes": a["nodes"],
+                "state": a["state"],
+                "start": a["start"],
+                "end": a["end"],
+            }
+            for a in allocs
+        ],
+    }

@@ -1,0 +1,57 @@
+"""Turn a workflow file into a validated :class:`~hpcorch.spec.WorkflowSpec`.
+
+One entry point, :func:`load_workflow`, picks the reader by suffix: ``.yaml``
+/ ``.yml`` (hpcorch's format), ``.json`` (a WfFormat instance written by
+wfcommons) or ``.py`` (a module that builds a :class:`hpcorch.Workflow`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hpcorch.errors import WorkflowError
+from hpcorch.spec import WorkflowSpec
+
+__all__ = ["load_workflow"]
+
+
+def load_workflow(path: str | os.PathLike[str], time_scale: float | None = None) -> WorkflowSpec:
+    """Read and validate the workflow at ``path``.
+
+    ``time_scale`` turns WfFormat tasks into emulated tasks that hold their
+    cores for ``runtimeInSeconds * time_scale`` seconds; for YAML and Python
+    workflows it scales the duration of emulated tasks.
+    """
+    source = Path(path)
+    if time_scale is not None and time_scale < 0:
+        raise WorkflowError(f"--time-scale must be >= 0, got {time_scale}")
+    if not source.is_file():
+        raise WorkflowError(f"{source}: no such workflow file")
+    suffix = source.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        from hpcorch.loaders.yamlfile import load_yaml
+
+        spec = load_yaml(source)
+    elif suffix == ".json":
+        from hpcorch.loaders.wfformat import load_wfformat
+
+        return load_wfformat(source, time_scale)
+    elif suffix == ".py":
+        from hpcorch.loaders.pyfile import load_python
+
+        spec = load_python(source)
+    else:
+        raise WorkflowError(
+            f"{source}: unknown workflow type {suffix!r}; use .yaml/.yml, .json (WfFormat) or .py"
+        )
+    return scale_durations(spec, time_scale) if time_scale is not None else spec
+
+
+def scale_durations(spec: WorkflowSpec, factor: float) -> WorkflowSpec:
+    """The same workflow with every emulated task's duration multiplied by ``factor``."""
+    tasks = tuple(
+        t.model_copy(update={"duration": t.duration * factor}) if t.duration is not None else t
+        for t in spec.tasks
+    )
+    return spec.model_copy(update={"tasks": tasks})

@@ -1,0 +1,284 @@
+"""Frozen, validated specs of a workflow: resources, MPI layout, tasks.
+
+Everything that enters hpcorch (YAML, WfFormat, the Python API) becomes a
+:class:`WorkflowSpec` here, and nothing downstream re-checks it. An unknown
+key is an error that names the key and lists the valid ones; quantities
+accept the forms :mod:`hpcorch.units` parses (``4GiB``, ``10m``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hpcorch import dag
+from hpcorch.errors import WorkflowError
+from hpcorch.units import parse_duration, parse_memory
+
+__all__ = [
+    "MpiSpec",
+    "Resources",
+    "TaskKind",
+    "TaskRef",
+    "TaskSpec",
+    "WorkflowSpec",
+    "parse_workflow",
+]
+
+TaskKind = Literal["function", "command", "emulated"]
+_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        # pydantic's own "extra forbidden" names the key but not the valid ones.
+        if isinstance(data, Mapping):
+            valid = cls.model_fields.keys()
+            for key in data:
+                if key not in valid:
+                    raise ValueError(f"unknown key {key!r} (valid keys: {', '.join(valid)})")
+        return data
+
+
+class Resources(_Spec):
+    """What one task needs: ``memory`` in bytes, ``walltime`` in seconds (an estimate)."""
+
+    cpus: int = Field(1, ge=1)
+    memory: int = Field(0, ge=0, description="bytes; 0 means no explicit request")
+    gpus: float = Field(0, ge=0)
+    nodes: int = Field(1, ge=1)
+    walltime: float | None = Field(None, gt=0, description="seconds")
+    gpu_sharing: bool = Field(False, description="allow a fractional gpus request")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        return parse_memory(value) if isinstance(value, str | int | float) else value
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _walltime(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str | int | float) else value
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> Resources:
+        if self.gpus != int(self.gpus) and not self.gpu_sharing:
+            raise ValueError(
+                f"gpus: {self.gpus} is fractional; set gpu_sharing: true to share a GPU"
+            )
+        return self
+
+
+class MpiSpec(_Spec):
+    """An MPI step: ``ranks`` processes, optionally ``ranks_per_node`` of them per node."""
+
+    ranks: int = Field(..., ge=1)
+    ranks_per_node: int | None = Field(None, ge=1)
+    cpus_per_rank: int = Field(1, ge=1)
+    gpus_per_rank: float = Field(0, ge=0)
+
+    @property
+    def nodes(self) -> int:
+        if self.ranks_per_node is None:
+            return 1
+        return -(-self.ranks // self.ranks_per_node)
+
+
+class TaskRef(BaseModel):
+    """Stands for another task's result inside a function task's arguments."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+
+
+_DEFAULT_RESOURCES = Resources()
+
+
+class TaskSpec(_Spec):
+    """One task. ``kind`` follows from which of command/function/duration is given."""
+
+    id: str
+    kind: TaskKind | None = None
+    command: tuple[str, ...] | None = None
+    function: str | Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    duration: float | None = Field(None, ge=0, description="seconds an emulated task holds")
+    touch_memory: bool = Field(False, description="emulated: allocate resources.memory")
+    after: tuple[str, ...] = ()
+    retries: int = Field(0, ge=0)
+    priority: int = 0
+    tags: tuple[str, ...] = ()
+    memoize: bool = False
+    inputs: tuple[str, ...] = Field((), description="files whose content keys the memo hash")
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    resources: Resources = _DEFAULT_RESOURCES
+    mpi: MpiSpec | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID_RE.match(value):
+            raise ValueError(
+                f"task id {value!r} must start with a letter, digit or '_' and use only "
+                "letters, digits and _ . : @ + -"
+            )
+        return value
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                f"must be an argv list such as [python, prep.py], not the string {value!r}"
+            )
+        if isinstance(value, list | tuple):
+            return tuple(str(v) if isinstance(v, int | float) else v for v in value)
+        return value
+
+    @field_validator("function", mode="before")
+    @classmethod
+    def _function(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError(f"must look like 'package.module:name', got {value!r}")
+        return value
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kind(self) -> TaskSpec:
+        given = [
+            k
+            for k, v in (
+                ("command", self.command),
+                ("function", self.function),
+                ("emulated", self.duration),
+            )
+            if v is not None
+        ]
+        names = {"command": "command", "function": "function", "emulated": "duration"}
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of command (argv list), function ('module:name') or "
+                f"duration (emulated); got {', '.join(names[g] for g in given) or 'none'}"
+            )
+        if self.kind is not None and self.kind != given[0]:
+            raise ValueError(f"kind {self.kind!r} needs {names[self.kind]}")
+        if self.command is not None and not self.command:
+            raise ValueError("command must not be empty")
+        if given[0] != "function" and (self.args or self.kwargs):
+            raise ValueError("args/kwargs only apply to function tasks")
+        if self.kind is None:
+            object.__setattr__(self, "kind", given[0])
+        return self
+
+    @property
+    def task_kind(self) -> TaskKind:
+        assert self.kind is not None  # set by _kind
+        return self.kind
+
+    @property
+    def cpus(self) -> int:
+        """Cores the task holds on one worker (MPI ranks on one node count together)."""
+        if self.mpi is None:
+            return self.resources.cpus
+        per_node = self.mpi.ranks_per_node or self.mpi.ranks
+        return max(self.resources.cpus, per_node * self.mpi.cpus_per_rank)
+
+    @property
+    def gpus(self) -> float:
+        if self.mpi is None:
+            return self.resources.gpus
+        per_node = self.mpi.ranks_per_node or self.mpi.ranks
+        return max(self.resources.gpus, per_node * self.mpi.gpus_per_rank)
+
+    @property
+    def nodes(self) -> int:
+        return max(self.resources.nodes, self.mpi.nodes if self.mpi else 1)
+
+    @property
+    def estimate(self) -> float:
+        """Seconds this task is expected to take, for critical-path ordering."""
+        if self.duration is not None:
+            return self.duration
+        return self.resources.walltime or 1.0
+
+
+class WorkflowSpec(_Spec):
+    """A validated DAG of tasks: ids unique, dependencies known, no cycle."""
+
+    name: str = "workflow"
+    site: str | None = None
+    tasks: tuple[TaskSpec, ...] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _dag(self) -> WorkflowSpec:
+        dag.validate({t.id: t.after for t in self.tasks})
+        return self
+
+    def task(self, task_id: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(task_id)
+
+    def by_id(self) -> dict[str, TaskSpec]:
+        return {t.id: t for t in self.tasks}
+
+
+def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """``('tasks', 3, 'resources')`` → ``task 'sim': resources``."""
+    parts = list(loc)
+    prefix = ""
+    if len(parts) >= 2 and parts[0] == "tasks" and isinstance(parts[1], int):
+        tasks = data.get("tasks")
+        task_id: Any = None
+        if isinstance(tasks, list | tuple) and parts[1] < len(tasks):
+            item = tasks[parts[1]]
+            task_id = item.get("id") if isinstance(item, Mapping) else getattr(item, "id", None)
+        prefix = f"task {task_id!r}" if task_id else f"task #{parts[1] + 1}"
+        parts = parts[2:]
+    # pydantic adds union-member names (e.g. 'function-after[...]') to locations.
+    path = ".".join(str(p) for p in parts if not (isinstance(p, str) and "[" in p))
+    return ": ".join(x for x in (prefix, path) if x)
+
+
+def _message(exc: ValidationError, data: Mapping[str, Any]) -> str:
+    err = exc.errors(include_url=False)[0]
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    where = _where(tuple(err["loc"]), data)
+    if err["type"] == "missing":
+        msg = "missing required key"
+    return f"{where}: {msg}" if where else msg
+
+
+def parse_workflow(data: Mapping[str, Any]) -> WorkflowSpec:
+    """Validate a workflow mapping (parsed YAML, built by a loader) into a spec.
+
+    Raises :class:`WorkflowError` with one line naming the task and the key.
+    """
+    if not isinstance(data, Mapping):
+        raise WorkflowError(f"a workflow must be a mapping with a 'tasks' list, got {data!r:.60}")
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise WorkflowError(_message(exc, data)) from None
