@@ -7,6 +7,7 @@ import sys
 import click
 
 from hpcorch._version import __version__
+from hpcorch.cli.run import cancel, logs, resume, run, status
 from hpcorch.errors import HpcorchError
 
 
@@ -19,6 +20,13 @@ def cli() -> None:
     Example:
       hpcorch run workflows/cpu-pipeline.yaml --site local
     """
+
+
+cli.add_command(run)
+cli.add_command(status)
+cli.add_command(resume)
+cli.add_command(cancel)
+cli.add_command(logs)
 
 
 def main() -> None:

@@ -1,0 +1,186 @@
+"""``hpcorch run | status | resume | cancel | logs``: thin wrappers over :mod:`hpcorch.engine`.
+
+Exit codes: 0 every task succeeded; 1 tasks failed (summary printed);
+2 bad input (one line, nothing submitted); 3 infrastructure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpcorch.errors import RunError
+
+__all__ = ["cancel", "logs", "resume", "run", "status"]
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Dask's own chatter (worker errors are in the journal and the summary).
+    for name in ("distributed", "distributed.worker", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.ERROR if verbose == 0 else level)
+
+
+class _Progress:
+    """One status line on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+        self._last = ""
+
+    def __call__(self, counts: dict[str, int]) -> None:
+        if not self.enabled:
+            return
+        done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "upstream_failed"))
+        line = f"\r{done}/{self.total} done, {counts.get('failed', 0)} failed"
+        if line != self._last:
+            click.echo(line, nl=False, err=True)
+            self._last = line
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            click.echo("", err=True)
+
+
+def _finish(summary: Any) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()) if n)
+    click.echo(f"run {summary.run_id} {summary.state} in {summary.seconds:.1f}s: {counts}")
+    click.echo(f"run directory: {summary.run_dir}")
+    if summary.ok:
+        return
+    for failure in summary.failures[:20]:
+        click.echo(f"  {failure.task_id}: {failure.failure_class}: {failure.message}")
+    if len(summary.failures) > 20:
+        click.echo(f"  ... and {len(summary.failures) - 20} more (hpcorch status {summary.run_id})")
+    raise RunError(
+        f"run {summary.run_id} {summary.state}; see 'hpcorch status {summary.run_id}' "
+        f"and 'hpcorch logs {summary.run_id} TASK'"
+    )
+
+
+@click.command()
+@click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--site", default=None, help="Site to run on (default: the workflow's, or local).")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory (default: .hpcorch/runs/RUN_ID).",
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=None,
+    help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
+)
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+def run(
+    workflow: Path, site: str | None, run_dir: Path | None, time_scale: float | None, verbose: int
+) -> None:
+    """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end."""
+    from hpcorch.engine import run_workflow
+    from hpcorch.loaders import load_workflow
+
+    _logging(verbose)
+    spec = load_workflow(workflow, time_scale=time_scale)
+    progress = _Progress(len(spec.tasks))
+
+    def started(run_id: str, path: Path) -> None:
+        click.echo(f"run {run_id}: {len(spec.tasks)} tasks, run directory {path}", err=True)
+
+    try:
+        summary = run_workflow(
+            spec,
+            site=site,
+            run_dir=run_dir,
+            source=str(workflow.resolve()),
+            time_scale=time_scale,
+            on_progress=progress,
+            on_start=started,
+        )
+    finally:
+        progress.close()
+    _finish(summary)
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print the status object (stdout only).")
+def status(run_ref: str, as_json: bool) -> None:
+    """Show the state of RUN (a run id or a run directory)."""
+    from hpcorch.engine.rundir import find_run
+    from hpcorch.journal import status as read_status
+
+    data = read_status(find_run(run_ref))
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
+    click.echo(f"run {data['run_id']}: {data['state']} ({counts})")
+    for task in data["tasks"]:
+        if task["state"] in ("failed", "running", "cancelled"):
+            last = task["attempts"][-1] if task["attempts"] else {}
+            why = last.get("failure_class") or ""
+            click.echo(f"  {task['id']}: {task['state']} {why}".rstrip())
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr.")
+def resume(run_ref: str, verbose: int) -> None:
+    """Finish RUN after its driver died; completed tasks do not run again."""
+    from hpcorch.engine import resume_run
+
+    _logging(verbose)
+    _finish(resume_run(run_ref))
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+def cancel(run_ref: str) -> None:
+    """Cancel RUN: stop its driver and its tasks."""
+    from hpcorch.engine import cancel_run
+
+    click.echo(f"run {run_ref}: {cancel_run(run_ref)}")
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("task")
+@click.option("--attempt", type=int, default=None, help="Attempt number (default: the last).")
+def logs(run_ref: str, task: str, attempt: int | None) -> None:
+    """Print the stdout and stderr of TASK in RUN."""
+    from hpcorch.engine.rundir import find_run
+    from hpcorch.errors import JournalError
+
+    log_dir = find_run(run_ref) / "logs"
+    prefix = f"{task}."
+    attempts = sorted(
+        int(middle)
+        for p in log_dir.glob(f"{task}.*.out")
+        if (middle := p.name[len(prefix) : -len(".out")]).isdigit()
+    )
+    if not attempts:
+        raise JournalError(
+            f"no logs for task {task!r} in {log_dir.parent}; only command tasks write logs"
+        )
+    n = attempt if attempt is not None else attempts[-1]
+    if n not in attempts:
+        raise JournalError(f"no attempt {n} of task {task!r}; attempts: {attempts}")
+    for stream in ("out", "err"):
+        text = (log_dir / f"{task}.{n}.{stream}").read_text(errors="replace")
+        if text:
+            click.echo(f"--- {task} attempt {n} std{stream} ---")
+            click.echo(text, nl=not text.endswith("\n"))
