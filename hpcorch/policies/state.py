@@ -166,6 +166,8 @@ class PoolDemand:
     """Sum of share * estimate over queued tasks: node-seconds of queued work."""
     shortest_s: float = 0.0
     longest_s: float = 0.0
+    widest: float = 0.0
+    """Largest single queued task's share (an 8-node MPI task needs 8 nodes at once)."""
     running: int = 0
     running_share: float = 0.0
 
