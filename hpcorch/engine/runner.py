@@ -219,6 +219,7 @@ class Engine:
         res: dict[str, dict[str, float]] = {}
         load_keys: list[str] = []
         keys: list[str] = []
+        batch: set[str] = set()
         for tid in ids:
             task = self.tasks[tid]
             if tid in bump:
@@ -227,7 +228,7 @@ class Engine:
             deps: list[str] = []
             dep_keys: list[str] = []
             for p in self.parents[tid]:
-                if p in self.key and p in self.futures:
+                if p in batch or p in self.futures:
                     deps.append(p)
                     dep_keys.append(self.key[p])
                 elif p in self.refs.get(tid, ()):
@@ -245,6 +246,7 @@ class Engine:
             self.key[tid] = key
             self.owner[key] = tid
             keys.append(key)
+            batch.add(tid)
         annotations: dict[str, Any] = {"priority": _PerKey(prio, max(prio.values(), default=0))}
         if self.use_resources:
             annotations["resources"] = _PerKey(res, {"cpus": 1.0})
@@ -422,6 +424,11 @@ class Engine:
                     if s not in TERMINAL:
                         self._set(updates, tid, "cancelled")
                 self.client.cancel(list(self.futures.values()))
+            for tid, s in self.state.items():
+                if s not in TERMINAL:  # the scheduler forgot it; never report it as running
+                    logger.error("task %s ended without a result; marking it failed", tid)
+                    self.failure_info[tid] = TaskFailure(tid, "infrastructure", "result lost")
+                    self._set(updates, tid, "failed")
             self.journal.set_states(updates)
         counts = self.counts()
         if self._cancelled:

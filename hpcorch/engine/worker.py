@@ -139,7 +139,14 @@ def _run_command(p: Payload) -> None:
     log_dir = Path(p.log_dir or ".")
     log_dir.mkdir(parents=True, exist_ok=True)
     stem = log_dir / f"{p.task_id}.{p.n}"
-    env = {**os.environ, **p.env, "HPCORCH_RUN_ID": p.run_id, "HPCORCH_TASK_ID": p.task_id}
+    env = {
+        **os.environ,
+        **p.env,
+        "HPCORCH_RUN_ID": p.run_id,
+        "HPCORCH_RUN_DIR": str(log_dir.parent),
+        "HPCORCH_TASK_ID": p.task_id,
+        "HPCORCH_ATTEMPT": str(p.n),
+    }
     timed_out = False
     with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
         try:
