@@ -1,0 +1,155 @@
+"""The report as one self-contained HTML page: inline CSS, the Gantt as inline SVG.
+
+Nothing is fetched when the page opens (no scripts, fonts or images from
+elsewhere), so it can be mailed, archived or opened on an offline login node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+from hpcorch.report import gantt
+from hpcorch.report.model import Report
+
+__all__ = ["render_html"]
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
+       margin: 2rem auto; max-width: 1240px; padding: 0 1rem; }
+h1 { font-size: 1.5rem; margin-bottom: .2rem; }
+h2 { font-size: 1.1rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.state { display: inline-block; padding: 0 .5em; border-radius: 3px; color: #fff; }
+.state-succeeded { background: #009E73; } .state-failed { background: #D55E00; }
+.state-running { background: #56B4E9; } .state-cancelled { background: #999; }
+table { border-collapse: collapse; margin: .5rem 0; }
+th, td { padding: .25rem .8rem; border-bottom: 1px solid #eee; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 0; overflow-x: auto; } figure svg { max-width: 100%; height: auto; }
+.notes li { color: #8a5300; }
+"""
+
+
+def _num(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{escape(str(c))}</td>'
+            if isinstance(c, int | float)
+            else f"<td>{escape(str(c))}</td>"
+            for c in row
+        )
+        + "</tr>"
+        for row in rows
+    )
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _svg(report: Report) -> str:
+    text = gantt.render(report, "svg").decode()
+    # Inline SVG in HTML takes the <svg> element alone, without the XML prologue.
+    return text[text.index("<svg") :]
+
+
+def render_html(report: Report) -> str:
+    """The whole page as a string."""
+    r = report
+    summary = _table(
+        ("figure", "value"),
+        [
+            ("makespan", f"{r.makespan_s:.1f} s"),
+            (
+                "critical path",
+                "unknown (dependencies not recorded)"
+                if r.critical_path is None
+                else f"{_num(r.critical_path_s, '{:.1f}')} s: " + " → ".join(r.critical_path),
+            ),
+            ("tasks", r.tasks),
+            ("retries", f"{r.retries} (in {r.tasks_retried} tasks)"),
+            ("core-hours used / allocated",
+             f"{_num(r.core_hours_used)} / {_num(r.core_hours_allocated)}"),
+            ("GPU-hours used / allocated",
+             f"{_num(r.gpu_hours_used)} / {_num(r.gpu_hours_allocated)}"),
+            ("CPU utilization", _pct(r.cpu_utilization)),
+            ("GPU utilization", _pct(r.gpu_utilization)),
+        ],
+        "summary",
+    )  # fmt: skip
+    states = _table(("task state", "tasks"), sorted(r.by_state.items()), "by-state")
+    failures = (
+        _table(("failure class", "failed attempts"), r.failed_attempts_by_class.items(), "failures")
+        if r.failed_attempts_by_class
+        else "<p>No attempt failed.</p>"
+    )
+    sites = _table(
+        ("site", "allocations", "node-hours", "core-hours", "GPU-hours", "SU", "cost"),
+        [
+            (
+                u.site,
+                u.allocations,
+                _num(u.node_hours),
+                _num(u.core_hours),
+                _num(u.gpu_hours),
+                _num(u.su),
+                "—" if u.cost is None else f"{u.cost:.2f} {u.currency or ''}".strip(),
+            )
+            for u in r.sites
+        ],
+        "sites",
+    )
+    attempts = _table(
+        ("task", "try", "node", "GPUs", "cores", "start (s)", "end (s)", "outcome"),
+        [
+            (
+                a.task_id,
+                a.n,
+                a.node,
+                ",".join(map(str, a.gpus)) or "—",
+                a.cores,
+                f"{a.start:.1f}",
+                f"{a.end:.1f}",
+                a.outcome if a.failure_class is None else f"{a.outcome}: {a.failure_class}",
+            )
+            for a in sorted(r.attempts, key=lambda a: (a.start, a.task_id))
+        ],
+        "attempts",
+    )
+    notes = (
+        '<h2>Notes</h2><ul class="notes">'
+        + "".join(f"<li>{escape(n)}</li>" for n in r.notes)
+        + "</ul>"
+        if r.notes
+        else ""
+    )
+    gantt_block = (
+        f'<figure id="gantt" aria-label="Gantt chart of attempts per node">{_svg(r)}</figure>'
+        if r.attempts
+        else '<p id="gantt-empty">No attempt has started yet.</p>'
+    )
+    title = escape(f"hpcorch report — {r.run_id}")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><style>{_CSS}</style></head><body>"
+        f"<h1>Run {escape(r.run_id)}</h1>"
+        f'<p><span class="state state-{escape(r.state)}">{escape(r.state)}</span> '
+        f"makespan {r.makespan_s:.1f} s · {r.tasks} tasks</p>"
+        f"<h2>Summary</h2>{summary}"
+        f"<h2>Timeline</h2>{gantt_block}"
+        f"<h2>Tasks by state</h2>{states}"
+        f"<h2>Failed attempts by class</h2>{failures}"
+        f"<h2>Usage and cost per site</h2>{sites}"
+        f"{notes}"
+        f"<h2>Attempts</h2>{attempts}"
+        "</body></html>\n"
+    )

@@ -1,0 +1,78 @@
+"""Gantt layout and rendering, and the self-contained HTML page."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from hpcorch.report import build_report, render_html
+from hpcorch.report.gantt import layout, render
+from hpcorch.sites.loader import load_site
+from tests.unit.test_report_build import dev_decls, dev_status
+
+
+def _report():  # type: ignore[no-untyped-def]
+    return build_report(dev_status(), sites={"dev": load_site("dev")}, decls=dev_decls())
+
+
+def test_layout_rows_per_node_lane_and_gpu() -> None:
+    lay = layout(_report())
+    labels = [r.label for r in lay.rows]
+    # cpu2 ran four attempts at once (sim, sweep-0, sweep-1, sweep-2): four lanes.
+    assert labels == [
+        "cpu1",
+        "cpu2",
+        "",
+        "",
+        "",
+        "gpu1 GPU 0",
+        "gpu1 GPU 1",
+        "gpu1 GPU 2",
+        "gpu2 GPU 0",
+    ]
+    analyse = [b.row for b in lay.bars if b.attempt.task_id == "analyse"]
+    assert analyse == [5, 6]  # one bar on each GPU it held
+    keys = {(b.attempt.task_id, b.attempt.n): b.key for b in lay.bars}
+    assert keys[("sim", 1)] == "out_of_memory"
+    assert keys[("sweep-3", 1)] == "node_failure"
+    assert keys[("sim", 2)] == "succeeded"
+
+
+def test_lanes_never_overlap() -> None:
+    lay = layout(_report())
+    by_row: dict[int, list[tuple[float, float]]] = {}
+    for bar in lay.bars:
+        by_row.setdefault(bar.row, []).append((bar.attempt.start, bar.attempt.end))
+    for spans in by_row.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_png_and_svg() -> None:
+    report = _report()
+    png = render(report, "png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    svg = render(report, "svg").decode()
+    assert "<svg" in svg
+    assert "seconds since run start" in svg  # text kept as text, not paths
+    assert "failed: out_of_memory" in svg
+
+
+def test_html_is_self_contained_with_inline_gantt() -> None:
+    page = render_html(_report())
+    assert page.startswith("<!DOCTYPE html>")
+    assert re.search(r'<figure id="gantt"[^>]*><svg', page)
+    assert "<?xml" not in page
+    # Nothing fetched from elsewhere: no external scripts, styles, images or fonts.
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "<script" not in page
+    for text in ("prep → sim → analyse", "out_of_memory", "Usage and cost per site", "dev"):
+        assert text in page
+
+
+def test_html_escapes_names() -> None:
+    status = dev_status()
+    status["run_id"] = "<b>evil</b>"
+    page = render_html(build_report(status))
+    assert "<b>evil</b>" not in page
+    assert "&lt;b&gt;evil&lt;/b&gt;" in page
