@@ -18,7 +18,7 @@ the backend's boundary.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from hpcorch.errors import SlurmError
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
@@ -36,9 +36,9 @@ class BackendDown(SlurmError):
     """
 
 
-@runtime_checkable
 class SlurmClient(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def version(self) -> str: ...

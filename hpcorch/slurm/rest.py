@@ -149,18 +149,21 @@ class RestClient:
             token = self._tokens.token()
             headers = {"X-SLURM-USER-NAME": self._user, "X-SLURM-USER-TOKEN": token}
             self.calls += 1
+            failure: SlurmError | None = None
             try:
                 response = self._http.request(method, self._base + path, headers=headers, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise BackendDown(
+                failure = BackendDown(
                     f"slurmrestd at {self.url} unreachable ({type(exc).__name__}); "
                     "is slurmrestd running?"
-                ) from None
+                )
             except httpx.HTTPError as exc:
                 message = scrub(str(exc), token)
-                raise SlurmError(
-                    f"slurmrestd {method} {path}: {type(exc).__name__}: {message}"
-                ) from None
+                failure = SlurmError(f"slurmrestd {method} {path}: {type(exc).__name__}: {message}")
+            if failure is not None:
+                # Raised outside the handler so the httpx error (which may quote the
+                # request) is not kept as __context__.
+                raise failure
             if response.status_code == 401 and attempt == 1:
                 logger.info("slurmrestd answered 401; getting a new token")
                 self._tokens.invalidate()

@@ -72,6 +72,7 @@ class TokenProvider:
         self._margin = margin_s
         self._token: str | None = None
         self._expires: float | None = None
+        self._rejected: str | None = None
         self._lock = threading.Lock()
         self.renewals = 0
 
@@ -87,7 +88,8 @@ class TokenProvider:
             if self._token is not None and self._fresh(self._expires):
                 return self._token
             from_env = self._env.get(self._source.env)
-            if from_env and from_env != self._token and self._fresh(jwt_expiry(from_env)):
+            usable = from_env and from_env not in (self._token, self._rejected)
+            if from_env and usable and self._fresh(jwt_expiry(from_env)):
                 self._token, self._expires = from_env, jwt_expiry(from_env)
                 return from_env
             return self._renew()
@@ -95,6 +97,7 @@ class TokenProvider:
     def invalidate(self) -> None:
         """Forget the held token (slurmrestd said 401): the next call gets a new one."""
         with self._lock:
+            self._rejected = self._token
             self._token, self._expires = None, None
 
     def _renew(self) -> str:
