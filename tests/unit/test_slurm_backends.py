@@ -296,7 +296,7 @@ def test_pyslurm_missing_is_backend_unavailable() -> None:
     try:
         import pyslurm  # noqa: F401
     except ImportError:
-        with pytest.raises(BackendUnavailable, match="not installed.*22.05"):
+        with pytest.raises(BackendUnavailable, match=r"not installed.*22\.05"):
             load_pyslurm("22.05.8")
     else:
         pytest.skip("pyslurm is installed here")
