@@ -232,7 +232,12 @@ class WorkflowSpec(_Spec):
 
     @model_validator(mode="after")
     def _dag(self) -> WorkflowSpec:
-        dag.validate({t.id: t.after for t in self.tasks})
+        parents: dict[str, tuple[str, ...]] = {}
+        for t in self.tasks:
+            if t.id in parents:
+                raise WorkflowError(f"task id {t.id!r} is used twice; task ids must be unique")
+            parents[t.id] = t.after
+        dag.validate(parents)
         return self
 
     def task(self, task_id: str) -> TaskSpec:
