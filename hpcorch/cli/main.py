@@ -7,7 +7,9 @@ import sys
 import click
 
 from hpcorch._version import __version__
+from hpcorch.cli.report import report
 from hpcorch.cli.run import cancel, logs, resume, run, status
+from hpcorch.cli.sites import sites
 from hpcorch.errors import HpcorchError
 
 
@@ -27,6 +29,8 @@ cli.add_command(status)
 cli.add_command(resume)
 cli.add_command(cancel)
 cli.add_command(logs)
+cli.add_command(report)
+cli.add_command(sites)
 
 
 def main() -> None:

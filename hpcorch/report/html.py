@@ -11,6 +11,7 @@ from html import escape
 
 from hpcorch.report import gantt
 from hpcorch.report.model import Report
+from hpcorch.report.text import hours, percent
 
 __all__ = ["render_html"]
 
@@ -30,12 +31,8 @@ figure { margin: 0; overflow-x: auto; } figure svg { max-width: 100%; height: au
 """
 
 
-def _num(value: float | None, fmt: str = "{:.3f}") -> str:
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
     return "—" if value is None else fmt.format(value)
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f} %"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
@@ -72,16 +69,16 @@ def render_html(report: Report) -> str:
                 "critical path",
                 "unknown (dependencies not recorded)"
                 if r.critical_path is None
-                else f"{_num(r.critical_path_s, '{:.1f}')} s: " + " → ".join(r.critical_path),
+                else f"{_num(r.critical_path_s)} s: " + " → ".join(r.critical_path),
             ),
             ("tasks", r.tasks),
             ("retries", f"{r.retries} (in {r.tasks_retried} tasks)"),
             ("core-hours used / allocated",
-             f"{_num(r.core_hours_used)} / {_num(r.core_hours_allocated)}"),
+             f"{hours(r.core_hours_used)} / {hours(r.core_hours_allocated)}"),
             ("GPU-hours used / allocated",
-             f"{_num(r.gpu_hours_used)} / {_num(r.gpu_hours_allocated)}"),
-            ("CPU utilization", _pct(r.cpu_utilization)),
-            ("GPU utilization", _pct(r.gpu_utilization)),
+             f"{hours(r.gpu_hours_used)} / {hours(r.gpu_hours_allocated)}"),
+            ("CPU utilization", percent(r.cpu_utilization)),
+            ("GPU utilization", percent(r.gpu_utilization)),
         ],
         "summary",
     )  # fmt: skip
@@ -97,10 +94,10 @@ def render_html(report: Report) -> str:
             (
                 u.site,
                 u.allocations,
-                _num(u.node_hours),
-                _num(u.core_hours),
-                _num(u.gpu_hours),
-                _num(u.su),
+                hours(u.node_hours),
+                hours(u.core_hours),
+                hours(u.gpu_hours),
+                hours(u.su),
                 "—" if u.cost is None else f"{u.cost:.2f} {u.currency or ''}".strip(),
             )
             for u in r.sites
