@@ -127,8 +127,11 @@ class Diagnosis:
     reason: str
     """One line for the journal and ``status``."""
     node: str | None = None
-    """Node to blame (exclude, strike), or None when the node is not at fault."""
+    """Node to keep this task away from, or None when the node is not at fault."""
     scope: Scope = "task"
+    strike: bool = False
+    """The evidence points at the node itself (Slurm or the monitor saw it fail), not only
+    at a lost worker on a node known healthy: count it in the run's strike table."""
 
 
 _SHORT_STATES = {
@@ -251,11 +254,21 @@ def _slurm_rule(evidence: Evidence, state: str | None, uid: int | None) -> Diagn
     scope = evidence.scope
     if state == "BOOT_FAIL":
         return Diagnosis(
-            FailureClass.NODE_FAILURE, "R4", f"{_on(evidence)} failed to boot", evidence.node, scope
+            FailureClass.NODE_FAILURE,
+            "R4",
+            f"{_on(evidence)} failed to boot",
+            evidence.node,
+            scope,
+            True,
         )
     if state == "NODE_FAIL" or reason.startswith(_NODE_REASONS):
         return Diagnosis(
-            FailureClass.NODE_FAILURE, "R5", f"{_on(evidence)}: node failed", evidence.node, scope
+            FailureClass.NODE_FAILURE,
+            "R5",
+            f"{_on(evidence)}: node failed",
+            evidence.node,
+            scope,
+            True,
         )
     if state == "PREEMPTED":
         return Diagnosis(FailureClass.PREEMPTED, "R6", f"{_on(evidence)} preempted", scope=scope)
@@ -312,14 +325,15 @@ def diagnose(evidence: Evidence) -> Diagnosis:
             text = f"{what}: the worker exceeded its memory{_memory_text(evidence)}"
             return Diagnosis(FailureClass.OUT_OF_MEMORY, "R12", text, scope=scope)
         text = f"{what}: Dask lost the worker on {evidence.node or 'an unknown node'}"
-        return Diagnosis(FailureClass.NODE_FAILURE, "R13", text, evidence.node, scope)
+        suspect = evidence.node_healthy is not True
+        return Diagnosis(FailureClass.NODE_FAILURE, "R13", text, evidence.node, scope, suspect)
     sig = _signal_of(evidence)
     if sig == _signal.SIGKILL and _memory_exceeded(evidence):
         text = f"killed by SIGKILL at its memory limit{_memory_text(evidence)}"
         return Diagnosis(FailureClass.OUT_OF_MEMORY, "R14", text, scope=scope)
     if evidence.node_healthy is False:
         text = f"failed while its node {evidence.node or '(unknown)'} was unhealthy"
-        return Diagnosis(FailureClass.NODE_FAILURE, "R15", text, evidence.node, scope)
+        return Diagnosis(FailureClass.NODE_FAILURE, "R15", text, evidence.node, scope, True)
     if sig is not None:
         return Diagnosis(
             FailureClass.USER_ERROR, "R16", f"killed by {_signal_name(sig)}", scope=scope

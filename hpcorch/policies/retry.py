@@ -17,7 +17,8 @@ timeout         longer walltime (x ``walltime_factor``) within the          no
                 task that was within its own, requeue unchanged
 node_failure    rerun elsewhere: exclude the node for this task (and the    no
                 nodes struck for everyone); strike the node
-                (:func:`struck_nodes`); give up after ``max_node_failures``
+                (:func:`struck_nodes`) unless the monitor saw it healthy;
+                give up after ``max_node_failures``
 preempted       requeue at once, up to ``max_requeues``                     no
 cancelled       no retry, unless it was the allocation under the task       no
                 that was cancelled (not the run): then requeue
@@ -92,7 +93,8 @@ class RetryDecision:
     exclude_nodes: frozenset[str] = frozenset()
     counts_against_budget: bool = False
     strike_node: str | None = None
-    """Node to record in the strike table (:class:`NodeStrike`)."""
+    """Node to record in the strike table (:class:`NodeStrike`): only when the evidence
+    points at the node itself (``Diagnosis.strike``), not at a worker lost on a healthy node."""
     reason: str = ""
 
 
@@ -287,6 +289,7 @@ def _node_failure(
     node = failure.node or last.node
     if node:
         own.add(node)
+    strike = node if failure.strike else None
     lost = sum(a.failure is FailureClass.NODE_FAILURE for a in previous) + 1
     exclude = frozenset(own) | health.struck
     if lost >= config.max_node_failures:
@@ -296,7 +299,7 @@ def _node_failure(
             failure.failure,
             last.resources,
             exclude_nodes=exclude,
-            strike_node=node,
+            strike_node=strike,
             reason=(
                 f"{failure.reason}; lost its node {lost} times ({nodes}): if the task itself "
                 "brings nodes down (memory, GPU, disk), fix that; otherwise raise "
@@ -309,7 +312,7 @@ def _node_failure(
             failure.failure,
             last.resources,
             exclude_nodes=exclude,
-            strike_node=node,
+            strike_node=strike,
             reason=(
                 f"{failure.reason}; every node of partition {partition.name} is excluded: "
                 "report the nodes to the site, or run the task in another partition"
@@ -320,7 +323,7 @@ def _node_failure(
         failure.failure,
         last.resources,
         exclude_nodes=exclude,
-        strike_node=node,
+        strike_node=strike,
         reason=f"{failure.reason}; rerun elsewhere, excluding {', '.join(sorted(exclude)) or '-'}",
     )
 

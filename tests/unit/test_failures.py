@@ -136,6 +136,16 @@ def test_slurm_state_beats_process_evidence() -> None:
     assert classify(Evidence(slurm_state="TIMEOUT", exit_code=143)) is F.TIMEOUT
 
 
+def test_strike_only_when_the_node_itself_failed() -> None:
+    assert diagnose(Evidence(slurm_state="NODE_FAIL", node="cpu1")).strike
+    assert diagnose(Evidence(slurm_state="BOOT_FAIL", node="cpu1")).strike
+    assert diagnose(Evidence(exit_code=1, node="cpu1", node_healthy=False)).strike
+    assert diagnose(Evidence(worker_lost=True, node="cpu1")).strike
+    healthy = diagnose(Evidence(worker_lost=True, node="cpu1", node_healthy=True))
+    assert healthy.node == "cpu1" and not healthy.strike
+    assert not diagnose(Evidence(exit_code=1, node="cpu1")).strike
+
+
 def test_node_is_blamed_only_for_node_failures() -> None:
     assert diagnose(Evidence(slurm_state="NODE_FAIL", node="cpu1")).node == "cpu1"
     assert diagnose(Evidence(worker_lost=True, node="cpu2")).node == "cpu2"

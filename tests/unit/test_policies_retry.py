@@ -167,11 +167,22 @@ def test_allocation_walltime_under_a_task_requeues_it_unchanged() -> None:
 def test_node_failure_excludes_the_node_and_strikes_it() -> None:
     t = task(retries=0)
     decision = decide_retry(
-        t, attempts(t, F.NODE_FAILURE, node="cpu1"), diag(F.NODE_FAILURE, node="cpu1"), LIMITS
+        t,
+        attempts(t, F.NODE_FAILURE, node="cpu1"),
+        diag(F.NODE_FAILURE, node="cpu1", strike=True),
+        LIMITS,
     )
     assert decision.retry and not decision.counts_against_budget
     assert decision.exclude_nodes == {"cpu1"}
     assert decision.strike_node == "cpu1"
+
+
+def test_worker_lost_on_a_healthy_node_excludes_but_does_not_strike() -> None:
+    t = task()
+    evidence = Evidence(worker_lost=True, node="cpu1", node_healthy=True)
+    decision = decide_retry(t, attempts(t, F.NODE_FAILURE, node="cpu1"), diagnose(evidence), LIMITS)
+    assert decision.retry and decision.exclude_nodes == {"cpu1"}
+    assert decision.strike_node is None
 
 
 def test_node_failure_excludes_struck_nodes_and_gives_up_when_none_left() -> None:
