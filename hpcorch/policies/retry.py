@@ -37,6 +37,7 @@ their own limits, so none can loop for ever. When the decision is to give up,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -249,10 +250,21 @@ def _timeout(
         )
     base = own_limit if own_limit is not None else (elapsed or 0.0)
     cap = partition.max_walltime_s if partition else None
-    new = base * config.walltime_factor
+    if base <= 0 and cap is None:
+        return RetryDecision(
+            False,
+            failure.failure,
+            res,
+            reason=(
+                f"{failure.reason}; its walltime is unknown: give the task "
+                "`resources: {walltime: ...}` longer than it needs"
+            ),
+        )
+    # unknown walltime (the partition default): go to the partition's limit
+    new = base * config.walltime_factor if base > 0 else math.inf
     if cap is not None:
         new = min(new, cap)
-    if base <= 0 or new <= base:
+    if new <= base:
         where = f"partition {partition.name}'s" if partition else "the"
         limit = f" ({format_duration(cap)})" if cap is not None else ""
         return RetryDecision(

@@ -153,6 +153,15 @@ def test_timeout_without_walltime_uses_elapsed_time() -> None:
     assert decision.resources.walltime_s == 1200.0
 
 
+def test_timeout_with_unknown_walltime_goes_to_the_partition_limit() -> None:
+    t = task(walltime_s=None)
+    decision = decide_retry(t, attempts(t, F.TIMEOUT), diag(F.TIMEOUT), LIMITS)
+    assert decision.retry and decision.resources.walltime_s == 4 * 3600
+    nowhere = SiteLimits("x", ())
+    decision = decide_retry(t, attempts(t, F.TIMEOUT), diag(F.TIMEOUT), nowhere)
+    assert not decision.retry and "walltime" in decision.reason
+
+
 def test_allocation_walltime_under_a_task_requeues_it_unchanged() -> None:
     t = task(walltime_s=600.0)
     history = attempts(t, F.TIMEOUT, start=0.0, end=300.0, scope="allocation")
