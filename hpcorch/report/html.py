@@ -71,7 +71,7 @@ def render_html(report: Report) -> str:
                 if r.critical_path is None
                 else f"{_num(r.critical_path_s)} s: " + " → ".join(r.critical_path),
             ),
-            ("tasks", r.tasks),
+            ("tasks", str(r.tasks)),
             ("retries", f"{r.retries} (in {r.tasks_retried} tasks)"),
             ("core-hours used / allocated",
              f"{hours(r.core_hours_used)} / {hours(r.core_hours_allocated)}"),
