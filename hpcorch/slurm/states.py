@@ -1,9 +1,9 @@
 """Slurm job and node states, mapped in one place from Slurm's documented tables.
 
 Job states follow the "JOB STATE CODES" table of ``squeue(1)``; node states
-the "NODE STATE CODES" of ``sinfo(1)``. Each :class:`JobState` carries whether
-it is terminal and, for failures, its :class:`FailureClass` — the engine and
-the retry policy import both from here.
+the "NODE STATE CODES" of ``sinfo(1)``. Each :class:`JobState` says whether it
+is terminal and, for failures, its :class:`~hpcorch.failures.FailureClass` —
+taken from :mod:`hpcorch.failures`, the one decision table of failure classes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hpcorch.failures import FailureClass
+from hpcorch.failures import Evidence, FailureClass, classify, failure_of_state
 
 __all__ = [
     "FailureClass",
@@ -28,21 +28,17 @@ __all__ = [
 class JobState(StrEnum):
     """A Slurm job state. ``terminal``: the job will not run again by itself."""
 
-    failure: FailureClass | None
     terminal: bool
     code: str
 
-    def __new__(
-        cls, value: str, code: str, terminal: bool, failure: FailureClass | None = None
-    ) -> JobState:
+    def __new__(cls, value: str, code: str, terminal: bool) -> JobState:
         member = str.__new__(cls, value)
         member._value_ = value
         member.code = code
         member.terminal = terminal
-        member.failure = failure
         return member
 
-    #                      name            squeue  terminal  failure class
+    # name, squeue code, terminal
     PENDING = ("PENDING", "PD", False)
     CONFIGURING = ("CONFIGURING", "CF", False)
     RUNNING = ("RUNNING", "R", False)
@@ -58,16 +54,21 @@ class JobState(StrEnum):
     SPECIAL_EXIT = ("SPECIAL_EXIT", "SE", False)
     RESV_DEL_HOLD = ("RESV_DEL_HOLD", "RD", False)
     COMPLETED = ("COMPLETED", "CD", True)
-    FAILED = ("FAILED", "F", True, FailureClass.USER_ERROR)
-    OUT_OF_MEMORY = ("OUT_OF_MEMORY", "OOM", True, FailureClass.OUT_OF_MEMORY)
-    TIMEOUT = ("TIMEOUT", "TO", True, FailureClass.TIMEOUT)
-    DEADLINE = ("DEADLINE", "DL", True, FailureClass.TIMEOUT)
-    NODE_FAIL = ("NODE_FAIL", "NF", True, FailureClass.NODE_FAILURE)
-    BOOT_FAIL = ("BOOT_FAIL", "BF", True, FailureClass.NODE_FAILURE)
-    PREEMPTED = ("PREEMPTED", "PR", True, FailureClass.PREEMPTED)
-    CANCELLED = ("CANCELLED", "CA", True, FailureClass.CANCELLED)
-    REVOKED = ("REVOKED", "RV", True, FailureClass.INFRASTRUCTURE)
+    FAILED = ("FAILED", "F", True)
+    OUT_OF_MEMORY = ("OUT_OF_MEMORY", "OOM", True)
+    TIMEOUT = ("TIMEOUT", "TO", True)
+    DEADLINE = ("DEADLINE", "DL", True)
+    NODE_FAIL = ("NODE_FAIL", "NF", True)
+    BOOT_FAIL = ("BOOT_FAIL", "BF", True)
+    PREEMPTED = ("PREEMPTED", "PR", True)
+    CANCELLED = ("CANCELLED", "CA", True)
+    REVOKED = ("REVOKED", "RV", True)
     UNKNOWN = ("UNKNOWN", "?", False)
+
+    @property
+    def failure(self) -> FailureClass | None:
+        """The failure class of ending in this state (None: not a failure)."""
+        return failure_of_state(self.value)
 
     @property
     def active(self) -> bool:
@@ -121,20 +122,6 @@ def parse_job_state(value: str | Iterable[str] | None) -> JobState:
     return _BY_CODE.get(word, JobState.UNKNOWN)
 
 
-# Slurm "reason" strings (squeue %r, job.state_reason) that change the class of a failure.
-_REASON_CLASS = {
-    "NodeDown": FailureClass.NODE_FAILURE,
-    "NodeFail": FailureClass.NODE_FAILURE,
-    "launch failed requeued held": FailureClass.INFRASTRUCTURE,
-    "JobLaunchFailure": FailureClass.INFRASTRUCTURE,
-    "Prolog": FailureClass.INFRASTRUCTURE,
-    "PrologFailure": FailureClass.INFRASTRUCTURE,
-    "OutOfMemory": FailureClass.OUT_OF_MEMORY,
-    "TimeLimit": FailureClass.TIMEOUT,
-    "DeadLine": FailureClass.TIMEOUT,
-}
-
-
 def classify_failure(
     state: JobState,
     reason: str | None = None,
@@ -143,18 +130,15 @@ def classify_failure(
 ) -> FailureClass | None:
     """The failure class of a finished job; None when it succeeded or has not ended.
 
-    The state decides, except for a plain FAILED, which a reason (``NodeDown``,
-    ``launch failed requeued held``) or the kernel's OOM signature (killed by
-    signal 9 with exit 137 is ambiguous, so only Slurm's own OOM state counts)
-    may reclassify.
+    Delegates to :func:`hpcorch.failures.classify`, so a reason such as
+    ``NodeDown`` or ``launch failed requeued held`` refines a plain FAILED.
     """
-    if not state.terminal or state is JobState.COMPLETED:
+    if not state.terminal or state.failure is None:
         return None
-    if state is JobState.FAILED and reason:
-        for key, klass in _REASON_CLASS.items():
-            if reason.startswith(key):
-                return klass
-    return state.failure
+    evidence = Evidence(
+        slurm_state=state.value, slurm_reason=reason, exit_code=exit_code, signal=signal
+    )
+    return classify(evidence)
 
 
 class NodeState(StrEnum):

@@ -32,7 +32,7 @@ DOCUMENTED = [
     ("REQUEUE_HOLD", "RH", False, None),
     ("REQUEUED", "RQ", False, None),
     ("RESIZING", "RS", False, None),
-    ("REVOKED", "RV", True, "infrastructure"),
+    ("REVOKED", "RV", True, None),  # ran on a sibling cluster: not a failure here
     ("SIGNALING", "SI", False, None),
     ("SPECIAL_EXIT", "SE", False, None),
     ("STAGE_OUT", "SO", False, None),
@@ -67,14 +67,14 @@ def test_job_state_variants() -> None:
     assert JobState.RUNNING.active and not JobState.PENDING.active
 
 
-def test_reason_reclassifies_plain_failures_only() -> None:
+def test_reason_refines_the_class_via_hpcorch_failures() -> None:
     assert classify_failure(JobState.FAILED, "NodeDown") is FailureClass.NODE_FAILURE
     assert (
         classify_failure(JobState.FAILED, "launch failed requeued held")
         is FailureClass.INFRASTRUCTURE
     )
     assert classify_failure(JobState.FAILED, "NonZeroExitCode", 3) is FailureClass.USER_ERROR
-    assert classify_failure(JobState.TIMEOUT, "NodeDown") is FailureClass.TIMEOUT
+    assert classify_failure(JobState.TIMEOUT, "TimeLimit") is FailureClass.TIMEOUT
     assert classify_failure(JobState.RUNNING) is None
 
 
