@@ -186,7 +186,13 @@ def _inner_model(annotation: Any) -> Any:
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
     """One line per problem: ``file: key.path: what was expected``."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    failed_locs = [tuple(e["loc"]) for e in errors if e["type"] != "too_short"]
+    for err in errors:
+        if err["type"] == "too_short" and any(
+            loc[: len(err["loc"])] == tuple(err["loc"]) for loc in failed_locs
+        ):
+            continue  # pydantic also counts the items that failed as missing
         loc = tuple(err["loc"])
         # pydantic appends the function-validator name for Annotated fields
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
