@@ -34,6 +34,9 @@ Limits: the allocations of a site, live plus requested plus ``other_jobs``
 (the driver, other runs), never exceed its ``max_submit_jobs``; the nodes of a
 partition's pools never exceed the partition's nodes. When limits leave less
 than all pools want, pools with the largest deficit go first.
+A pool whose queued tasks all need longer than its walltime limit allows gets
+no allocation (it would be retired idle and asked for again, for ever); the
+plan notes why.
 
 Zero after the work: with no queued or running task, every allocation is
 released ``max(idle_timeout_s, cooldown_s)`` after it became idle, at the
@@ -402,14 +405,23 @@ def _submits(
     for deficit, view in sorted(wanting, key=lambda dv: (-dv[0], dv[1].pool.name)):
         pool = view.pool
         per = max(1, pool.nodes_per_allocation)
+        site = limits.get(pool.site)
+        part = site.partition(pool.partition) if site else None
+        d = view.demand
+        limit = _walltime_limit(pool, part)
+        if d.queued and limit is not None and not fits(d.shortest_s, limit, config.walltime):
+            held.append(
+                f"pool {pool.name}: {d.queued} queued task(s) of {d.shortest_s:.0f}s or more need "
+                f"longer than partition {pool.partition} allows ({format_duration(limit)}): "
+                "lower their estimates, split them, or use a partition with a longer limit"
+            )
+            continue
         count = deficit
         why_capped = ""
-        site = limits.get(pool.site)
         if site is not None and site.max_submit_jobs is not None:
             room = site.max_submit_jobs - site_jobs.get(pool.site, 0)
             if room < count:
                 count, why_capped = max(0, room), f"MaxSubmitJobs {site.max_submit_jobs}"
-        part = site.partition(pool.partition) if site else None
         if part is not None:
             room = (part.nodes - partition_nodes.get((pool.site, pool.partition), 0)) // per
             if room < count:
@@ -428,8 +440,7 @@ def _submits(
         site_jobs[pool.site] = site_jobs.get(pool.site, 0) + count
         key = (pool.site, pool.partition)
         partition_nodes[key] = partition_nodes.get(key, 0) + count * per
-        walltime = _walltime(view, count, per, part.max_walltime_s if part else None, config)
-        d = view.demand
+        walltime = _walltime(view, count, per, limit, config)
         submits.append(
             Submit(
                 pool.name,
@@ -443,13 +454,15 @@ def _submits(
     return submits
 
 
+def _walltime_limit(pool: PoolShape, partition: PartitionLimits | None) -> float | None:
+    limits = (pool.max_walltime_s, partition.max_walltime_s if partition else None)
+    return min((x for x in limits if x is not None), default=None)
+
+
 def _walltime(
-    view: _PoolView, count: int, per: int, partition_max: float | None, config: ScaleConfig
+    view: _PoolView, count: int, per: int, limit: float | None, config: ScaleConfig
 ) -> float:
     d = view.demand
-    limit = min(
-        (x for x in (view.pool.max_walltime_s, partition_max) if x is not None), default=None
-    )
     if not d.queued:
         return allocation_walltime(
             config.walltime.default_estimate_s, max_walltime_s=limit, config=config.walltime

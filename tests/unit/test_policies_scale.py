@@ -231,8 +231,8 @@ def test_submit_walltime_is_sized_to_the_work_and_capped() -> None:
     assert submit.count == 4  # 8 whole-node tasks, the partition has 4 nodes
     # 8 x 600 node-s over 4 nodes + the longest = 1800 s of work -> padded to the 45 min bucket
     assert submit.walltime_s == 2700.0
-    plan = decide([demand("gpu", queued=8, share_each=1.0, estimate=7200)], [])
-    assert plan.submits[0].walltime_s == 3600.0  # the gpu partition's limit
+    plan = decide([demand("gpu", queued=8, share_each=1.0, estimate=3000)], [])
+    assert plan.submits[0].walltime_s == 3600.0  # 9000 s of work, the gpu partition's limit
 
 
 # --- scale down ---------------------------------------------------------------------------------
@@ -313,6 +313,13 @@ def test_idle_allocation_too_short_for_queued_work_is_retired_and_replaced() -> 
     assert plan.submits and plan.submits[0].walltime_s >= 600
     history = record({}, plan, 1000.0)
     assert history["cpu"].last_down is None  # a retirement starts no cool-down
+
+
+def test_tasks_longer_than_the_partition_allows_get_no_allocation() -> None:
+    # 5000 s tasks cannot fit the gpu partition's 1 h: asking would retire and resubmit forever
+    plan = decide([demand("gpu", queued=4, share_each=0.25, estimate=5000)], [])
+    assert not plan.submits
+    assert any("longer than partition gpu allows" in h for h in plan.held)
 
 
 def test_record_history() -> None:

@@ -31,7 +31,7 @@ steps = st.lists(
     st.tuples(
         st.sampled_from([1.0, 5.0, 10.0, 20.0, 45.0]),
         st.tuples(st.integers(0, 300), st.integers(0, 6), st.sampled_from([0, 0, 1, 4, 20])),
-        st.sampled_from([5.0, 30.0, 300.0, 3000.0]),
+        st.sampled_from([5.0, 30.0, 300.0, 3000.0, 5000.0]),
     ),
     min_size=1,
     max_size=40,
@@ -218,7 +218,7 @@ def test_scaler_reaches_zero_after_idle_timeout(
 @PROPERTY
 @given(
     queued=st.tuples(st.integers(1, 300), st.integers(0, 6), st.integers(0, 20)),
-    estimate=st.sampled_from([30.0, 300.0, 3000.0]),
+    estimate=st.sampled_from([30.0, 300.0, 3000.0, 5000.0]),
     config=configs,
 )
 def test_steady_demand_settles(
