@@ -149,6 +149,11 @@ class TaskSpec(_Spec):
                 f"must be an argv list such as [python, prep.py], not the string {value!r}"
             )
         if isinstance(value, list | tuple):
+            for v in value:
+                if isinstance(v, bool):
+                    raise ValueError(
+                        f"argument {v!r} is a YAML boolean; quote it, e.g. '{str(v).lower()}'"
+                    )
             return tuple(str(v) if isinstance(v, int | float) else v for v in value)
         return value
 

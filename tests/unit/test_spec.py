@@ -59,6 +59,11 @@ def test_command_must_be_argv_list() -> None:
         parse_workflow(_wf({"id": "a", "command": "rm -rf /tmp/x"}))
 
 
+def test_yaml_boolean_in_argv_is_refused() -> None:
+    with pytest.raises(WorkflowError, match="quote it, e.g. 'true'"):
+        parse_workflow(_wf({"id": "a", "command": [True]}))
+
+
 def test_exactly_one_of_command_function_duration() -> None:
     with pytest.raises(WorkflowError, match="give exactly one of"):
         parse_workflow(_wf({"id": "a", "command": ["true"], "duration": 3}))

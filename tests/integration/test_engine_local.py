@@ -1,0 +1,189 @@
+"""The engine on site ``local`` through the CLI: WfFormat replays, SIGKILL and resume.
+
+No Slurm here: the local site is a Dask LocalCluster on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HPCORCH = Path(sys.executable).with_name("hpcorch")
+
+
+def _hpcorch(*argv: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(HPCORCH), *argv], check=False, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hpcorch {' '.join(argv)} -> {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def _status(run_dir: Path, cwd: Path) -> dict[str, Any]:
+    out = _hpcorch("status", str(run_dir), "--json", cwd=cwd).stdout
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def _wfcommons(recipe: str, tasks: int, path: Path) -> float:
+    """Write a wfcommons instance; return a time scale that makes it a few seconds of work."""
+    from wfcommons import WorkflowGenerator
+    from wfcommons.wfchef import recipes
+
+    cls = getattr(recipes, recipe)
+    WorkflowGenerator(cls.from_num_tasks(tasks)).build_workflow().write_json(path)
+    doc = json.loads(path.read_text())
+    total = sum(t["runtimeInSeconds"] for t in doc["workflow"]["execution"]["tasks"])
+    return 3.0 / total
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("recipe", "tasks"),
+    [("BlastRecipe", 120), ("SeismologyRecipe", 110), ("EpigenomicsRecipe", 100)],
+)
+def test_wfcommons_instance_respects_every_dependency(
+    recipe: str, tasks: int, tmp_path: Path
+) -> None:
+    instance = tmp_path / f"{recipe}.json"
+    scale = _wfcommons(recipe, tasks, instance)
+    run_dir = tmp_path / "run"
+    proc = _hpcorch(
+        "run",
+        str(instance),
+        "--site",
+        "local",
+        "--run-dir",
+        str(run_dir),
+        "--time-scale",
+        f"{scale:.3e}",
+        cwd=tmp_path,
+    )
+    assert "succeeded" in proc.stdout
+
+    data = _status(run_dir, tmp_path)
+    doc = json.loads(instance.read_text())
+    parents = {t["id"]: t["parents"] for t in doc["workflow"]["specification"]["tasks"]}
+    assert data["state"] == "succeeded"
+    assert data["counts"]["succeeded"] == len(parents) >= tasks - 5
+    attempts = {t["id"]: t["attempts"] for t in data["tasks"]}
+    for task_id, ps in parents.items():
+        (attempt,) = attempts[task_id]
+        assert attempt["exit_code"] == 0 and attempt["end"] >= attempt["start"]
+        for p in ps:
+            parent_end = attempts[p][-1]["end"]
+            assert attempt["start"] >= parent_end, f"{task_id} started before {p} ended"
+
+
+PIPELINE = """
+name: killme
+tasks:
+{tasks}
+"""
+STEP = (
+    "  - id: {id}\n"
+    "    after: [{after}]\n"
+    '    command: [{python}, -c, "import os, pathlib, time; '
+    "d = pathlib.Path(os.environ['HPCORCH_RUN_DIR'], 'ran'); d.mkdir(exist_ok=True); "
+    "f = d / os.environ['HPCORCH_TASK_ID']; f.write_text(f.read_text() + 'x' "
+    "if f.exists() else 'x'); time.sleep(0.5)\"]\n"
+)
+
+
+@pytest.mark.slow
+def test_sigkill_driver_then_resume_runs_only_unfinished_tasks(tmp_path: Path) -> None:
+    steps = []
+    for stage in range(5):
+        for k in range(4):
+            after = ", ".join(f"s{stage - 1}-{j}" for j in range(4)) if stage else ""
+            steps.append(STEP.format(id=f"s{stage}-{k}", after=after, python=sys.executable))
+    workflow = tmp_path / "killme.yaml"
+    workflow.write_text(PIPELINE.format(tasks="".join(steps)))
+    run_dir = tmp_path / "run"
+    driver = subprocess.Popen(
+        [str(HPCORCH), "run", str(workflow), "--run-dir", str(run_dir)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (run_dir / "journal.sqlite").exists():
+            counts = _status(run_dir, tmp_path)["counts"]
+            if counts["succeeded"] >= 6:
+                break
+        time.sleep(0.2)
+    else:
+        driver.kill()
+        raise AssertionError("the run did not make progress")
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(1.0)  # let orphaned workers notice their parent is gone
+
+    before = _status(run_dir, tmp_path)
+    assert before["state"] == "running"
+    done_before = {t["id"] for t in before["tasks"] if t["state"] == "succeeded"}
+    assert 6 <= len(done_before) < 20
+
+    _hpcorch("resume", str(run_dir), cwd=tmp_path)
+    after = _status(run_dir, tmp_path)
+    assert after["state"] == "succeeded" and after["counts"]["succeeded"] == 20
+    ran = run_dir / "ran"
+    for task_id in done_before:
+        assert (ran / task_id).read_text() == "x", f"{task_id} ran again after resume"
+    for t in after["tasks"]:
+        if t["id"] in done_before:
+            assert len(t["attempts"]) == 1
+
+
+@pytest.mark.slow
+def test_cpu_pipeline_example_and_logs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _hpcorch(
+        "run",
+        str(REPO / "workflows" / "cpu-pipeline.yaml"),
+        "--run-dir",
+        str(run_dir),
+        cwd=tmp_path,
+    )
+    assert (run_dir / "data" / "total.txt").read_text() == "13900854"
+    logs = _hpcorch("logs", str(run_dir), "report", cwd=tmp_path).stdout
+    assert "13900854" in logs
+
+
+@pytest.mark.slow
+def test_failed_task_exit_1_with_summary_and_upstream_failed(tmp_path: Path) -> None:
+    workflow = tmp_path / "fail.yaml"
+    workflow.write_text(
+        "tasks:\n"
+        "  - {id: ok, command: ['true']}\n"
+        "  - {id: bad, command: ['false'], retries: 1, after: [ok]}\n"
+        "  - {id: child, command: ['true'], after: [bad]}\n"
+        "  - {id: other, command: ['true'], after: [ok]}\n"
+    )
+    run_dir = tmp_path / "run"
+    proc = _hpcorch("run", str(workflow), "--run-dir", str(run_dir), cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "bad: user_error: false exited with 1" in proc.stdout
+    data = _status(run_dir, tmp_path)
+    states = {t["id"]: t["state"] for t in data["tasks"]}
+    assert states == {
+        "ok": "succeeded",
+        "bad": "failed",
+        "child": "upstream_failed",
+        "other": "succeeded",
+    }
+    bad = next(t for t in data["tasks"] if t["id"] == "bad")
+    assert [a["exit_code"] for a in bad["attempts"]] == [1, 1]
+    assert [a["failure_class"] for a in bad["attempts"]] == ["user_error", "user_error"]
