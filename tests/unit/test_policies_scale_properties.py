@@ -236,3 +236,23 @@ def test_steady_demand_settles(
         c.advance(10.0, busy)
         c.step(demand)
     assert (sum(map(len, c.ups.values())), sum(map(len, c.downs.values()))) == before
+
+
+def test_burst_scales_to_the_cluster_and_back_to_zero() -> None:
+    """The issue's scenario: 200 short tasks on the dev cluster's 2 cpu nodes, polled every 5 s."""
+    config = ScaleConfig(idle_timeout_s=60.0, cooldown_s=30.0)
+    c = cluster(None, 2, 0, config)
+    interval = 5.0
+    peak = 0
+    for queued in [200, 200, 180, 150, 120, 90, 60, 30, 10, 0]:
+        demand = demand_of((queued, 0, 0), 10.0)
+        c.advance(interval, {"cpu": queued > 0})
+        c.step(demand)
+        peak = max(peak, len(c.allocations))
+    assert peak == 2  # what the partition holds
+    ended = c.last_busy
+    while c.allocations:
+        c.advance(interval, {})
+        c.step(demand_of((0, 0, 0), 1.0))
+    assert c.now <= ended + config.idle_timeout_s + interval
+    assert sum(map(len, c.ups.values())) == 1  # one scale-up, no thrash
