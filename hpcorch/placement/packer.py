@@ -8,6 +8,14 @@ scoring every node for a request costs a few vector operations even at
 
 Policies (lower score wins, infeasible nodes score +inf):
 
+``packing`` (default)
+    ``fgd`` plus two terms that matter once a cluster is nearly full: GPU
+    share *stranded* on a node because its free cores or memory cannot feed
+    it at the workload's mean cores (bytes) per GPU, and the risk of taking
+    away one of the last nodes that can host some class of task (each loss
+    costs that class's GPU share divided by how many hosts it has left).
+    Whole nodes thus stay free for large tasks, and CPU-only or CPU-heavy
+    tasks go to nodes with cores to spare.
 ``fgd``
     Fragmentation gradient descent (Weng et al., "Beware of Fragmentation",
     USENIX ATC 2023). The fragmentation of a node for a task class is the
@@ -32,7 +40,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -45,8 +53,8 @@ __all__ = ["POLICIES", "Packer", "Policy", "TaskClass", "place", "workload_class
 
 logger = logging.getLogger(__name__)
 
-Policy = Literal["fgd", "best_fit", "random_fit"]
-POLICIES: tuple[Policy, ...] = ("fgd", "best_fit", "random_fit")
+Policy = Literal["packing", "fgd", "best_fit", "random_fit"]
+POLICIES: tuple[Policy, ...] = ("packing", "fgd", "best_fit", "random_fit")
 
 Int = npt.NDArray[np.int64]
 Float = npt.NDArray[np.float64]
@@ -54,6 +62,8 @@ Float = npt.NDArray[np.float64]
 # Weight of the best-fit tie-break under fgd: small enough never to override
 # a real difference in fragmentation (those are at least 1 milli-GPU).
 _TIE = 1e-6
+# Weight of losing one of a class's last hosts (see Packer._delta).
+SCARCITY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +77,7 @@ class TaskClass:
     weight: float
 
 
-def workload_classes(requests: Iterable[Request], limit: int = 64) -> tuple[TaskClass, ...]:
+def workload_classes(requests: Iterable[Request], limit: int = 256) -> tuple[TaskClass, ...]:
     """The ``limit`` most common per-node demands of ``requests``, weighted by count."""
     counts: Counter[tuple[int, int, int, int]] = Counter()
     for request in requests:
@@ -91,15 +101,15 @@ class Packer:
     def __init__(
         self,
         nodes: Sequence[NodeState],
-        policy: Policy = "fgd",
+        policy: Policy = "packing",
         *,
         workload: Sequence[TaskClass] = (),
         seed: int = 0,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown placement policy {policy!r} (known: {', '.join(POLICIES)})")
-        if policy == "fgd" and not workload:
-            raise ValueError("the fgd policy needs the expected workload (workload_classes)")
+        if policy in ("fgd", "packing") and not workload:
+            raise ValueError(f"the {policy} policy needs the expected workload (workload_classes)")
         self.policy: Policy = policy
         self._states = list(nodes)
         self._index = {s.name: i for i, s in enumerate(self._states)}
@@ -118,14 +128,22 @@ class Packer:
             max(float(self._gpu_cap.mean()) * GPU_MILLI, 1.0) if n else 1.0,
         )
         classes = [c for c in workload if c.weight > 0]
+        m = len(classes)
         self._c: Int = np.array([c.cpus for c in classes], np.int64)
         self._m: Int = np.array([c.memory for c in classes], np.int64)
         self._k: Int = np.array([c.gpus for c in classes], np.int64)
         self._t: Int = np.array([c.gpu_milli or GPU_MILLI for c in classes], np.int64)
         self._p: Float = np.array([c.weight for c in classes], np.float64)
-        self._p /= self._p.sum() if classes else 1.0
-        self._ge: Int = np.zeros((n, len(classes)), np.int64)  # GPUs with free >= class need
-        self._lt: Int = np.zeros((n, len(classes)), np.int64)  # free share below class need
+        self._p /= self._p.sum() if m else 1.0
+        # The workload's mean GPU share per core and per byte, for "stranded" GPUs.
+        gpu_use = float((self._p * self._k * self._t).sum())
+        gpu_tasks = self._k > 0
+        self._per_cpu = gpu_use / max(float((self._p * self._c)[gpu_tasks].sum()), 1e-9)
+        self._per_byte = gpu_use / max(float((self._p * self._m)[gpu_tasks].sum()), 1e-9)
+        self._ge: Int = np.zeros((n, m), np.int64)  # GPUs with a class's share free
+        self._lt: Int = np.zeros((n, m), np.int64)  # free share on GPUs too small for it
+        self._fits = np.zeros((n, m), np.bool_)  # node can host one task of the class
+        self._hosts: Int = np.zeros(m, np.int64)  # nodes that can, per class
         self._frag: Float = np.zeros(n, np.float64)
         self._rng = np.random.default_rng(seed)
         for i in range(n):
@@ -150,17 +168,17 @@ class Packer:
         self._mem[i] = state.free_memory
         self._gpu[i, :] = 0
         self._gpu[i, : len(state.gpu_free)] = state.gpu_free
-        if self._p.size:
-            free = self._gpu[i][:, None]
-            self._ge[i] = (free >= self._t).sum(0)
-            self._lt[i] = (free * (free < self._t)).sum(0)
-            self._frag[i] = self._expected_frag(
-                self._cpu[i : i + 1],
-                self._mem[i : i + 1],
-                self._gpu[i : i + 1].sum(1),
-                self._ge[i : i + 1],
-                self._lt[i : i + 1],
-            )[0]
+        if not self._p.size:
+            return
+        free = self._gpu[i][:, None]
+        self._ge[i] = (free >= self._t).sum(0)
+        self._lt[i] = (free * (free < self._t)).sum(0)
+        fits = self._class_fits(self._cpu[i], self._mem[i], self._ge[i])
+        self._hosts += fits.astype(np.int64) - self._fits[i]
+        self._fits[i] = fits
+        self._frag[i] = self._node_cost(
+            self._cpu[i], self._mem[i], self._gpu[i].sum(), self._lt[i], fits
+        )
 
     def _apply(self, slot: Slot, *, release: bool = False) -> None:
         i = self._index[slot.node]
@@ -170,82 +188,103 @@ class Packer:
 
     # ------------------------------------------------------------ scoring
 
-    def _expected_frag(self, cpu: Int, mem: Int, total: Int, ge: Int, lt: Int) -> Float:
-        """Expected fragmentation over the workload; leading axes broadcast."""
-        fits = (cpu[..., None] >= self._c) & (mem[..., None] >= self._m) & (ge >= self._k)
+    def _class_fits(self, cpu: Any, mem: Any, ge: Any) -> npt.NDArray[np.bool_]:
+        fits: npt.NDArray[np.bool_] = (
+            (np.asarray(cpu)[..., None] >= self._c)
+            & (np.asarray(mem)[..., None] >= self._m)
+            & (ge >= self._k)
+        )
+        return fits
+
+    def _node_cost(self, cpu: Any, mem: Any, total: Any, lt: Any, fits: Any) -> Float:
+        """Expected fragmentation (FGD) plus, for ``packing``, stranded GPU share."""
+        total = np.asarray(total)
         frag = np.where(fits & (self._k > 0), lt, total[..., None])
-        result: Float = frag @ self._p
-        return result
+        cost: Float = frag @ self._p
+        if self.policy == "packing":
+            # GPU share the free cores (memory) cannot feed at the workload's
+            # mean cores (bytes) per GPU: stranded whatever lands there next.
+            feedable = np.minimum(np.asarray(cpu) * self._per_cpu, np.asarray(mem) * self._per_byte)
+            cost = cost + np.maximum(total - feedable, 0.0)
+        return cost
+
+    def _delta(self, rows: Int, cpu: Any, mem: Any, total: Any, *, ge: Any, lt: Any) -> Float:
+        """Cost change on ``rows`` for after-states given with a trailing option axis."""
+        fits = self._class_fits(cpu, mem, ge)
+        delta: Float = self._node_cost(cpu, mem, total, lt, fits) - self._frag[rows][:, None]
+        if self.policy == "packing":
+            # Losing one of the last nodes able to host a class risks that
+            # class's next task not fitting at all; the fewer hosts are left,
+            # the more a loss costs (in the class's GPU share).
+            lost = self._fits[rows][:, None, :] & ~fits
+            scarce = SCARCITY * (self._k * self._t) / np.maximum(self._hosts, 1)
+            delta = delta + (lost * scarce).sum(-1)
+        return delta
 
     def scores(self, demand: NodeDemand) -> tuple[Float, Int]:
         """Score of every node for ``demand`` (+inf: does not fit) and, for a
         shared demand, the GPU each node would give (-1 otherwise)."""
+        n = self._gpu.shape[0]
         fit = (self._cpu >= demand.cpus) & (self._mem >= demand.memory)
         if demand.shared:
-            options = (self._gpu >= demand.gpu_milli) & fit[:, None]
-            raw = self._shared_scores(demand, options)
-            raw = np.where(options, raw, np.inf)
-            best = raw.argmin(1)
-            score = raw[np.arange(len(best)), best]
-            return score, np.where(np.isfinite(score), best, -1)
+            share = demand.gpu_milli
+            # Two candidate GPUs per node: the tightest partly used one that
+            # fits, and a whole one; whole GPUs are alike for scoring.
+            partial = (self._gpu >= share) & (self._gpu < GPU_MILLI)
+            tight = np.where(partial, self._gpu, GPU_MILLI + 1).argmin(1)
+            whole = (self._gpu == GPU_MILLI).argmax(1)
+            gpus = np.stack([tight, whole], 1)
+            free = np.take_along_axis(self._gpu, gpus, 1)
+            ok = fit[:, None] & np.stack([partial.any(1), self._gpu.max(1) == GPU_MILLI], 1)
+            raw = np.full(ok.shape, np.inf)
+            rows = np.flatnonzero(ok.any(1))
+            if rows.size:
+                raw[rows] = self._option_scores(demand, rows, free[rows])
+            raw = np.where(ok, raw, np.inf)
+            pick = raw.argmin(1)
+            score = raw[np.arange(n), pick]
+            chosen = gpus[np.arange(n), pick]
+            return score, np.where(np.isfinite(score), chosen, -1)
         fit &= (self._gpu == GPU_MILLI).sum(1) >= demand.gpus
-        raw = self._whole_scores(demand, fit)
-        return np.where(fit, raw, np.inf), np.full(len(fit), -1, np.int64)
+        raw = np.full(n, np.inf)
+        rows = np.flatnonzero(fit)
+        if rows.size:
+            taken = np.full((rows.size, 1), demand.gpus * GPU_MILLI)
+            raw[rows] = self._option_scores(demand, rows, taken, whole=True)[:, 0]
+        return raw, np.full(n, -1, np.int64)
 
-    def _left(self, demand: NodeDemand, gpu_taken: int) -> Float:
+    def _option_scores(
+        self, demand: NodeDemand, rows: Int, free: Int, *, whole: bool = False
+    ) -> Float:
+        """Scores of ``rows`` x options; ``free`` is each option's GPU free share
+        (for whole GPUs, the share taken)."""
+        if self.policy == "random_fit":
+            result: Float = self._rng.random(free.shape)
+            return result
+        taken = free if whole else np.full_like(free, demand.gpu_milli)
         cpu_n, mem_n, gpu_n = self._norm
-        left: Float = (
-            (self._cpu - demand.cpus) / cpu_n
-            + (self._mem - demand.memory) / mem_n
-            + (self._gpu.sum(1) - gpu_taken) / gpu_n
-        )
-        return left
-
-    def _whole_scores(self, demand: NodeDemand, fit: npt.NDArray[np.bool_]) -> Float:
-        taken = demand.gpus * GPU_MILLI
-        if self.policy == "random_fit":
-            result: Float = self._rng.random(len(fit))
-            return result
-        left = self._left(demand, taken)
+        cpu = (self._cpu[rows] - demand.cpus)[:, None]
+        mem = (self._mem[rows] - demand.memory)[:, None]
+        total = self._gpu[rows].sum(1)[:, None] - taken
+        left = cpu / cpu_n + mem / mem_n + total / gpu_n
+        if not whole:
+            left = left + _TIE * (free - taken) / GPU_MILLI  # tighter GPU first
         if self.policy == "best_fit":
-            return left
-        after = self._expected_frag(
-            self._cpu - demand.cpus,
-            self._mem - demand.memory,
-            self._gpu.sum(1) - taken,
-            self._ge - np.where(self._k > 0, demand.gpus, 0),
-            self._lt,
-        )
-        return after - self._frag + _TIE * left
-
-    def _shared_scores(self, demand: NodeDemand, options: npt.NDArray[np.bool_]) -> Float:
-        share = demand.gpu_milli
-        if self.policy == "random_fit":
-            result: Float = self._rng.random(options.shape)
-            return result
-        # Tighter GPU first within a node (best fit on the GPU itself).
-        tight = (self._gpu - share) / GPU_MILLI
-        left = self._left(demand, share)[:, None] + _TIE * tight
-        if self.policy == "best_fit":
-            return left
-        rows = np.flatnonzero(options.any(1))
-        out = np.full(options.shape, np.inf)
-        if rows.size == 0:
-            return out
-        free = self._gpu[rows][:, :, None]
-        after_free = free - share
+            best: Float = left
+            return best
         t = self._t
-        ge = self._ge[rows][:, None, :] - (free >= t) + (after_free >= t)
-        lt = self._lt[rows][:, None, :] - free * (free < t) + after_free * (after_free < t)
-        frag = self._expected_frag(
-            (self._cpu[rows] - demand.cpus)[:, None].repeat(free.shape[1], 1),
-            (self._mem[rows] - demand.memory)[:, None].repeat(free.shape[1], 1),
-            (self._gpu[rows].sum(1) - share)[:, None].repeat(free.shape[1], 1),
-            ge,
-            lt,
-        )
-        out[rows] = frag - self._frag[rows][:, None] + _TIE * left[rows]
-        return out
+        if whole:
+            ge = self._ge[rows][:, None, :] - np.where(self._k > 0, demand.gpus, 0)
+            lt = self._lt[rows][:, None, :].repeat(free.shape[1], 1)
+        else:
+            after = (free - taken)[..., None]
+            before = free[..., None]
+            ge = self._ge[rows][:, None, :] - (before >= t) + (after >= t)
+            lt = self._lt[rows][:, None, :] - before * (before < t) + after * (after < t)
+        cpu_b = np.broadcast_to(cpu, free.shape)
+        mem_b = np.broadcast_to(mem, free.shape)
+        result = self._delta(rows, cpu_b, mem_b, total, ge=ge, lt=lt) + _TIE * left
+        return result
 
     # ------------------------------------------------------------ actions
 
@@ -285,7 +324,7 @@ class Packer:
 def place(
     nodes: Sequence[NodeState],
     requests: Sequence[Request],
-    policy: Policy = "fgd",
+    policy: Policy = "packing",
     *,
     workload: Sequence[TaskClass] | None = None,
     seed: int = 0,
