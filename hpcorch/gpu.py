@@ -1,0 +1,96 @@
+"""CuPy where a GPU is usable, NumPy otherwise: one task code for both.
+
+::
+
+    from hpcorch.gpu import xp, to_numpy
+
+    def analyse(n):
+        np_ = xp()                      # cupy on a GPU node, numpy elsewhere
+        a = np_.arange(n, dtype=np_.float64)
+        return float(to_numpy((a * a).sum()))
+
+CuPy is imported on first use, never when hpcorch is imported. "Usable"
+means CuPy imports and the CUDA runtime reports at least one device among
+those ``CUDA_VISIBLE_DEVICES`` shows; the dev cluster's stand-in devices
+pass none of these, so tasks there run on NumPy. ``HPCORCH_NO_GPU=1`` forces
+NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["array_module", "gpu_available", "gpu_count", "to_numpy", "xp"]
+
+logger = logging.getLogger(__name__)
+
+
+def _cupy() -> ModuleType | None:
+    try:
+        return importlib.import_module("cupy")
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        logger.debug("cupy not usable: %s", exc)
+        return None
+
+
+@functools.cache
+def _probe() -> int:
+    if os.environ.get("HPCORCH_NO_GPU", "") not in ("", "0"):
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):
+        return 0
+    cupy = _cupy()
+    if cupy is None:
+        return 0
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # CUDARuntimeError: no driver, no device
+        logger.debug("CUDA runtime has no usable device: %s", exc)
+        return 0
+    return count
+
+
+def gpu_count(refresh: bool = False) -> int:
+    """CUDA devices this process can use through CuPy (0 without CuPy or CUDA)."""
+    if refresh:
+        _probe.cache_clear()
+    return _probe()
+
+
+def gpu_available(refresh: bool = False) -> bool:
+    """Whether task code here gets CuPy from :func:`xp`."""
+    return gpu_count(refresh) > 0
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """The array module for ``arrays`` (CuPy if any is a CuPy array), else for this process."""
+    if arrays:
+        for array in arrays:
+            if type(array).__module__.startswith("cupy"):
+                cupy = _cupy()
+                if cupy is not None:
+                    return cupy
+        return np
+    if gpu_available():
+        cupy = _cupy()
+        if cupy is not None:
+            return cupy
+    return np
+
+
+xp = array_module
+
+
+def to_numpy(array: Any) -> Any:
+    """A NumPy copy of a CuPy array; NumPy arrays and scalars pass through."""
+    if type(array).__module__.startswith("cupy"):
+        return array.get()
+    return array
