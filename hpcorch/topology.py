@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from hpcorch.sites.model import NodeShape
+from hpcorch.slurm.parse import expand_hostlist
 
 __all__ = [
     "GpuInfo",
@@ -151,27 +152,6 @@ def parse_index_list(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _expand_brackets(text: str) -> list[str]:
-    """``/dev/nvidia[0-3]`` → four names; ``gpu[1-2]`` → ``gpu1, gpu2`` (one bracket group)."""
-    match = re.fullmatch(r"([^\[]*)\[([^\]]+)\](.*)", text)
-    if not match:
-        return [text]
-    prefix, body, suffix = match.groups()
-    names: list[str] = []
-    for part in body.split(","):
-        lo, sep, hi = part.partition("-")
-        width = len(lo)
-        numbers = range(int(lo), int(hi) + 1) if sep else [int(lo)]
-        names.extend(f"{prefix}{n:0{width}d}{suffix}" for n in numbers)
-    return names
-
-
-def _split_names(text: str) -> list[str]:
-    # Split "gpu[1-2],cpu1" on commas outside brackets, then expand each.
-    parts = re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", text)
-    return [name for part in parts for name in _expand_brackets(part.strip())]
-
-
 @dataclass(frozen=True, slots=True)
 class GresGpu:
     """One GPU line of gres.conf, expanded to a single device."""
@@ -202,10 +182,10 @@ def parse_gres_conf(text: str, node: str | None = None) -> list[GresGpu]:
                 fields[key.lower()] = value
         if fields.get("name") != "gpu":
             continue
-        names = _split_names(fields["nodename"]) if "nodename" in fields else None
+        names = expand_hostlist(fields["nodename"]) if "nodename" in fields else None
         if node is not None and names is not None and node not in names:
             continue
-        files = _expand_brackets(fields["file"]) if "file" in fields else []
+        files = expand_hostlist(fields["file"]) if "file" in fields else ()
         count = len(files) or int(fields.get("count", "1"))
         cores = parse_index_list(fields["cores"]) if "cores" in fields else ()
         links = tuple(int(v) for v in fields["links"].split(",")) if "links" in fields else ()
