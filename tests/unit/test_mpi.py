@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcorch.errors import ResourceError, RunError
+from hpcorch.mpi import (
+    build_srun_step_argv,
+    layout,
+    read_result,
+    result_path,
+    run_mpi_function,
+    write_payload,
+)
+from hpcorch.spec import MpiSpec
+
+RING = ["python", "-m", "mpi4py.bench", "ringtest"]
+
+
+def test_two_nodes_by_four_ranks_inside_an_allocation() -> None:
+    argv = build_srun_step_argv(
+        MpiSpec(ranks=8, ranks_per_node=4),
+        RING,
+        job_id=1234,
+        launcher=("srun", "--mpi=pmix"),
+        memory=2 * 1024**3,
+    )
+    assert argv == [
+        "srun",
+        "--mpi=pmix",
+        "--jobid=1234",
+        "--nodes=2",
+        "--ntasks=8",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=1",
+        "--mem=2048M",
+        "--distribution=block:block",
+        "--cpu-bind=cores",
+        "--exact",
+        "--kill-on-bad-exit=1",
+        *RING,
+    ]
+
+
+def test_gpu_ranks_get_their_own_closest_gpus() -> None:
+    argv = build_srun_step_argv(
+        MpiSpec(ranks=4, ranks_per_node=2, cpus_per_rank=2, gpus_per_rank=1),
+        ["./sim"],
+        job_id="77",
+        nodelist=("gpu1", "gpu2"),
+        job_name="sim",
+        overlap=True,
+    )
+    assert argv[:8] == [
+        "srun",
+        "--jobid=77",
+        "--job-name=sim",
+        "--nodes=2",
+        "--ntasks=4",
+        "--ntasks-per-node=2",
+        "--cpus-per-task=2",
+        "--gpus-per-task=1",
+    ]
+    assert "--gpu-bind=closest" in argv
+    assert "--nodelist=gpu1,gpu2" in argv
+    assert argv[-2:] == ["--overlap", "./sim"]
+
+
+def test_single_node_step_leaves_node_count_to_slurm() -> None:
+    argv = build_srun_step_argv(layout(4), ["a.out"], job_id=1)
+    assert not any(a.startswith("--nodes") for a in argv)
+    assert "--ntasks=4" in argv
+
+
+def test_mpiexec_launcher_without_slurm() -> None:
+    argv = build_srun_step_argv(
+        layout(8, 4, cpus_per_rank=2), ["a.out"], job_id=None, launcher=("mpiexec",)
+    )
+    assert argv == ["mpiexec", "-n", "8", "--map-by", "ppr:4:node:PE=2", "a.out"]
+
+
+@pytest.mark.parametrize(
+    ("mpi", "launcher", "match"),
+    [
+        (layout(2, gpus_per_rank=0.5), ("srun",), "whole GPUs"),
+        (layout(2), ("aprun",), "not supported"),
+    ],
+)
+def test_refused_steps(mpi: object, launcher: tuple[str, ...], match: str) -> None:
+    with pytest.raises(ResourceError, match=match):
+        build_srun_step_argv(mpi, ["x"], job_id=1, launcher=launcher)  # type: ignore[arg-type]
+
+
+def _total(comm: object, scale: int) -> int:
+    return scale
+
+
+def test_payload_is_private_and_round_trips(tmp_path: Path) -> None:
+    payload = write_payload(tmp_path, _total, (3,), {})
+    assert stat.S_IMODE(payload.stat().st_mode) == 0o600
+    # Run the bootstrap as a single MPI process (no launcher): rank 0 of 1.
+    subprocess.run([sys.executable, "-m", "hpcorch.mpi_run", str(payload)], check=True)
+    assert read_result(payload) == (True, 3)
+    assert stat.S_IMODE(result_path(payload).stat().st_mode) == 0o600
+
+
+def _fail(comm: object) -> None:
+    raise KeyError("boom")
+
+
+def test_rank0_exception_comes_back(tmp_path: Path) -> None:
+    payload = write_payload(tmp_path, _fail)
+    done = subprocess.run([sys.executable, "-m", "hpcorch.mpi_run", str(payload)], check=False)
+    assert done.returncode == 1
+    ok, exc = read_result(payload)
+    assert not ok and isinstance(exc, KeyError)
+
+
+def _allreduce(comm: object, base: int) -> tuple[int, int]:
+    from mpi4py import MPI
+
+    c = comm  # an mpi4py communicator
+    return c.Get_size(), c.allreduce(base + c.Get_rank(), op=MPI.SUM)  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on this machine")
+def test_function_task_with_local_mpiexec(tmp_path: Path) -> None:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    size, total = run_mpi_function(
+        _allreduce,
+        layout(2),
+        args=(10,),
+        job_id=None,
+        launcher=("mpiexec", "--oversubscribe"),
+        workdir=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert (size, total) == (2, 21)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on this machine")
+def test_step_that_dies_is_a_run_error(tmp_path: Path) -> None:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    with pytest.raises(RunError, match="without a result"):
+        run_mpi_function(
+            _total,
+            layout(1),
+            args=(1,),
+            job_id=None,
+            launcher=("mpiexec",),
+            workdir=tmp_path,
+            python="/nonexistent/python",
+            env=env,
+            timeout=120,
+        )
+
+
+def test_launcher_that_is_missing_is_a_run_error(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="could not run"):
+        run_mpi_function(
+            _total, layout(1), job_id=None, launcher=("/nonexistent/mpiexec",), workdir=tmp_path
+        )
+    assert list(tmp_path.iterdir()) == []
