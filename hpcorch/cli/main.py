@@ -7,6 +7,7 @@ import sys
 import click
 
 from hpcorch._version import __version__
+from hpcorch.cli.doctor import doctor
 from hpcorch.cli.report import report
 from hpcorch.cli.run import cancel, logs, resume, run, status
 from hpcorch.cli.sites import sites
@@ -30,6 +31,7 @@ cli.add_command(resume)
 cli.add_command(cancel)
 cli.add_command(logs)
 cli.add_command(report)
+cli.add_command(doctor)
 cli.add_command(sites)
 
 
