@@ -167,6 +167,17 @@ class CliClient:
             if real:
                 raise SlurmError(f"scancel failed: {'; '.join(real)}")
 
+    def update_job(self, job_id: str, **fields: str) -> None:
+        """``scontrol update JobId=ID Key=Value...`` (e.g. ``Requeue="0"``)."""
+        pairs = [f"{key}={value}" for key, value in fields.items()]
+        self._checked(["scontrol", "update", f"JobId={job_id}", *pairs])
+
+    def release(self, job_ids: Iterable[str]) -> None:
+        """Release held jobs (``scontrol release``)."""
+        ids = [str(j) for j in job_ids]
+        if ids:
+            self._checked(["scontrol", "release", ",".join(ids)])
+
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]:
         wanted = {str(j) for j in job_ids}
         if not wanted:

@@ -10,6 +10,10 @@
 
 ``fake.calls`` counts calls by method, so tests can check that a poller makes
 one call per interval however many jobs it watches.
+
+With ``behaviour`` set, the fake also runs jobs by itself, one step per
+``jobs()`` call: a pending job (not held) starts, then ends as the behaviour
+says (:class:`Outcome`), e.g. "exit 3" → FAILED with exit code 3.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from hpcorch.errors import SlurmError, SubmissionRefused
 from hpcorch.slurm.client import BackendDown
@@ -26,7 +30,17 @@ from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
 from hpcorch.slurm.script import JobRequest, request_from_script
 from hpcorch.slurm.states import JobState, NodeState, NodeStatus
 
-__all__ = ["FakeClient", "FakeSlurm"]
+__all__ = ["FakeClient", "FakeSlurm", "Outcome"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an automatically run job ends (None state: it keeps running)."""
+
+    state: JobState | None
+    exit_code: int = 0
+    reason: str | None = None
+
 
 _GIB = 1024**3
 
@@ -40,8 +54,10 @@ class FakeSlurm:
         *,
         version: str = "22.05.8",
         clock: float = 1_700_000_000.0,
+        behaviour: Callable[[JobRequest], Outcome] | None = None,
     ) -> None:
         self.version = version
+        self.behaviour = behaviour
         self.now = clock
         self.down = False
         self.calls: Counter[str] = Counter()
@@ -129,6 +145,26 @@ class FakeSlurm:
                 return part.nodes
         return tuple(self.nodes)
 
+    def step(self) -> None:
+        """Advance every job one step as ``behaviour`` says (start, then end)."""
+        if self.behaviour is None:
+            return
+        for job in list(self.jobs.values()):
+            req = self.requests[job.job_id]
+            if job.state is JobState.PENDING and not req.hold:
+                node = req.nodelist[0] if req.nodelist else None
+                if node is None or self.nodes[node].usable:
+                    self.start(job.job_id, *(req.nodelist[:1]))
+            elif job.state is JobState.RUNNING:
+                outcome = self.behaviour(req)
+                if outcome.state is not None:
+                    self.set_state(
+                        job.job_id,
+                        outcome.state,
+                        exit_code=outcome.exit_code,
+                        reason=outcome.reason,
+                    )
+
     # ------------------------------------------------------------------ used by the client
 
     def _enter(self, method: str) -> None:
@@ -190,6 +226,7 @@ class FakeClient:
 
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]:
         self.cluster._enter("jobs")
+        self.cluster.step()
         wanted = [str(j) for j in job_ids]
         return [self.cluster.jobs[j] for j in wanted if j in self.cluster.jobs]
 

@@ -6,6 +6,9 @@ expires and on a 401, and never appears in a log line or an error message.
 slurmrestd ignores ``#SBATCH`` lines, so submissions send the job description
 as JSON next to the script. v0.0.38 has no accounting endpoints: jobs that
 have left slurmctld's memory and job steps come from ``history`` (the CLI).
+v0.0.38 also ignores ``"requeue": false`` (on submit and on update, checked
+on 22.05.8): such jobs are submitted held, set ``Requeue=0`` with scontrol,
+then released.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import httpx
 
 from hpcorch.errors import SlurmError, SubmissionRefused
 from hpcorch.sites.model import Prologue
-from hpcorch.slurm.client import BackendDown, SlurmClient
+from hpcorch.slurm.cli import CliClient
+from hpcorch.slurm.client import BackendDown
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
 from hpcorch.slurm.parse import (
     job_id_order,
@@ -127,7 +131,7 @@ class RestClient:
         api_version: str = "v0.0.38",
         timeout_s: float = 10.0,
         prologue: Prologue | None = None,
-        history: SlurmClient | None = None,
+        history: CliClient | None = None,
         transport: httpx.BaseTransport | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -224,13 +228,25 @@ class RestClient:
                 req, script = request_from_script(job), job
             except ValueError as exc:
                 raise SubmissionRefused(str(exc)) from None
-        body = {"script": script, "job": job_description(req, self._env, os.getcwd())}
-        data = self._request("POST", "/job/submit", json=body)
+        desc = job_description(req, self._env, os.getcwd())
+        no_requeue = req.requeue is False
+        if no_requeue:
+            if self._history is None:
+                raise SubmissionRefused(
+                    "slurmrestd v0.0.38 ignores requeue=false; configure the cli backend too"
+                )
+            desc["hold"] = True
+        data = self._request("POST", "/job/submit", json={"script": script, "job": desc})
         if "_failed" in data or not data.get("job_id"):
             raise SubmissionRefused(
                 f"slurmrestd refused the job: {data.get('_failed') or 'no job id returned'}"
             )
-        return str(data["job_id"])
+        job_id = str(data["job_id"])
+        if no_requeue and self._history is not None:
+            self._history.update_job(job_id, Requeue="0")
+            if not req.hold:
+                self._history.release([job_id])
+        return job_id
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
