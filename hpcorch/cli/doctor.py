@@ -7,6 +7,9 @@ import logging
 
 import click
 
+from hpcorch.doctor import Check
+from hpcorch.errors import InfrastructureError, SiteConfigError
+
 __all__ = ["doctor"]
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -24,8 +27,7 @@ def _quiet_dask() -> None:
 @click.command()
 @click.option("--site", "site_name", required=True, help="Site name or site file to check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (stdout only).")
-@click.pass_context
-def doctor(ctx: click.Context, site_name: str, as_json: bool) -> None:
+def doctor(site_name: str, as_json: bool) -> None:
     """Check that SITE can run a workflow: Slurm reachable by each backend, account valid,
     partitions as configured, Dask ports usable, the MPI launcher and Python on compute nodes.
 
@@ -46,7 +48,8 @@ def doctor(ctx: click.Context, site_name: str, as_json: bool) -> None:
     if as_json:
         payload = {"site": site.name, "exit_code": code, "checks": [c.to_dict() for c in checks]}
         click.echo(json.dumps(payload))
-        ctx.exit(code)
+        _conclude(site.name, checks, code)
+        return
 
     from rich.console import Console
     from rich.markup import escape
@@ -58,6 +61,16 @@ def doctor(ctx: click.Context, site_name: str, as_json: bool) -> None:
         console.print(f"{status} [bold]{escape(c.name)}[/]: {escape(c.detail)}")
         if c.fix:
             console.print(f"     [italic]fix:[/] {escape(c.fix)}")
-    verdict = {0: "ready to run", 2: "fix the site file", 3: "infrastructure unavailable"}[code]
-    click.echo(f"site {site.name}: {verdict}", err=True)
-    ctx.exit(code)
+    _conclude(site.name, checks, code)
+
+
+def _conclude(site: str, checks: list[Check], code: int) -> None:
+    """Say the verdict; exit 2 or 3 through the error tree, like every other command."""
+    failed = ", ".join(c.name for c in checks if c.status == "fail")
+    if code == 3:
+        raise InfrastructureError(f"site {site}: not usable now ({failed} failed); see the fixes")
+    if code == 2:
+        raise SiteConfigError(
+            f"site {site}: the site file disagrees with the cluster ({failed}); see the fixes"
+        )
+    click.echo(f"site {site}: ready to run", err=True)
