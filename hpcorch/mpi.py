@@ -87,6 +87,7 @@ def build_srun_step_argv(
     job_name: str | None = None,
     overlap: bool = False,
     extra: Sequence[str] = (),
+    python: str = sys.executable,
 ) -> list[str]:
     """The argv of one MPI step running ``command`` inside allocation ``job_id``.
 
@@ -95,6 +96,8 @@ def build_srun_step_argv(
     is bytes per node (``--mem``; without it the step may claim all of the
     nodes' memory). ``nodelist`` pins the step to the nodes the placement
     policy chose; ``overlap`` lets it share cores with steps already running.
+    With ``gpus_per_rank``, the command runs under ``python -m hpcorch.mpi_bind``
+    so each rank sees only its own GPUs even where Slurm does not bind them.
     """
     if not command:
         raise ResourceError("an MPI step needs a command")
@@ -111,6 +114,8 @@ def build_srun_step_argv(
         if mpi.ranks_per_node:
             argv += ["--map-by", f"ppr:{mpi.ranks_per_node}:node:PE={mpi.cpus_per_rank}"]
         return [*argv, *extra, *command]
+    if gpus:
+        command = [python, "-m", "hpcorch.mpi_bind", str(int(gpus)), "--", *command]
     argv = list(launcher)
     if job_id is not None:
         argv.append(f"--jobid={job_id}")
@@ -193,6 +198,7 @@ def run_mpi_function(
         [python, "-m", "hpcorch.mpi_run", str(payload)],
         job_id=job_id,
         launcher=launcher,
+        python=python,
         **step,
     )
     logger.info("MPI function step: %s", argv)

@@ -18,6 +18,7 @@ from hpcorch.mpi import (
     run_mpi_function,
     write_payload,
 )
+from hpcorch.mpi_bind import rank_gpus
 from hpcorch.spec import MpiSpec
 
 RING = ["python", "-m", "mpi4py.bench", "ringtest"]
@@ -56,6 +57,7 @@ def test_gpu_ranks_get_their_own_closest_gpus() -> None:
         nodelist=("gpu1", "gpu2"),
         job_name="sim",
         overlap=True,
+        python="/venv/bin/python",
     )
     assert argv[:8] == [
         "srun",
@@ -69,7 +71,45 @@ def test_gpu_ranks_get_their_own_closest_gpus() -> None:
     ]
     assert "--gpu-bind=closest" in argv
     assert "--nodelist=gpu1,gpu2" in argv
-    assert argv[-2:] == ["--overlap", "./sim"]
+    assert argv[-7:] == [
+        "--overlap",
+        "/venv/bin/python",
+        "-m",
+        "hpcorch.mpi_bind",
+        "1",
+        "--",
+        "./sim",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("visible", "local", "per_rank", "expected"),
+    [
+        ("0,1,2,3", "0", 1, "0"),
+        ("0,1,2,3", "3", 1, "3"),
+        ("0,1,2,3", "1", 2, "2,3"),
+        ("2", "1", 1, None),  # Slurm already bound one GPU to this rank
+        (None, "0", 1, None),
+    ],
+)
+def test_rank_gpus(visible: str | None, local: str, per_rank: int, expected: str | None) -> None:
+    env = {"SLURM_LOCALID": local}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    assert rank_gpus(env, per_rank) == expected
+
+
+def test_mpi_bind_execs_the_command_with_its_gpus() -> None:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="0,1,2,3", SLURM_LOCALID="2")
+    code = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"
+    out = subprocess.run(
+        [sys.executable, "-m", "hpcorch.mpi_bind", "1", "--", sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "2"
 
 
 def test_single_node_step_leaves_node_count_to_slurm() -> None:
