@@ -166,3 +166,30 @@ def test_gpu_ranks_each_get_their_own_gpu(dev_cluster: Any, gpu_allocation: str)
     rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
     assert sorted(int(r[0]) for r in rows) == [0, 1, 2, 3]
     assert sorted(r[1] for r in rows) == ["0", "1", "2", "3"]
+
+
+def test_cupy_task_falls_back_to_numpy_on_stand_in_gpus(
+    dev_cluster: Any, gpu_allocation: str
+) -> None:
+    code = (
+        "import os; from hpcorch.gpu import xp, to_numpy, gpu_available; m = xp(); "
+        "a = m.arange(10, dtype=m.float64); "
+        "print(os.environ.get('CUDA_VISIBLE_DEVICES'), gpu_available(), m.__name__, "
+        "float(to_numpy((a * a).sum())))"
+    )
+    done = dev_cluster.run(
+        "srun",
+        f"--jobid={gpu_allocation}",
+        "-n1",
+        "--gres=gpu:1",
+        "--overlap",
+        PYTHON,
+        "-c",
+        code,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    visible, available, module, total = done.stdout.split()
+    assert visible != "None"  # Slurm handed the step a (stand-in) GPU
+    assert (available, module, total) == ("False", "numpy", "285.0")
