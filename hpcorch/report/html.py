@@ -11,7 +11,7 @@ from html import escape
 
 from hpcorch.report import gantt
 from hpcorch.report.model import Report
-from hpcorch.report.text import hours, percent
+from hpcorch.report.text import SITE_COLUMNS, hours, percent, site_rows
 
 __all__ = ["render_html"]
 
@@ -88,22 +88,7 @@ def render_html(report: Report) -> str:
         if r.failed_attempts_by_class
         else "<p>No attempt failed.</p>"
     )
-    sites = _table(
-        ("site", "allocations", "node-hours", "core-hours", "GPU-hours", "SU", "cost"),
-        [
-            (
-                u.site,
-                u.allocations,
-                hours(u.node_hours),
-                hours(u.core_hours),
-                hours(u.gpu_hours),
-                hours(u.su),
-                "—" if u.cost is None else f"{u.cost:.2f} {u.currency or ''}".strip(),
-            )
-            for u in r.sites
-        ],
-        "sites",
-    )
+    sites = _table(SITE_COLUMNS, site_rows(r.sites), "sites")
     attempts = _table(
         ("task", "try", "node", "GPUs", "cores", "start (s)", "end (s)", "outcome"),
         [

@@ -54,7 +54,10 @@ class SiteUsage:
     allocations: int
     node_hours: float
     core_hours: float | None
+    """Allocated (None: the site's node shape is unknown)."""
     gpu_hours: float | None
+    core_hours_used: float
+    gpu_hours_used: float
     su: float | None
     cost: float | None
     currency: str | None

@@ -93,7 +93,7 @@ def test_hours_used_and_allocated(report) -> None:  # type: ignore[no-untyped-de
     assert report.gpu_utilization == pytest.approx(170 / (4 * gpu_node_s))
 
 
-def test_cost_per_site_uses_partition_rates_over_site_rates() -> None:
+def test_cost_per_site_uses_partition_rates_instead_of_site_rates() -> None:
     site = parse_site(
         """
 name: priced
@@ -105,7 +105,7 @@ partitions:
   - name: gpu
     nodes: 1
     node: {cores_per_socket: 4, memory: 4G, gpus: 2}
-    charge: {su_per_node_hour: 0, su_per_gpu_hour: 10}
+    charge: {su_per_gpu_hour: 10, price_per_su: 0.5, currency: USD}
 """
     )
     status = {
@@ -129,7 +129,7 @@ partitions:
     assert priced.node_hours == pytest.approx(2.5)
     assert priced.core_hours == pytest.approx(4 * 2.5)
     assert priced.gpu_hours == pytest.approx(1.0)
-    # cpu: 2 node-hours x 2 SU; gpu: 0.5 node-hours x 0 SU + 1 GPU-hour x 10 SU
+    # cpu: 2 node-hours x 2 SU (site rates); gpu: 1 GPU-hour x 10 SU (its own rates only)
     assert priced.su == pytest.approx(4 + 10)
     assert priced.cost == pytest.approx(7.0)
     assert priced.currency == "USD"

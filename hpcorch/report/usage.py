@@ -1,0 +1,156 @@
+"""Core-hours, GPU-hours and cost of a run, through :func:`hpcorch.policies.cost.account`.
+
+This module only turns the ``status --json`` object into the accounting
+records: each allocation with its partition's node shape and charge rates,
+each attempt with its cores and GPUs and the allocation that hosted it (by job
+id). A run on a ``local`` site records no allocation; its machine counts as
+one allocation held from the first attempt's start to the last one's end, so
+utilization means the same there. Allocations on a site without a model are
+counted in node-hours only, and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hpcorch.policies.cost import AllocationRecord, AttemptRecord, Usage, account
+from hpcorch.policies.state import charge_rates
+from hpcorch.report.model import SiteUsage, TaskDecl
+from hpcorch.sites.model import Site
+
+__all__ = ["RunUsage", "run_usage"]
+
+_HOUR = 3600.0
+_LOCAL = "local-machine"
+
+
+@dataclass(frozen=True, slots=True)
+class RunUsage:
+    sites: tuple[SiteUsage, ...]
+    total: Usage
+    allocated_known: bool
+    """False when no allocation could be accounted: allocated figures are unknown."""
+
+
+def _attempt_cores(a: Mapping[str, Any], decl: TaskDecl | None) -> tuple[int, int]:
+    cores = len(a["cores"]) if a.get("cores") else (decl.cpus if decl else 1)
+    gpus = len(a["gpus"]) if a.get("gpus") else math.ceil(decl.gpus if decl else 0)
+    return cores, gpus
+
+
+def run_usage(
+    tasks: Sequence[Mapping[str, Any]],
+    allocations: Sequence[Mapping[str, Any]],
+    *,
+    sites: Mapping[str, Site],
+    run_site: str | None,
+    decls: Mapping[str, TaskDecl],
+    now: float,
+    notes: list[str],
+) -> RunUsage:
+    records: list[AllocationRecord] = []
+    unknown: dict[str, tuple[int, float]] = {}
+    alloc_site: dict[str, str] = {}
+    for alloc in allocations:
+        if alloc.get("start") is None:
+            continue
+        name = str(alloc.get("site") or run_site or "unknown")
+        nodes = int(alloc.get("nodes") or 1)
+        site = sites.get(name)
+        try:
+            partition = site.partition(alloc.get("partition")) if site else None
+        except KeyError:
+            partition = None
+        if site is None or partition is None:
+            count, hours = unknown.get(name, (0, 0.0))
+            end = float(alloc.get("end") or now)
+            unknown[name] = (count + 1, hours + nodes * max(0.0, end - alloc["start"]) / _HOUR)
+            continue
+        job_id = str(alloc["job_id"])
+        alloc_site[job_id] = name
+        records.append(
+            AllocationRecord(
+                id=job_id,
+                site=name,
+                nodes=nodes,
+                cores_per_node=partition.node.cores,
+                gpus_per_node=partition.node.gpus,
+                rates=charge_rates(site, partition.name),
+                start=float(alloc["start"]),
+                end=None if alloc.get("end") is None else float(alloc["end"]),
+            )
+        )
+
+    started = [(t, a) for t in tasks for a in t.get("attempts", ()) if a.get("start") is not None]
+    local = sites.get(run_site or "")
+    implicit = not allocations and started and local is not None and local.kind == "local"
+    if implicit:
+        assert local is not None
+        shape = local.partition().node
+        ends = [a["end"] if a.get("end") is not None else now for _, a in started]
+        records.append(
+            AllocationRecord(
+                id=_LOCAL,
+                site=local.name,
+                nodes=len({a.get("node") for _, a in started}),
+                cores_per_node=shape.cores,
+                gpus_per_node=shape.gpus,
+                rates=charge_rates(local),
+                start=min(float(a["start"]) for _, a in started),
+                end=max(ends),
+            )
+        )
+    elif not allocations and started:
+        notes.append("no allocation recorded: allocated hours and utilization unknown")
+
+    attempts = []
+    for task, a in started:
+        cores, gpus = _attempt_cores(a, decls.get(str(task["id"])))
+        job_id = _LOCAL if implicit else str(a.get("job_id"))
+        attempts.append(
+            AttemptRecord(
+                site=alloc_site.get(job_id, local.name if implicit and local else run_site or "?"),
+                start=float(a["start"]),
+                end=None if a.get("end") is None else float(a["end"]),
+                cores=cores,
+                gpus=gpus,
+                allocation=job_id if job_id in alloc_site or implicit else None,
+            )
+        )
+
+    accounts = account(records, attempts, now)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.site] = counts.get(r.site, 0) + (r.id != _LOCAL)
+    out = {
+        name: SiteUsage(
+            site=name,
+            allocations=counts.get(name, 0),
+            node_hours=u.node_hours,
+            core_hours=u.core_hours_allocated if name in counts else None,
+            gpu_hours=u.gpu_hours_allocated if name in counts else None,
+            core_hours_used=u.core_hours_used,
+            gpu_hours_used=u.gpu_hours_used,
+            su=u.su,
+            cost=u.cost,
+            currency=u.currency,
+        )
+        for name, u in accounts.per_site.items()
+    }
+    for name, (count, node_hours) in unknown.items():
+        notes.append(
+            f"site {name!r}: no site model or partition for {count} allocations; "
+            "their core-hours, GPU-hours and cost are not counted"
+        )
+        known = out.get(name) or SiteUsage(name, 0, 0.0, None, None, 0.0, 0.0, None, None, None)
+        out[name] = replace(
+            known, allocations=known.allocations + count, node_hours=known.node_hours + node_hours
+        )
+    return RunUsage(
+        sites=tuple(out[k] for k in sorted(out)),
+        total=accounts.total,
+        allocated_known=bool(records),
+    )
