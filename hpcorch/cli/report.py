@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hpcorch.report.model import Report
-from hpcorch.report.text import hours, percent
+from hpcorch.report.text import SITE_COLUMNS, hours, percent, site_rows
 
 __all__ = ["report"]
 
@@ -47,19 +47,10 @@ def _print_summary(r: Report) -> None:
     console.print(figures)
     if r.sites:
         sites = Table(title="usage per site", title_justify="left")
-        for col in ("site", "allocations", "node-hours", "core-hours", "GPU-hours", "SU", "cost"):
+        for col in SITE_COLUMNS:
             sites.add_column(col, justify="left" if col == "site" else "right")
-        for u in r.sites:
-            cost = "—" if u.cost is None else f"{u.cost:.2f} {u.currency or ''}".strip()
-            sites.add_row(
-                u.site,
-                str(u.allocations),
-                hours(u.node_hours),
-                hours(u.core_hours),
-                hours(u.gpu_hours),
-                hours(u.su),
-                cost,
-            )
+        for row in site_rows(r.sites):
+            sites.add_row(*row)
         console.print(sites)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}")
