@@ -146,6 +146,11 @@ class Packer:
         self._hosts: Int = np.zeros(m, np.int64)  # nodes that can, per class
         self._frag: Float = np.zeros(n, np.float64)
         self._rng = np.random.default_rng(seed)
+        # Nodes in the same free state score alike: each distinct state gets an
+        # id, and only one node per id is scored (most nodes of a large,
+        # uniform cluster are idle, so this is what keeps 10,000 nodes fast).
+        self._state_ids: dict[tuple[int, int, tuple[int, ...], int], int] = {}
+        self._key: Int = np.zeros(n, np.int64)
         for i in range(n):
             self._refresh(i)
 
@@ -168,6 +173,8 @@ class Packer:
         self._mem[i] = state.free_memory
         self._gpu[i, :] = 0
         self._gpu[i, : len(state.gpu_free)] = state.gpu_free
+        shape = (len(state.free_cores), state.free_memory, state.gpu_free, state.topology.cores)
+        self._key[i] = self._state_ids.setdefault(shape, len(self._state_ids))
         if not self._p.size:
             return
         free = self._gpu[i][:, None]
@@ -239,7 +246,8 @@ class Packer:
             raw = np.full(ok.shape, np.inf)
             rows = np.flatnonzero(ok.any(1))
             if rows.size:
-                raw[rows] = self._option_scores(demand, rows, free[rows])
+                reps, back = self._distinct(rows)
+                raw[rows] = self._option_scores(demand, reps, free[reps])[back]
             raw = np.where(ok, raw, np.inf)
             pick = raw.argmin(1)
             score = raw[np.arange(n), pick]
@@ -249,9 +257,17 @@ class Packer:
         raw = np.full(n, np.inf)
         rows = np.flatnonzero(fit)
         if rows.size:
-            taken = np.full((rows.size, 1), demand.gpus * GPU_MILLI)
-            raw[rows] = self._option_scores(demand, rows, taken, whole=True)[:, 0]
+            reps, back = self._distinct(rows)
+            taken = np.full((reps.size, 1), demand.gpus * GPU_MILLI)
+            raw[rows] = self._option_scores(demand, reps, taken, whole=True)[back, 0]
         return raw, np.full(n, -1, np.int64)
+
+    def _distinct(self, rows: Int) -> tuple[Int, Int]:
+        """One row per distinct node state, and the map back to ``rows``."""
+        if self.policy == "random_fit":  # every node draws its own number
+            return rows, np.arange(rows.size)
+        _, first, back = np.unique(self._key[rows], return_index=True, return_inverse=True)
+        return rows[first], back.reshape(-1)
 
     def _option_scores(
         self, demand: NodeDemand, rows: Int, free: Int, *, whole: bool = False
