@@ -336,22 +336,33 @@ async def _probe_scheduler(interface: str | None, tls: bool) -> str:
         return str(scheduler.address)
 
 
-def probe_ports(interface: str | None) -> Check:
-    """Start a Dask scheduler on ``interface`` (plain, then TLS when possible) and connect."""
+def probe_ports(interface: str | None, tls_required: bool = False) -> Check:
+    """Start a Dask scheduler on ``interface`` (plain, then over TLS) and connect to it.
+
+    Slurm sites need TLS: the engine's scheduler there listens on ``tls://``.
+    """
     try:
         address = asyncio.run(_probe_scheduler(interface, tls=False))
     except Exception as exc:  # any failure to listen is the finding itself
         return check_ports(None, f"{type(exc).__name__}: {exc}", None)
     if importlib.util.find_spec("cryptography") is None:  # Security.temporary needs it
+        if tls_required:
+            return Check(
+                "dask ports",
+                "fail",
+                f"scheduler listened on {address}, but TLS certificates cannot be made: "
+                "the cryptography package is missing",
+                "pip install cryptography (the engine's scheduler on Slurm sites uses tls://)",
+            )
         return check_ports(address, None, "not checked (pip install cryptography for tls://)")
     try:
         tls_address = asyncio.run(_probe_scheduler(interface, tls=True))
     except Exception as exc:
         return Check(
             "dask ports",
-            "warn",
-            f"scheduler listened on {address}, but not over TLS: {exc}",
-            "check the TLS certificates in the Dask configuration",
+            "fail" if tls_required else "warn",
+            f"scheduler listened on {address}, but not over TLS: {type(exc).__name__}: {exc}",
+            "check the TLS settings in the Dask configuration (distributed.comm.tls)",
         )
     return check_ports(address, None, f"ok ({tls_address})")
 
@@ -416,14 +427,14 @@ def run_doctor(
     *,
     env: Mapping[str, str] | None = None,
     runner: Runner = run_command,
-    probe: Callable[[str | None], Check] = probe_ports,
+    probe: Callable[[str | None, bool], Check] = probe_ports,
     step_timeout_s: float = STEP_TIMEOUT_S,
 ) -> list[Check]:
     """Run every check that applies to ``site``, in order."""
     environ = dict(os.environ if env is None else env)
     checks: list[Check] = []
     if site.kind == "local":
-        checks.append(probe(site.dask.interface))
+        checks.append(probe(site.dask.interface, False))
         argv = [sys.executable, "-c", _IMPORT_PROBE]
         checks.append(check_command("python", argv, *_run(runner, argv, environ, step_timeout_s)))
         argv = [*site.mpi.launcher, "-n", "1", "true"]
@@ -470,7 +481,7 @@ def run_doctor(
         done = None
     checks.append(check_account(site, user, parse_assoc(done.stdout) if done else None, error))
 
-    checks.append(probe(site.dask.interface))
+    checks.append(probe(site.dask.interface, True))
 
     launcher = site.mpi.launcher
     if launcher and os.path.basename(launcher[0]) == "srun":

@@ -18,6 +18,7 @@ from hpcorch.doctor import (
     check_ports,
     exit_code,
     parse_assoc,
+    probe_ports,
     run_doctor,
 )
 from hpcorch.errors import SlurmError
@@ -170,6 +171,13 @@ def test_command_outcomes_and_fixes() -> None:
     assert "less busy" in (late.fix or "")
 
 
+def test_probe_ports_plain_and_tls() -> None:
+    plain = probe_ports(None)
+    assert plain.status == "ok"
+    assert plain.detail.startswith("scheduler listened on tcp://")
+    assert "TLS: ok (tls://" in plain.detail
+
+
 def test_ports() -> None:
     assert check_ports("tcp://10.0.0.1:4000", None, "ok").status == "ok"
     bad = check_ports(None, "OSError: cannot bind", None)
@@ -197,7 +205,9 @@ def test_run_doctor_local_with_fakes() -> None:
          "mpirun": SlurmError("mpirun took more than 120s; slurmctld may be busy")}
     )  # fmt: skip
     checks = run_doctor(
-        load_site("local"), runner=runner, probe=lambda iface: check_ports("tcp://x:1", None, "-")
+        load_site("local"),
+        runner=runner,
+        probe=lambda iface, tls: check_ports("tcp://x:1", None, "-"),
     )
     assert [(c.name, c.status) for c in checks] == [
         ("dask ports", "ok"),
