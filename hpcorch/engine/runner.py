@@ -251,7 +251,7 @@ class Engine:
         if self.use_resources:
             annotations["resources"] = _PerKey(res, {"cpus": 1.0})
         futures = self.client.get(
-            dsk, keys + load_keys, sync=False, fifo_timeout="1h", **annotations
+            _graph(dsk), keys + load_keys, sync=False, fifo_timeout="1h", **annotations
         )
         for lk, fut in zip(load_keys, futures[len(keys) :], strict=True):
             self.loads[lk] = fut
@@ -474,6 +474,19 @@ class Engine:
             event = self._waiters.setdefault(task_id, threading.Event())
         event.wait(timeout)
         return self.state[task_id]
+
+
+def _graph(dsk: dict[str, Any]) -> Any:
+    """The graph as Dask's expression, named by a random token.
+
+    Tokenizing a graph of 20,000 tasks deterministically costs seconds of
+    driver time; each submission is unique anyway (as ``Client.submit`` knows).
+    """
+    import uuid
+
+    from dask._expr import LLGExpr
+
+    return LLGExpr(dsk, _determ_token=uuid.uuid4().hex)  # type: ignore[no-untyped-call]
 
 
 def _launch_argv(task: TaskSpec, launcher: tuple[str, ...]) -> tuple[str, ...]:

@@ -109,16 +109,24 @@ class RunHandle:
         if self._thread.is_alive():
             self.engine.cancel()
             self._thread.join()
-        try:
-            self._journal.close()
-        finally:
-            self._backend.close()
+        _shutdown(self._backend, self._journal)
 
     def __enter__(self) -> RunHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _shutdown(backend: Backend, journal: Journal) -> None:
+    """Record the allocations' end, close the journal, then stop the workers."""
+    try:
+        ended = time.time()
+        for alloc in backend.allocations():
+            journal.record_allocation(**{**alloc, "state": "CLOSED", "end": ended})
+        journal.close()
+    finally:
+        backend.close()
 
 
 def _engine(
@@ -221,10 +229,7 @@ def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> Ru
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-        try:
-            journal.close()
-        finally:
-            backend.close()
+        _shutdown(backend, journal)
 
 
 def run_workflow(
