@@ -142,20 +142,35 @@ class RestClient:
         self._prologue = prologue
         self._history = history
         self._env = os.environ if env is None else env
+        self._timeout = timeout_s
+        self._transport = transport
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
         self._version: str | None = None
         self.calls = 0
 
     # ------------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Mapping[str, Any]:
+    def _request(
+        self, method: str, path: str, *, fresh: bool = False, **kwargs: Any
+    ) -> Mapping[str, Any]:
+        """One call; ``fresh`` uses a new connection, so that a slurmrestd that went
+        away shows as "unreachable" (nothing sent) rather than a reused connection
+        dropped mid-request (maybe delivered): submissions need that certainty."""
         for attempt in (1, 2):
             token = self._tokens.token()
             headers = {"X-SLURM-USER-NAME": self._user, "X-SLURM-USER-TOKEN": token}
             self.calls += 1
             failure: SlurmError | None = None
             try:
-                response = self._http.request(method, self._base + path, headers=headers, **kwargs)
+                if fresh and self._transport is None:
+                    with httpx.Client(base_url=self.url, timeout=self._timeout) as once:
+                        response = once.request(
+                            method, self._base + path, headers=headers, **kwargs
+                        )
+                else:
+                    response = self._http.request(
+                        method, self._base + path, headers=headers, **kwargs
+                    )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failure = BackendDown(
                     f"slurmrestd at {self.url} unreachable ({type(exc).__name__}); "
@@ -236,7 +251,9 @@ class RestClient:
                     "slurmrestd v0.0.38 ignores requeue=false; configure the cli backend too"
                 )
             desc["hold"] = True
-        data = self._request("POST", "/job/submit", json={"script": script, "job": desc})
+        data = self._request(
+            "POST", "/job/submit", fresh=True, json={"script": script, "job": desc}
+        )
         if "_failed" in data or not data.get("job_id"):
             raise SubmissionRefused(
                 f"slurmrestd refused the job: {data.get('_failed') or 'no job id returned'}"

@@ -300,3 +300,22 @@ def test_pyslurm_missing_is_backend_unavailable() -> None:
             load_pyslurm("22.05.8")
     else:
         pytest.skip("pyslurm is installed here")
+
+
+def test_rest_no_requeue_is_submitted_held_then_fixed_with_scontrol() -> None:
+    token = make_jwt(4_000_000_000)
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"job_id": 7, "errors": [{"error_code": 2042}]})
+
+    runner = FakeRunner({})
+    cli = CliClient(runner=runner, env={})
+    client = rest_client(handler, token, history=cli)
+    assert client.submit(JobRequest(command="true", requeue=False)) == "7"
+    assert bodies[0]["job"]["hold"] is True
+    assert [c[0] for c in runner.calls] == [
+        ["scontrol", "update", "JobId=7", "Requeue=0"],
+        ["scontrol", "release", "7"],
+    ]
