@@ -287,3 +287,39 @@ def test_too_many_ranks_per_node_is_refused() -> None:
         check_feasible(Request(ranks=12, ranks_per_node=4), DEV_PARTITIONS)
     with pytest.raises(ResourceError, match="65536M per node, nodes have 8192M"):
         check_feasible(Request(memory=64 * GIB), [p.node for p in DEV_PARTITIONS])
+
+
+# ---------------------------------------------------------------- from task specs
+
+
+def test_request_from_task_specs() -> None:
+    from hpcorch.spec import TaskSpec
+
+    gpu = TaskSpec.model_validate(
+        {"id": "a", "command": ["x"], "resources": {"cpus": 2, "gpus": 0.5, "gpu_sharing": True}}
+    )
+    request = Request.from_task(gpu)
+    assert (request.cpus, request.gpus, request.share_gpus, request.id) == (2, 0.5, True, "a")
+    assert request.demands()[0].gpu_milli == 500
+    mpi = TaskSpec.model_validate(
+        {
+            "id": "sim",
+            "command": ["x"],
+            "mpi": {"ranks": 8, "ranks_per_node": 4, "cpus_per_rank": 2, "gpus_per_rank": 1},
+            "resources": {"memory": "1GiB"},
+        }
+    )
+    request = Request.from_task(mpi)
+    assert request.layout() == (4, 4)
+    assert (request.cpus, request.gpus, request.memory) == (2, 1, GIB)
+    with pytest.raises(ResourceError, match="4 ranks x 1 GPUs per node, nodes have 0"):
+        check_feasible(request, DEV_PARTITIONS[:1])
+
+
+def test_placement_records_for_the_journal() -> None:
+    (placement,), _ = place([gpu_node()], [Request(cpus=2, gpus=0.25, share_gpus=True)])
+    assert placement is not None
+    (record,) = placement.records()
+    assert record["node"] == "gpu1"
+    assert len(record["cores"]) == 2 and len(record["gpus"]) == 1
+    assert record["gpu_share"] == 0.25
