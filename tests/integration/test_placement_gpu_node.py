@@ -47,7 +47,7 @@ if __name__ == "__main__":
     node = os.environ["SLURMD_NODENAME"]
     topology = detect_topology(node, gres)
     with LocalCluster(n_workers=1, threads_per_worker=12, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         client.register_plugin(SlotPlugin(topology, node=node))
         sizes = [1, 2, 1, 4, 2, 1, 3, 2, 1, 2, 4, 1]
         futures = [client.submit(task, i, g, pure=False) for i, g in enumerate(sizes)]

@@ -142,7 +142,7 @@ def _gpu_task(i: int) -> tuple[str, tuple[int, ...], str]:
 def test_plugin_on_a_dask_worker() -> None:
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None
+            n_workers=1, threads_per_worker=4, processes=False, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
