@@ -107,22 +107,23 @@ def layout(report: Report) -> Layout:
     return Layout(rows=tuple(rows), bars=tuple(bars), end=max(end, report.makespan_s))
 
 
-def _matplotlib() -> tuple[Any, Any, Any, Any]:
+def _matplotlib() -> tuple[Any, Any, Any, Any, Any]:
     try:
         from matplotlib import rc_context
         from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.collections import PolyCollection
         from matplotlib.figure import Figure
         from matplotlib.patches import Patch
     except ImportError:
         raise HpcorchError(
             "the Gantt chart needs matplotlib: pip install 'hpcorch[report]'"
         ) from None
-    return Figure, FigureCanvasAgg, Patch, rc_context
+    return Figure, FigureCanvasAgg, Patch, PolyCollection, rc_context
 
 
 def render(report: Report, fmt: Literal["png", "svg"] = "png") -> bytes:
     """The Gantt chart as PNG or SVG bytes."""
-    Figure, FigureCanvasAgg, Patch, rc_context = _matplotlib()
+    Figure, FigureCanvasAgg, Patch, PolyCollection, rc_context = _matplotlib()
     lay = layout(report)
     n_rows = max(1, len(lay.rows))
     fig = Figure(figsize=(12, min(2.2 + 0.32 * n_rows, 40)), dpi=100)
@@ -135,21 +136,31 @@ def render(report: Report, fmt: Literal["png", "svg"] = "png") -> bytes:
             ax.axhspan(i - 0.5, i + 0.5, color="#f2f2f2", zorder=0, linewidth=0)
     labelled = len(lay.bars) <= _MAX_LABELLED_BARS
     span = lay.end or 1.0
+    # One barh call per legend key: thousands of attempts draw as a few collections.
+    by_key: dict[str, list[Bar]] = {}
     for bar in lay.bars:
-        a = bar.attempt
-        failed = a.outcome == "failed"
-        ax.barh(
-            bar.row,
-            max(a.duration, span / 2000),
-            left=a.start,
-            height=0.72,
-            color=COLOURS.get(bar.key, COLOURS["unknown"]),
-            edgecolor=_edge(bar.key),
-            hatch="///" if failed else None,
-            linewidth=0.6,
-            zorder=2,
+        by_key.setdefault(bar.key, []).append(bar)
+    thin = span / 2000  # zero-length attempts stay visible
+    for key, bars in by_key.items():
+        verts = [
+            [(a.start, b.row - 0.36), (a.start + max(a.duration, thin), b.row - 0.36),
+             (a.start + max(a.duration, thin), b.row + 0.36), (a.start, b.row + 0.36)]
+            for b in bars
+            for a in (b.attempt,)
+        ]  # fmt: skip
+        ax.add_collection(
+            PolyCollection(
+                verts,
+                facecolors=COLOURS.get(key, COLOURS["unknown"]),
+                edgecolors=_edge(key),
+                hatch=None if key in ("succeeded", "running") else "///",
+                linewidths=0.6 if labelled else 0.2,
+                zorder=2,
+            )
         )
-        if labelled and a.duration > span * 0.06:
+    for bar in lay.bars if labelled else ():
+        a = bar.attempt
+        if a.duration > span * 0.06:
             name = a.task_id if a.n == 1 else f"{a.task_id} #{a.n}"
             ax.text(
                 a.start + a.duration / 2,
@@ -161,11 +172,13 @@ def render(report: Report, fmt: Literal["png", "svg"] = "png") -> bytes:
                 clip_on=True,
                 # A light box keeps the name readable over a hatched (failed) bar.
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85}
-                if failed
+                if a.outcome == "failed"
                 else None,
                 zorder=3,
             )
-    ax.set_yticks(range(len(lay.rows)), [r.label for r in lay.rows], fontsize=9)
+    ax.set_yticks(
+        range(len(lay.rows)), [r.label for r in lay.rows], fontsize=9 if n_rows <= 60 else 6
+    )
     ax.tick_params(axis="y", length=0)
     ax.set_ylim(len(lay.rows) - 0.5, -0.5)
     ax.set_xlim(0, span * 1.02)

@@ -6,6 +6,7 @@ elsewhere), so it can be mailed, archived or opened on an offline login node.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from html import escape
 
@@ -14,6 +15,9 @@ from hpcorch.report.model import Report
 from hpcorch.report.text import SITE_COLUMNS, hours, percent, site_rows
 
 __all__ = ["render_html"]
+
+_SVG_MAX_ATTEMPTS = 2000
+_TABLE_MAX_ATTEMPTS = 500
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
@@ -26,7 +30,8 @@ h2 { font-size: 1.1rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: .5rem 0; }
 th, td { padding: .25rem .8rem; border-bottom: 1px solid #eee; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 0; overflow-x: auto; } figure svg { max-width: 100%; height: auto; }
+figure { margin: 0; overflow-x: auto; }
+figure svg, figure img { max-width: 100%; height: auto; }
 .notes li { color: #8a5300; }
 """
 
@@ -52,7 +57,11 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _svg(report: Report) -> str:
+def _chart(report: Report) -> str:
+    """Inline SVG (text stays text), or a PNG data URI when SVG would be many megabytes."""
+    if len(report.attempts) > _SVG_MAX_ATTEMPTS:
+        data = base64.b64encode(gantt.render(report, "png")).decode()
+        return f'<img alt="Gantt chart" src="data:image/png;base64,{data}">'
     text = gantt.render(report, "svg").decode()
     # Inline SVG in HTML takes the <svg> element alone, without the XML prologue.
     return text[text.index("<svg") :]
@@ -89,6 +98,9 @@ def render_html(report: Report) -> str:
         else "<p>No attempt failed.</p>"
     )
     sites = _table(SITE_COLUMNS, site_rows(r.sites), "sites")
+    # Failed attempts first, then the longest; a run of 20,000 tasks keeps a readable page.
+    shown = sorted(r.attempts, key=lambda a: (a.outcome != "failed", -a.duration))
+    shown = sorted(shown[:_TABLE_MAX_ATTEMPTS], key=lambda a: (a.start, a.task_id))
     attempts = _table(
         ("task", "try", "node", "GPUs", "cores", "start (s)", "end (s)", "outcome"),
         [
@@ -102,10 +114,15 @@ def render_html(report: Report) -> str:
                 f"{a.end:.1f}",
                 a.outcome if a.failure_class is None else f"{a.outcome}: {a.failure_class}",
             )
-            for a in sorted(r.attempts, key=lambda a: (a.start, a.task_id))
+            for a in shown
         ],
         "attempts",
     )
+    if len(r.attempts) > len(shown):
+        attempts = (
+            f"<p>The {len(shown)} failed or longest attempts of {len(r.attempts)}; "
+            "<code>hpcorch report RUN --json</code> lists them all.</p>" + attempts
+        )
     notes = (
         '<h2>Notes</h2><ul class="notes">'
         + "".join(f"<li>{escape(n)}</li>" for n in r.notes)
@@ -114,7 +131,7 @@ def render_html(report: Report) -> str:
         else ""
     )
     gantt_block = (
-        f'<figure id="gantt" aria-label="Gantt chart of attempts per node">{_svg(r)}</figure>'
+        f'<figure id="gantt" aria-label="Gantt chart of attempts per node">{_chart(r)}</figure>'
         if r.attempts
         else '<p id="gantt-empty">No attempt has started yet.</p>'
     )

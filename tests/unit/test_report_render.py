@@ -76,3 +76,23 @@ def test_html_escapes_names() -> None:
     page = render_html(build_report(status))
     assert "<b>evil</b>" not in page
     assert "&lt;b&gt;evil&lt;/b&gt;" in page
+
+
+def test_big_run_embeds_a_png_and_caps_the_attempts_table() -> None:
+    t0 = 1.7e9
+    tasks = [
+        {"id": f"t{i}", "state": "succeeded", "attempts": [
+            {"n": 1, "start": t0 + i % 100, "end": t0 + i % 100 + 5 + i % 7, "exit_code": 0,
+             "failure_class": None, "job_id": None, "node": f"n{i % 16}", "gpus": None,
+             "cores": [0]}]}
+        for i in range(2001)
+    ]  # fmt: skip
+    tasks[5]["state"] = "failed"
+    tasks[5]["attempts"][0].update(exit_code=1, failure_class="user_error")
+    status = {"run_id": "big", "state": "failed", "counts": {}, "tasks": tasks, "allocations": []}
+    page = render_html(build_report(status))
+    assert re.search(
+        r'<figure id="gantt"[^>]*><img alt="Gantt chart" src="data:image/png;base64,', page
+    )
+    assert "The 500 failed or longest attempts of 2001" in page
+    assert ">t5<" in page  # the failed attempt is always listed
