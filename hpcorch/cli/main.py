@@ -10,6 +10,7 @@ from hpcorch._version import __version__
 from hpcorch.cli.doctor import doctor
 from hpcorch.cli.report import report
 from hpcorch.cli.run import cancel, logs, resume, run, status
+from hpcorch.cli.simulate import simulate
 from hpcorch.cli.sites import sites
 from hpcorch.errors import HpcorchError
 
@@ -33,6 +34,7 @@ cli.add_command(logs)
 cli.add_command(report)
 cli.add_command(doctor)
 cli.add_command(sites)
+cli.add_command(simulate)
 
 
 def main() -> None:

@@ -1,0 +1,128 @@
+"""``hpcorch simulate``: replay a trace, or run a workflow, on a simulated cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hpcorch.errors import SpecError
+from hpcorch.units import parse_duration
+
+__all__ = ["simulate"]
+
+_FIGURES = (
+    "mean_wait_s",
+    "recorded_mean_wait_s",
+    "recorded_blocked_wait_s",
+    "makespan_s",
+    "utilization",
+    "alloc_rate",
+    "tasks",
+    "jobs",
+    "retries",
+    "allocations",
+    "node_failures",
+    "events",
+)
+
+
+@click.command()
+@click.option(
+    "--trace",
+    "trace",
+    required=True,
+    help="SWF log (.swf[.gz]), Alibaba openb pod list, Philly csv, WfFormat .json or a "
+    "workflow .yaml; a bare name is looked up under ../shared/traces ($HPCORCH_TRACES_DIR).",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    help="Cluster size (SWF: the log's MaxNodes; Philly: GPUs, 512; workflows: 100).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--mtbf", help="Mean time between failures of one node, e.g. 30d (default: none).")
+@click.option(
+    "--nodes-per-allocation",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Workflows: nodes in each allocation the driver submits.",
+)
+@click.option(
+    "--cores-per-node",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Workflows: cores of each simulated node.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Workflows: write the journal here, readable by `hpcorch status DIR --json`.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate(
+    *,
+    trace: str,
+    nodes: int | None,
+    as_json: bool,
+    mtbf: str | None,
+    nodes_per_allocation: int,
+    cores_per_node: int,
+    run_dir: Path | None,
+    seed: int,
+) -> None:
+    """Replay a trace through hpcorch's policies on a simulated Slurm cluster.
+
+    \b
+    Examples:
+      hpcorch simulate --trace KTH-SP2-1996-2.1-cln.swf.gz --json
+      hpcorch simulate --trace openb_pod_list_default.csv
+      hpcorch simulate --trace montage.json --nodes 16 --run-dir sim-run
+    """
+    from hpcorch.sim.runs import simulate_trace
+
+    try:
+        mtbf_s = parse_duration(mtbf) if mtbf is not None else None
+    except ValueError as exc:
+        raise SpecError(f"--mtbf: {exc}") from None
+    try:
+        result = simulate_trace(
+            trace,
+            nodes=nodes,
+            mtbf_s=mtbf_s,
+            seed=seed,
+            nodes_per_allocation=nodes_per_allocation,
+            cores_per_node=cores_per_node,
+            run_dir=run_dir,
+        )
+    except FileNotFoundError as exc:
+        raise SpecError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(_finite(result)))
+        return
+    table = Table("figure", "value", title=f"simulated: {result.get('trace', trace)}")
+    for key in _FIGURES:
+        if key in result and result[key] is not None:
+            value = result[key]
+            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+    Console().print(table)
+    if result.get("run_dir"):
+        click.echo(f"journal: {result['run_dir']} (hpcorch status {result['run_dir']} --json)")
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
