@@ -92,6 +92,7 @@ def gpu_allocation(dev_cluster: Any) -> Iterator[str]:
             "-N1",
             "--gres=gpu:4",
             "--exclusive",
+            "--output=/dev/null",
             "--wrap",
             "sleep 600",
         )

@@ -57,6 +57,7 @@ def _hold(cluster: Any, *args: str) -> Iterator[str]:
         "--time=10",
         "--job-name=hpcorch-mpi-test",
         *args,
+        "--output=/dev/null",
         "--wrap",
         "sleep 600",
     ).stdout.strip()
