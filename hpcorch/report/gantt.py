@@ -107,6 +107,22 @@ def layout(report: Report) -> Layout:
     return Layout(rows=tuple(rows), bars=tuple(bars), end=max(end, report.makespan_s))
 
 
+def _ticks(rows: Sequence[Row]) -> tuple[list[float], list[str]]:
+    """One label per node's CPU lanes (centred on them) and one per GPU row."""
+    ticks: list[float] = []
+    labels: list[str] = []
+    i = 0
+    while i < len(rows):
+        j = i + 1
+        if rows[i].gpu is None:
+            while j < len(rows) and rows[j].node == rows[i].node and rows[j].gpu is None:
+                j += 1
+        ticks.append((i + j - 1) / 2)
+        labels.append(rows[i].label or rows[i].node)
+        i = j
+    return ticks, labels
+
+
 def _matplotlib() -> tuple[Any, Any, Any, Any, Any]:
     try:
         from matplotlib import rc_context
@@ -126,7 +142,8 @@ def render(report: Report, fmt: Literal["png", "svg"] = "png") -> bytes:
     Figure, FigureCanvasAgg, Patch, PolyCollection, rc_context = _matplotlib()
     lay = layout(report)
     n_rows = max(1, len(lay.rows))
-    fig = Figure(figsize=(12, min(2.2 + 0.32 * n_rows, 40)), dpi=100)
+    # A third of an inch per row while few; thinner rows past 40 so big runs stay a page or two.
+    fig = Figure(figsize=(12, min(2.2 + max(min(0.32 * n_rows, 12.8), 0.1 * n_rows), 40)), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     # Shade every other node so a node's CPU lanes and GPU rows read as one group.
@@ -176,9 +193,8 @@ def render(report: Report, fmt: Literal["png", "svg"] = "png") -> bytes:
                 else None,
                 zorder=3,
             )
-    ax.set_yticks(
-        range(len(lay.rows)), [r.label for r in lay.rows], fontsize=9 if n_rows <= 60 else 6
-    )
+    ticks, labels = _ticks(lay.rows)
+    ax.set_yticks(ticks, labels, fontsize=9)
     ax.tick_params(axis="y", length=0)
     ax.set_ylim(len(lay.rows) - 0.5, -0.5)
     ax.set_xlim(0, span * 1.02)

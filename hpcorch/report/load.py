@@ -46,7 +46,8 @@ def _sites(names: set[str]) -> dict[str, Site]:
         try:
             sites[name] = resolve_site(name)
         except HpcorchError as exc:
-            logger.warning("site %r not found for the report: %s", name, exc)
+            # The report's notes say what this leaves out; the details are for -v.
+            logger.info("site %r not found for the report: %s", name, exc)
     return sites
 
 

@@ -147,7 +147,13 @@ def run_usage(
         )
         known = out.get(name) or SiteUsage(name, 0, 0.0, None, None, 0.0, 0.0, None, None, None)
         out[name] = replace(
-            known, allocations=known.allocations + count, node_hours=known.node_hours + node_hours
+            known,
+            allocations=known.allocations + count,
+            node_hours=known.node_hours + node_hours,
+            # Part of the site's charge is unknown, so its total is too.
+            su=None,
+            cost=None,
+            currency=None,
         )
     return RunUsage(
         sites=tuple(out[k] for k in sorted(out)),
