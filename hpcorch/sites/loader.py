@@ -71,8 +71,16 @@ def shipped_dir() -> Path | None:
         installed = Path(data) / "share" / "hpcorch" / "site-configs"
         if installed.is_dir():
             return installed
-    prefix = Path(sys.prefix) / "share" / "hpcorch" / "site-configs"
-    return prefix if prefix.is_dir() else None
+    here = Path(__file__).resolve()
+    # <prefix>/lib/pythonX.Y/site-packages/hpcorch/sites/loader.py, for --prefix installs
+    candidates = (
+        [Path(sys.prefix), here.parents[5]] if len(here.parents) > 5 else [Path(sys.prefix)]
+    )
+    for prefix in candidates:
+        installed = prefix / "share" / "hpcorch" / "site-configs"
+        if installed.is_dir():
+            return installed
+    return None
 
 
 def site_dirs() -> list[Path]:
