@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from distributed import WorkerPlugin
@@ -56,11 +57,21 @@ def _local_topology() -> NodeTopology:
     return NodeTopology(sockets=1, cores_per_socket=cores or 1, memory=memory)
 
 
+def _gres_conf() -> str | None:
+    """gres.conf beside slurm.conf (its ``Cores=`` and ``Links=``), when readable."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    try:
+        return conf.with_name("gres.conf").read_text()
+    except OSError:
+        return None
+
+
 class SlotPlugin(WorkerPlugin):
     """Holds a :class:`SlotAllocator` for the node the worker runs on.
 
     ``topology`` comes from the site config (the engine passes it); without
-    one the plugin detects it from Slurm on setup, or falls back to the
+    one the plugin detects it on setup from Slurm (``scontrol show node -d``,
+    gres.conf beside ``$SLURM_CONF``, nvidia-smi), or falls back to the
     worker's own CPUs with no GPUs. The GPUs a worker may hand out are those
     in its ``CUDA_VISIBLE_DEVICES`` (what Slurm gave its allocation), in order.
     """
@@ -81,7 +92,7 @@ class SlotPlugin(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         node = self.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-        topology = self.topology or detect_topology(node) or _local_topology()
+        topology = self.topology or detect_topology(node, _gres_conf()) or _local_topology()
         count = topology.gpu_count
         self.gpu_names = tuple(str(i) for i in range(count))
         names = visible_gpus(os.environ)

@@ -7,6 +7,7 @@ The gpu nodes carry four stand-in GPUs whose topology is real to Slurm
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,8 +28,7 @@ PYTHON = sys.executable
 # (topology detected from Slurm, GPUs from Slurm's CUDA_VISIBLE_DEVICES) runs
 # a dozen GPU tasks of 1-4 GPUs; each reports the GPUs it held and when.
 WORKER_SCRIPT = r"""
-import json, os, sys, time
-from pathlib import Path
+import json, os, time
 from distributed import Client, LocalCluster
 from hpcorch.placement import Request
 from hpcorch.placement.plugin import SlotPlugin, slot_env, task_slot
@@ -41,19 +41,32 @@ def task(i, gpus):
         return {"id": i, "node": slot.node, "gpus": list(slot.gpus), "cores": list(slot.cores),
                 "visible": env["CUDA_VISIBLE_DEVICES"], "start": start, "end": time.time()}
 
+def links(dask_worker):
+    return sorted(dask_worker.plugins["hpcorch-slots"].allocator.topology.nvlinks)
+
 if __name__ == "__main__":
-    gres = Path(os.environ["SLURM_CONF"]).with_name("gres.conf").read_text()
-    from hpcorch.topology import detect_topology
     node = os.environ["SLURMD_NODENAME"]
-    topology = detect_topology(node, gres)
     with LocalCluster(n_workers=1, threads_per_worker=12, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        client.register_plugin(SlotPlugin(topology, node=node))
+        # No topology given: the plugin detects it from Slurm and gres.conf.
+        client.register_plugin(SlotPlugin(node=node))
         sizes = [1, 2, 1, 4, 2, 1, 3, 2, 1, 2, 4, 1]
         futures = [client.submit(task, i, g, pure=False) for i, g in enumerate(sizes)]
         print(json.dumps({"slurm_gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                          "links": sorted(topology.nvlinks), "results": client.gather(futures)}))
+                          "links": list(client.run(links).values())[0],
+                          "results": client.gather(futures)}))
 """
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def step(cluster: Any, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run an srun step; the steps import this checkout of hpcorch."""
+    env = cluster.cli_env() | {"PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        list(argv), env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _gres_conf(cluster: Any) -> str:
@@ -115,7 +128,8 @@ def test_a_dozen_gpu_tasks_share_a_node_without_overlap(
 ) -> None:
     script = tmp_path / "gpu_worker.py"
     script.write_text(WORKER_SCRIPT)
-    done = dev_cluster.run(
+    done = step(
+        dev_cluster,
         "srun",
         f"--jobid={gpu_allocation}",
         "-n1",
@@ -123,8 +137,6 @@ def test_a_dozen_gpu_tasks_share_a_node_without_overlap(
         "--overlap",
         PYTHON,
         str(script),
-        check=False,
-        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -162,7 +174,7 @@ def test_gpu_ranks_each_get_their_own_gpu(dev_cluster: Any, gpu_allocation: str)
         memory=200 * 1024**2,
         overlap=True,
     )
-    done = dev_cluster.run(*argv, check=False, timeout=300)
+    done = step(dev_cluster, *argv)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
     assert sorted(int(r[0]) for r in rows) == [0, 1, 2, 3]
@@ -178,7 +190,8 @@ def test_cupy_task_falls_back_to_numpy_on_stand_in_gpus(
         "print(os.environ.get('CUDA_VISIBLE_DEVICES'), gpu_available(), m.__name__, "
         "float(to_numpy((a * a).sum())))"
     )
-    done = dev_cluster.run(
+    done = step(
+        dev_cluster,
         "srun",
         f"--jobid={gpu_allocation}",
         "-n1",
@@ -187,8 +200,6 @@ def test_cupy_task_falls_back_to_numpy_on_stand_in_gpus(
         PYTHON,
         "-c",
         code,
-        check=False,
-        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     visible, available, module, total = done.stdout.split()

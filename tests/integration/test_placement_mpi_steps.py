@@ -24,13 +24,15 @@ from hpcorch.spec import MpiSpec
 pytestmark = pytest.mark.slurm
 
 PYTHON = sys.executable
+REPO = Path(__file__).resolve().parents[2]
 
 
 def step_env(cluster: Any) -> dict[str, str]:
     # The emulated nodes share one host: OpenMPI's shared-memory transport
     # (vader) then crashes between ranks of different "nodes"; TCP works.
     # A real cluster needs nothing here.
-    return cluster.cli_env() | {"OMPI_MCA_btl": "self,tcp"}
+    # PYTHONPATH: the steps import this checkout of hpcorch.
+    return cluster.cli_env() | {"OMPI_MCA_btl": "self,tcp", "PYTHONPATH": str(REPO)}
 
 
 def run_step(cluster: Any, argv: list[str]) -> subprocess.CompletedProcess[str]:
