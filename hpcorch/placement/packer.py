@@ -36,7 +36,6 @@ the cores and GPUs (NVLink sets, socket packing).
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,8 +50,6 @@ from hpcorch.placement.state import NodeState
 
 __all__ = ["POLICIES", "Packer", "Policy", "TaskClass", "place", "workload_classes"]
 
-logger = logging.getLogger(__name__)
-
 Policy = Literal["packing", "fgd", "best_fit", "random_fit"]
 POLICIES: tuple[Policy, ...] = ("packing", "fgd", "best_fit", "random_fit")
 
@@ -60,7 +57,8 @@ Int = npt.NDArray[np.int64]
 Float = npt.NDArray[np.float64]
 
 # Weight of the best-fit tie-break under fgd: small enough never to override
-# a real difference in fragmentation (those are at least 1 milli-GPU).
+# a real difference in fragmentation (at least one milli-GPU times the weight
+# of the rarest task class, itself at least one task of the workload).
 _TIE = 1e-6
 # Weight of losing one of a class's last hosts (see Packer._delta).
 SCARCITY = 1.0
