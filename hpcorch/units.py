@@ -32,7 +32,7 @@ _DUR_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def parse_memory(value: str | int | float) -> int:
-    """Return bytes. Bare numbers are bytes; ``M``/``G`` without ``B`` are binary (Slurm's habit)."""
+    """Return bytes. Bare numbers are bytes; `M`/`G` without `B` are binary, as in Slurm."""
     if isinstance(value, bool):
         raise ValueError(f"memory must be a size like '4GiB', got {value!r}")
     if isinstance(value, int | float):
