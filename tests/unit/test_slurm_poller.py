@@ -174,3 +174,27 @@ def test_fallback_recovers_to_the_preferred_backend() -> None:
     now[0] = 61
     client.nodes()
     assert client.name == "rest"
+
+
+def test_poller_thread_delivers_until_stopped() -> None:
+    import threading
+
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="true"))
+    done = threading.Event()
+
+    def watcher(update: Update) -> None:
+        if isinstance(update, JobUpdate) and update.job.terminal:
+            done.set()
+
+    poller = Poller(client, interval_s=0.01)
+    poller.subscribe(watcher, [job])
+    poller.start()
+    try:
+        fake.start(job, "cpu1")
+        fake.finish(job, 0)
+        assert done.wait(5)
+    finally:
+        poller.stop()
+    assert poller.job(job) is not None and poller.job(job).state is JobState.COMPLETED  # type: ignore[union-attr]
