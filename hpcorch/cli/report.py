@@ -34,6 +34,9 @@ def _print_summary(r: Report) -> None:
     if r.failed_attempts_by_class:
         failed = ", ".join(f"{n} {c}" for c, n in r.failed_attempts_by_class.items())
         figures.add_row("failed attempts", failed)
+    if r.failed_tasks_by_class:
+        failed = ", ".join(f"{n} {c}" for c, n in r.failed_tasks_by_class.items())
+        figures.add_row("failed tasks", failed)
     figures.add_row(
         "core-hours used / allocated",
         f"{hours(r.core_hours_used)} / {hours(r.core_hours_allocated)}",

@@ -78,6 +78,11 @@ def build_report(
     by_state = dict(status.get("counts") or Counter(t["state"] for t in tasks))
     failed = Counter(s.failure_class or "unknown" for s in spans if s.outcome == "failed")
     n_attempts = [len(t.get("attempts", ())) for t in tasks]
+    failed_tasks = Counter(
+        (t["attempts"][-1].get("failure_class") if t.get("attempts") else None) or "unknown"
+        for t in tasks
+        if t.get("state") == "failed"
+    )
 
     return Report(
         run_id=str(status.get("run_id", "")),
@@ -87,6 +92,7 @@ def build_report(
         tasks=len(tasks),
         by_state={k: v for k, v in by_state.items() if v},
         failed_attempts_by_class=dict(sorted(failed.items())),
+        failed_tasks_by_class=dict(sorted(failed_tasks.items())),
         retries=sum(max(0, n - 1) for n in n_attempts),
         tasks_retried=sum(1 for n in n_attempts if n > 1),
         core_hours_used=total.core_hours_used,

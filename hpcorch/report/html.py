@@ -92,9 +92,17 @@ def render_html(report: Report) -> str:
         "summary",
     )  # fmt: skip
     states = _table(("task state", "tasks"), sorted(r.by_state.items()), "by-state")
+    classes = sorted(r.failed_attempts_by_class)
     failures = (
-        _table(("failure class", "failed attempts"), r.failed_attempts_by_class.items(), "failures")
-        if r.failed_attempts_by_class
+        _table(
+            ("failure class", "failed attempts", "tasks that ended failed"),
+            [
+                (c, r.failed_attempts_by_class[c], r.failed_tasks_by_class.get(c, 0))
+                for c in classes
+            ],
+            "failures",
+        )
+        if classes
         else "<p>No attempt failed.</p>"
     )
     sites = _table(SITE_COLUMNS, site_rows(r.sites), "sites")

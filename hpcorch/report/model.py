@@ -73,6 +73,8 @@ class Report:
     tasks: int
     by_state: dict[str, int]
     failed_attempts_by_class: dict[str, int]
+    failed_tasks_by_class: dict[str, int]
+    """Tasks that ended failed, by their last attempt's failure class."""
     retries: int
     """Attempts beyond each task's first."""
     tasks_retried: int

@@ -47,6 +47,7 @@ def test_outcomes_failures_and_retries(report) -> None:  # type: ignore[no-untyp
         "out_of_memory": 1,
         "user_error": 2,
     }
+    assert report.failed_tasks_by_class == {"user_error": 1}  # sweep-2 kept failing
     assert report.retries == 3  # sim, sweep-2 and sweep-3 each ran twice
     assert report.tasks_retried == 3
     assert len(report.attempts) == 10  # summary never started
