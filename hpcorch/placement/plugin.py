@@ -7,8 +7,8 @@ inside a running task, :func:`task_slot` obtains the task's cores and GPUs,
 process to the slot's cores where the operating system permits::
 
     with task_slot(Request(cpus=4, gpus=2)) as slot:
-        proc = subprocess.Popen(argv, env=slot_env(slot, os.environ))
-        bind_cpus(slot, proc.pid)
+        proc = start_in_slot(argv, slot)   # Popen with slot_env + bind_cpus
+        proc.wait()
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "bind_cpus",
     "current_allocator",
     "slot_env",
+    "start_in_slot",
     "task_slot",
     "visible_gpus",
 ]
@@ -189,3 +191,19 @@ def bind_cpus(slot: Slot, pid: int = 0) -> bool:
         logger.debug("sched_setaffinity(%d) refused: %s", pid, exc)
         return False
     return True
+
+
+def start_in_slot(
+    argv: list[str],
+    slot: Slot,
+    env: Mapping[str, str] | None = None,
+    gpu_names: tuple[str, ...] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[Any]:
+    """Start ``argv`` confined to ``slot``: its GPUs in the environment, its cores
+    as CPU affinity where permitted (set right after the start, before the
+    command has had time to start threads of its own)."""
+    base = os.environ if env is None else env
+    proc = subprocess.Popen(argv, env=slot_env(slot, base, gpu_names), **popen)
+    bind_cpus(slot, proc.pid)
+    return proc

@@ -160,3 +160,21 @@ def test_task_slot_outside_a_worker() -> None:
 
     with pytest.raises(InfrastructureError, match="inside a task"), task_slot(Request()):
         pass
+
+
+def test_start_in_slot_confines_the_subprocess() -> None:
+    import subprocess
+    import sys
+
+    from hpcorch.placement.plugin import start_in_slot
+
+    core = sorted(os.sched_getaffinity(0))[0]
+    code = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], sorted(os.sched_getaffinity(0)))"
+    proc = start_in_slot(
+        [sys.executable, "-c", "import time; time.sleep(0.2); " + code],
+        Slot("n", cores=(core,), gpus=(1,)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out = proc.communicate(timeout=30)[0].strip()
+    assert out.split(maxsplit=1) == ["1", f"[{core}]"]
