@@ -130,6 +130,25 @@ def _shape_problems(want: Partition, node: NodeInfo) -> list[str]:
     return problems
 
 
+def _limit_problems(want: Partition, got: PartitionInfo) -> list[str]:
+    """Limits the site file claims beyond the partition's: jobs sized to them are refused."""
+    problems = []
+    if want.max_walltime_s and got.max_time_s and want.max_walltime_s > got.max_time_s:
+        problems.append(
+            f"MaxTime is {got.max_time_s:.0f} s, the site says max_walltime_s "
+            f"{want.max_walltime_s:.0f} s"
+        )
+    if (
+        want.max_nodes_per_job
+        and got.max_nodes_per_job
+        and want.max_nodes_per_job > got.max_nodes_per_job
+    ):
+        problems.append(
+            f"MaxNodes is {got.max_nodes_per_job}, the site says {want.max_nodes_per_job}"
+        )
+    return problems
+
+
 def check_partitions(
     site: Site, live: Sequence[PartitionInfo], nodes: Sequence[NodeInfo]
 ) -> list[Check]:
@@ -157,14 +176,15 @@ def check_partitions(
             for node in (node_by_name[n] for n in got.nodes if n in node_by_name)
             for p in _shape_problems(want, node)
         ]
+        problems += _limit_problems(want, got)
         if problems:
             checks.append(
                 Check(
                     name,
                     "fail",
                     "; ".join(problems),
-                    "make the partition's node: section match the nodes "
-                    "(`hpcorch sites detect` prints it)",
+                    "make the partition's node shape and limits match the cluster "
+                    "(`hpcorch sites detect` prints them)",
                     "config",
                 )
             )

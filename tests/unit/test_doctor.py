@@ -115,6 +115,20 @@ def test_shape_mismatch(changes: dict[str, object], words: str) -> None:
     assert f"cpu1 has {words}" in cpu.detail
 
 
+def test_limits_beyond_the_partitions_fail() -> None:
+    dev = load_site("dev")
+    cpu = dev.partitions[0].model_copy(update={"max_walltime_s": 7200.0, "max_nodes_per_job": 4})
+    site = dev.model_copy(update={"partitions": (cpu, dev.partitions[1])})
+    live = [
+        PartitionInfo("cpu", ("cpu1", "cpu2"), max_time_s=3600.0, max_nodes_per_job=2),
+        DEV_PARTITIONS[1],
+    ]
+    check = by_name(check_partitions(site, live, dev_nodes()))["partition cpu"]
+    assert (check.status, check.blame) == ("fail", "config")
+    assert "MaxTime is 3600 s, the site says max_walltime_s 7200 s" in check.detail
+    assert "MaxNodes is 2, the site says 4" in check.detail
+
+
 def test_fewer_nodes_than_claimed_fails_down_nodes_warn() -> None:
     short = [PartitionInfo("cpu", ("cpu1",)), DEV_PARTITIONS[1]]
     assert (
