@@ -33,7 +33,8 @@ def default_scale(
     free_share: float = 0.0,
     idle_timeout_s: float = 300.0,
 ) -> DefaultScaleDecision:
-    """Ask for enough nodes to run the queued work at once; release allocations idle too long.
+    """Ask for enough nodes to run the queued work at once; release allocations idle too long
+    (down to ``pool.min_allocations``).
 
     ``free_share`` is the idle capacity (in nodes) of the running allocations.
     """
@@ -44,16 +45,16 @@ def default_scale(
     submit = 0
     if missing > 0 and room > 0:
         submit = int(min(room, math.ceil(missing / pool.nodes_per_allocation)))
-    cancel: tuple[str, ...] = ()
-    if demand.queued == 0:
-        cancel = tuple(
-            a.id
-            for a in allocations
-            if a.state == "running"
-            and a.idle_since is not None
-            and now - a.idle_since >= idle_timeout_s
-            and live - pool.min_allocations > 0
-        )
+    # Idle this long with work queued means the queued work cannot use it (too little
+    # time left, wrong shape): release it either way.
+    idle = [
+        a.id
+        for a in allocations
+        if a.state == "running"
+        and a.idle_since is not None
+        and now - a.idle_since >= idle_timeout_s
+    ]
+    cancel = tuple(idle[: max(0, live - pool.min_allocations)])
     return DefaultScaleDecision(
         submit, cancel, f"queued share {demand.queued_share:.1f} nodes, missing {missing:.1f}"
     )

@@ -25,11 +25,11 @@ and turned into journal rows only on request (:mod:`hpcorch.sim.output`).
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import math
 import random
 from array import array
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -181,13 +181,18 @@ class WorkflowSim:
         self._live: set[int] = set()
         self.strikes: list[NodeStrike] = []
         # demand summary, kept in O(1) per change
-        # ready tasks, FIFO within each resource class; the oldest head that fits goes first
-        self.ready: dict[_Key, deque[int]] = {}
+        # ready tasks: one heap per resource class, longest critical path first
+        self.ready: dict[_Key, list[tuple[float, int]]] = {}
         self.n_ready = 0
-        self.t_seq = array("q", bytes(8 * n))
-        self._seq = 0
+        self.t_long = bytearray(n)  # set aside for a fresh allocation
         self._ready_share = 0.0
         self._ready_node_s = 0.0
+        self._ready_cp = 0.0
+        self._cp = workload.critical_path()
+        self._left_node_s = sum(
+            min(1.0, c / regions[0].cores_per_node) * e
+            for c, e in zip(workload.cpus, workload.estimate, strict=True)
+        )
         self._ready_longest = 0.0
         self.running = 0
         self.finished = 0
@@ -253,13 +258,12 @@ class WorkflowSim:
     def _make_ready(self, t: int) -> None:
         self.t_state[t] = READY
         self.t_ready_at[t] = self.loop.now
-        self._seq += 1
-        self.t_seq[t] = self._seq
         key = self._key_of(t)
-        queue = self.ready.get(key)
-        if queue is None:
-            queue = self.ready[key] = deque()
-        queue.append(t)
+        self.t_long[t] = 0
+        heap = self.ready.get(key)
+        if heap is None:
+            heap = self.ready[key] = []
+        heapq.heappush(heap, (-self._cp[t], t))
         self.n_ready += 1
         self._new.append(t)
         share = min(1.0, key[0] / self._cores)
@@ -267,6 +271,7 @@ class WorkflowSim:
         self._ready_share += share
         self._ready_node_s += share * est
         self._ready_longest = max(self._ready_longest, est)
+        self._ready_cp = max(self._ready_cp, self._cp[t])
 
     def _unready(self, t: int, cpus: int) -> None:
         share = min(1.0, cpus / self._cores)
@@ -306,7 +311,7 @@ class WorkflowSim:
             demand,
             allocations,
             now,
-            free_share=self._free_cores() / self._cores,
+            free_share=self._free_cores(self._ready_longest) / self._cores,
             idle_timeout_s=self.config.idle_timeout_s,
         )
         for alloc_id in decision.cancel:
@@ -315,12 +320,14 @@ class WorkflowSim:
             self._submit(decision.submit, demand)
         if not self.n_ready:
             self._ready_longest = 0.0
+            self._ready_cp = 0.0
         self.loop.at(now + self.config.poll_s, self._k_tick)
 
     def _submit(self, count: int, demand: PoolDemand) -> None:
         npa = self.config.nodes_per_allocation
         target_nodes = max(1, (len(self._live) + count) * npa)
-        span = max(demand.longest_s, demand.queued_node_s / target_nodes)
+        # an allocation should carry the workflow's remaining work, not just what is queued
+        span = max(demand.longest_s, self._ready_cp, self._left_node_s / target_nodes)
         for _ in range(count):
             queues = [
                 SiteQueue(
@@ -427,10 +434,19 @@ class WorkflowSim:
 
     # -- tasks --------------------------------------------------------------------
 
-    def _free_cores(self) -> int:
-        return sum(
-            pool.free_total for _, i in self.by_end if (pool := self.allocs[i].pool) is not None
-        )
+    def _free_cores(self, estimate: float) -> int:
+        """Free cores on workers with time left for a task of this estimate."""
+        now = self.loop.now
+        fits = self.policies.fits
+        wconf = self.policies.walltime_config
+        total = 0
+        for neg_end, i in self.by_end:
+            if not fits(estimate, -neg_end - now, wconf):
+                break
+            pool = self.allocs[i].pool
+            if pool is not None:
+                total += pool.free_total
+        return total
 
     def _drain(self, index: int) -> None:
         """The worker takes no new task (winding down, ended or lost)."""
@@ -461,29 +477,22 @@ class WorkflowSim:
             return (w.cpus[t], w.memory[t], w.gpus[t], excluded)
         return (res.cpus, res.memory, res.gpus, excluded)
 
-    def _set_aside(self, t: int, key: _Key, queue: deque[int], at_head: bool) -> None:
+    def _set_aside(self, t: int, key: _Key) -> None:
         """No live worker has time for ``t``: it waits for a fresh allocation, in a class
-        of its own shape, without holding up shorter tasks."""
-        if at_head:
-            queue.popleft()
-        elif queue[-1] == t:
-            queue.pop()
-        else:
-            queue.remove(t)
-        classes = self.ready
-        if not queue:
-            del classes[key]
+        of its own shape, without holding up shorter tasks. Its old entry goes stale."""
+        self.t_long[t] = 1
         long_key = (key[0], key[1], key[2], _LONG)
-        held = classes.get(long_key)
-        if held is None:
-            held = classes[long_key] = deque()
-        held.append(t)
+        heap = self.ready.get(long_key)
+        if heap is None:
+            heap = self.ready[long_key] = []
+        heapq.heappush(heap, (-self._cp[t], t))
 
     def _latest_remaining(self) -> float:
         return -self.by_end[0][0] - self.loop.now if self.by_end else 0.0
 
     def _fill(self, node: int) -> None:
-        """Start ready tasks on ``node``, oldest first among the classes that fit it."""
+        """Start ready tasks on ``node``: longest critical path first (the live engine's
+        priority), among the classes that fit it."""
         index = self.node_alloc[node]
         if index < 0 or not self.n_ready:
             return
@@ -492,27 +501,34 @@ class WorkflowSim:
             return
         free = self.free
         classes = self.ready
-        seq = self.t_seq
+        t_state = self.t_state
+        t_long = self.t_long
         est_of = self.w.estimate
         fits = self.policies.fits
         wconf = self.policies.walltime_config
         remaining = alloc.started + alloc.walltime - self.loop.now
+        pop = heapq.heappop
         skip: set[_Key] = set()
         while classes:
             room = free.cpu[node]
             if room <= 0:
                 return
             best: _Key | None = None
-            best_seq = 1 << 62
-            for key, queue in classes.items():
-                if key[0] <= room and key not in skip:
-                    head_seq = seq[queue[0]]
-                    if head_seq < best_seq:
-                        best_seq = head_seq
-                        best = key
+            best_head = (math.inf, 0)
+            for key, heap in classes.items():
+                if key[0] <= room and key not in skip and heap[0] < best_head:
+                    best_head = heap[0]
+                    best = key
             if best is None:
                 return
+            heap = classes[best]
             cpus, mem, gpus, tag = best
+            t = best_head[1]
+            if t_state[t] != READY or t_long[t] != (tag == _LONG):
+                pop(heap)  # stale: started elsewhere or set aside
+                if not heap:
+                    del classes[best]
+                continue
             if (
                 (mem and free.mem[node] < mem)
                 or (gpus and free.gpu[node] < gpus)
@@ -520,18 +536,18 @@ class WorkflowSim:
             ):
                 skip.add(best)
                 continue
-            queue = classes[best]
-            t = queue[0]
             if not fits(est_of[t], remaining, wconf):
                 if tag != _LONG and not fits(est_of[t], self._latest_remaining(), wconf):
-                    self._set_aside(t, best, queue, at_head=True)
+                    pop(heap)
+                    if not heap:
+                        del classes[best]
+                    self._set_aside(t, best)
                 else:
                     skip.add(best)
                 continue
-            queue.popleft()
-            if not queue:
+            pop(heap)
+            if not heap:
                 del classes[best]
-            self.n_ready -= 1
             self._start(t, node, cpus, mem, gpus)
 
     def _place_new(self) -> None:
@@ -543,7 +559,6 @@ class WorkflowSim:
         if not self.by_end:
             return
         t_state = self.t_state
-        classes = self.ready
         allocs = self.allocs
         est_of = self.w.estimate
         fits = self.policies.fits
@@ -551,10 +566,10 @@ class WorkflowSim:
         now = self.loop.now
         failed: set[_Key] = set()  # capacity only shrinks during the pass
         for t in new:
-            if t_state[t] != READY:
+            if t_state[t] != READY or self.t_long[t]:
                 continue
             key = self._key_of(t)
-            if key in failed or key not in classes:
+            if key in failed:
                 continue
             cpus, mem, gpus, tag = key
             exclude = self.t_exclude.get(t, ()) if tag >= 0 else ()
@@ -563,7 +578,7 @@ class WorkflowSim:
             no_time = False
             for neg_end, index in self.by_end:
                 pool = allocs[index].pool
-                if pool is None or pool.free_total < cpus:
+                if pool is None or pool.top < cpus:
                     continue
                 if not fits(estimate, -neg_end - now, wconf):
                     no_time = True  # and none of the later-ending ones has time either
@@ -571,25 +586,17 @@ class WorkflowSim:
                 node = pool.find(cpus, mem, gpus, exclude)
                 if node >= 0:
                     break
-            queue = classes[key]
-            if node < 0:
-                if no_time and tag == -1:
-                    self._set_aside(t, key, queue, at_head=False)
-                else:
-                    failed.add(key)
-                continue
-            if queue[-1] == t:
-                queue.pop()
+            if node >= 0:
+                self._start(t, node, cpus, mem, gpus)  # its heap entry goes stale
+            elif no_time and tag == -1:
+                self._set_aside(t, key)
             else:
-                queue.remove(t)
-            if not queue:
-                del classes[key]
-            self.n_ready -= 1
-            self._start(t, node, cpus, mem, gpus)
+                failed.add(key)
 
     def _start(self, t: int, node: int, cpus: int, mem: int, gpus: int) -> None:
         now = self.loop.now
         self._unready(t, cpus)
+        self.n_ready -= 1
         alloc = self.allocs[self.node_alloc[node]]
         pool = alloc.pool
         if pool is not None:
@@ -788,6 +795,7 @@ class WorkflowSim:
 
     def _finish_task(self, t: int) -> None:
         self.finished += 1
+        self._left_node_s -= min(1.0, self.w.cpus[t] / self._cores) * self.w.estimate[t]
         if self.finished == len(self.w):
             self._all_done()
 

@@ -37,7 +37,7 @@ class NodeFree:
 class SlotPool:
     """A set of usable nodes (each node in at most one pool), bucketed by free cores."""
 
-    __slots__ = ("_buckets", "_member", "cores", "free", "free_total")
+    __slots__ = ("_buckets", "_member", "cores", "free", "free_total", "top")
 
     def __init__(self, free: NodeFree, cores: int) -> None:
         self.free = free
@@ -45,6 +45,7 @@ class SlotPool:
         self._buckets: list[dict[int, None]] = [{} for _ in range(cores + 1)]
         self._member: set[int] = set()
         self.free_total = 0  # free cores over member nodes
+        self.top = 0  # most free cores on one member node: no task above it fits
 
     def __contains__(self, node: object) -> bool:
         return node in self._member
@@ -59,6 +60,7 @@ class SlotPool:
             cpu = self.free.cpu[node]
             self._buckets[cpu][node] = None
             self.free_total += cpu
+            self.top = max(self.top, cpu)
 
     def remove(self, node: int) -> None:
         """No new task goes to the node from this pool."""
@@ -67,23 +69,22 @@ class SlotPool:
             cpu = self.free.cpu[node]
             del self._buckets[cpu][node]
             self.free_total -= cpu
+            self._lower_top(cpu)
 
     def find(self, cpus: int, memory: int = 0, gpus: int = 0, exclude: Container[int] = ()) -> int:
         """The member node with the fewest free cores that fits, or -1."""
-        if cpus > self.free_total:
+        if cpus > self.top:
             return -1
         buckets = self._buckets
         if not memory and not gpus and not exclude:
-            for c in range(cpus, self.cores + 1):
+            for c in range(cpus, self.top + 1):
                 bucket = buckets[c]
                 if bucket:
                     return next(iter(bucket))
-            # Fragmented: free cores, but none with that many on one node. Failing
-            # fast next time would need a max-heap; the walk is at most `cores` steps.
-            return -1
+            return -1  # pragma: no cover - top has a member
         free_mem = self.free.mem
         free_gpu = self.free.gpu
-        for c in range(cpus, self.cores + 1):
+        for c in range(cpus, self.top + 1):
             for node in buckets[c]:
                 if free_mem[node] >= memory and free_gpu[node] >= gpus and node not in exclude:
                     return node
@@ -100,6 +101,7 @@ class SlotPool:
             del buckets[before][node]
             buckets[before - cpus][node] = None
             self.free_total -= cpus
+            self._lower_top(before)
 
     def release(self, node: int, cpus: int, memory: int, gpus: int) -> None:
         free = self.free
@@ -112,3 +114,13 @@ class SlotPool:
             del buckets[before][node]
             buckets[before + cpus][node] = None
             self.free_total += cpus
+            self.top = max(self.top, before + cpus)
+
+    def _lower_top(self, emptied: int) -> None:
+        """A node left bucket ``emptied``: if it was the top one and is now empty, go down."""
+        if emptied == self.top:
+            buckets = self._buckets
+            top = emptied
+            while top > 0 and not buckets[top]:
+                top -= 1
+            self.top = top

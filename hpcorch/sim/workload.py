@@ -46,6 +46,29 @@ class SimWorkload:
     def children(self, i: int) -> array[int]:
         return self.child_idx[self.child_ptr[i] : self.child_ptr[i + 1]]
 
+    def critical_path(self) -> array[float]:
+        """Longest chain of estimates from each task to a sink, its own included."""
+        n = len(self)
+        pending = array("q", self.n_parents)
+        order = array("q", (t for t in range(n) if pending[t] == 0))
+        ptr, idx = self.child_ptr, self.child_idx
+        head = 0
+        while head < len(order):  # Kahn: order grows as parents complete
+            t = order[head]
+            head += 1
+            for c in idx[ptr[t] : ptr[t + 1]]:
+                pending[c] -= 1
+                if pending[c] == 0:
+                    order.append(c)
+        if len(order) != n:
+            raise WorkflowError("the workflow has a dependency cycle")
+        est = self.estimate
+        cp = array("d", est)
+        for t in reversed(order):
+            below = max((cp[c] for c in idx[ptr[t] : ptr[t + 1]]), default=0.0)
+            cp[t] = est[t] + below
+        return cp
+
 
 def _build(
     name: str,
