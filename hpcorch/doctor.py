@@ -105,7 +105,8 @@ def check_backend(
         ),
         "pyslurm": "install the pyslurm release matching this Slurm, or drop pyslurm from backends",
     }
-    return Check(name, "fail", f"{where}: {error}", fixes.get(backend))
+    said = "; ".join(line.strip() for line in error.splitlines() if line.strip())
+    return Check(name, "fail", f"{where}: {said}", fixes.get(backend))
 
 
 def _gpu_count(gres: str) -> int:
