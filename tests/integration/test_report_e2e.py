@@ -91,6 +91,7 @@ def test_failed_run_reports_its_failures(tmp_path: Path) -> None:
     assert data["state"] == "failed"
     assert data["by_state"] == {"succeeded": 2, "failed": 1, "upstream_failed": 1}
     assert data["failed_attempts_by_class"] == {"user_error": 2}
+    assert data["failed_tasks_by_class"] == {"user_error": 1}
     assert data["retries"] == 1
     failed = [a for a in data["attempts"] if a["outcome"] == "failed"]
     assert [(a["task_id"], a["n"]) for a in failed] == [("broken", 1), ("broken", 2)]
