@@ -76,7 +76,13 @@ def build_report(
 
     path, path_s = _critical_path(tasks, spans, decls, notes)
     by_state = dict(status.get("counts") or Counter(t["state"] for t in tasks))
-    failed = Counter(s.failure_class or "unknown" for s in spans if s.outcome == "failed")
+    # Counted from the records, not the timeline: an attempt may fail before it starts.
+    failed = Counter(
+        a.get("failure_class") or "unknown"
+        for t in tasks
+        for a in t.get("attempts", ())
+        if _outcome(a) == "failed"
+    )
     n_attempts = [len(t.get("attempts", ())) for t in tasks]
     failed_tasks = Counter(
         (t["attempts"][-1].get("failure_class") if t.get("attempts") else None) or "unknown"
@@ -109,18 +115,18 @@ def build_report(
     )
 
 
+def _outcome(a: Mapping[str, Any]) -> Outcome:
+    if a.get("failure_class") is not None or a.get("exit_code") not in (None, 0):
+        return "failed"
+    return "running" if a.get("end") is None else "succeeded"
+
+
 def _span(
     task: Mapping[str, Any], a: Mapping[str, Any], decl: TaskDecl | None, t0: float, now: float
 ) -> AttemptSpan | None:
     if a.get("start") is None:
         return None  # never started: nothing to draw or charge
-    outcome: Outcome
-    if a.get("end") is None:
-        outcome = "running"
-    elif a.get("failure_class") is not None or a.get("exit_code") not in (None, 0):
-        outcome = "failed"
-    else:
-        outcome = "succeeded"
+    outcome = _outcome(a)
     end = a["end"] if a.get("end") is not None else now
     cores = a.get("cores")
     gpus = a.get("gpus")

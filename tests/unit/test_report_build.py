@@ -175,6 +175,17 @@ def test_running_attempt_is_drawn_until_now() -> None:
     assert prep.end == pytest.approx(300 - 0)
 
 
+def test_attempt_that_failed_before_starting_is_counted_not_drawn() -> None:
+    status = dev_status()
+    status["tasks"][-1]["attempts"] = [
+        {"n": 1, "start": None, "end": None, "exit_code": None, "failure_class": "infrastructure",
+         "job_id": None, "node": None, "gpus": None, "cores": None}
+    ]  # fmt: skip
+    report = build_report(status)
+    assert report.failed_attempts_by_class["infrastructure"] == 1
+    assert all(a.task_id != "summary" for a in report.attempts)
+
+
 def test_empty_run() -> None:
     report = build_report(
         {"run_id": "x", "state": "running", "counts": {}, "tasks": [], "allocations": []}
