@@ -30,6 +30,7 @@ import logging
 import math
 import random
 from array import array
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -179,7 +180,7 @@ class WorkflowSim:
         self.allocs: list[_Alloc] = []
         self._by_jid: list[dict[int, int]] = [{} for _ in self.regions]
         self._live: set[int] = set()
-        self.strikes: list[NodeStrike] = []
+        self.strikes: deque[NodeStrike] = deque()  # within the strike window only
         # demand summary, kept in O(1) per change
         # ready tasks: one heap per resource class, longest critical path first
         self.ready: dict[_Key, list[tuple[float, int]]] = {}
@@ -733,6 +734,9 @@ class WorkflowSim:
         if diagnosis.failure is FailureClass.INFRASTRUCTURE:
             self.infra_failures += 1
         health = NodeHealth()
+        window_start = now - self.policies.retry_config.strike_window_s
+        while self.strikes and self.strikes[0].time < window_start:
+            self.strikes.popleft()
         if self.strikes:
             health = NodeHealth(struck=struck_nodes(self.strikes, now, self.policies.retry_config))
         decision = self.policies.retry(
