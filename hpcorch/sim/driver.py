@@ -239,13 +239,17 @@ class WorkflowSim:
 
     # -- running ----------------------------------------------------------------
 
-    def run(self, until: float = math.inf) -> None:
-        """Start the workflow at the loop's current time and run the loop to its end."""
+    def start(self) -> None:
+        """Submit the workflow at the loop's current time; the loop's ``run`` plays it."""
         self.start_time = self.loop.now
         for t in range(len(self.w)):
             if self.t_pending[t] == 0:
                 self._make_ready(t)
         self.loop.at(self.loop.now, self._k_tick)
+
+    def run(self, until: float = math.inf) -> None:
+        """:meth:`start`, then run the loop to the end (or ``until``)."""
+        self.start()
         self.loop.run(until)
 
     def node_name(self, gid: int) -> str:

@@ -229,15 +229,15 @@ class SimSlurm:
         self.node_failures += 1
         if owner_job == _FREE:
             self._take_free(node)
-        else:
+        self.node_job[node] = _DOWN  # before the owner hears of it, so it can tell which node
+        self.down += 1
+        if owner_job != _FREE:
             self._stop(
                 owner_job,
                 JobState.NODE_FAIL,
                 requeue=bool(self.j_flags[owner_job] & self._REQUEUE),
                 failed_node=node,
             )
-        self.node_job[node] = _DOWN
-        self.down += 1
         self.loop.after(self.repair_s if repair_s is None else repair_s, self._k_up, node)
         self._kick()
 
