@@ -1,0 +1,93 @@
+"""``hpcorch simulate``: the JSON keys each trace kind prints, and the journal it can write."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from hpcorch.cli.main import cli
+from hpcorch.traces import resolve_trace
+
+KEYS = {"mean_wait_s", "makespan_s", "utilization"}
+
+
+def _simulate(*args: str) -> dict[str, object]:
+    result = CliRunner().invoke(cli, ["simulate", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert isinstance(doc, dict)
+    assert doc.keys() >= KEYS
+    return doc
+
+
+def test_swf_trace_by_bare_name() -> None:
+    doc = _simulate("--trace", "KTH-SP2-1996-2.1-cln.swf.gz")
+    assert doc["kind"] == "swf" and doc["nodes"] == 100 and doc["jobs"] == 28475
+    assert doc["recorded_mean_wait_s"] is not None
+
+
+def test_philly_slice(tmp_path: Path) -> None:
+    rows = itertools.islice(resolve_trace("philly.csv").open(), 301)
+    path = tmp_path / "philly.csv"
+    path.write_text("".join(rows))
+    doc = _simulate("--trace", str(path), "--nodes", "64")
+    assert doc["kind"] == "philly" and doc["jobs"] == 300 and doc["unit"] == "gpu"
+
+
+def test_openb_slice_compares_policies(tmp_path: Path) -> None:
+    rows = itertools.islice(resolve_trace("openb_pod_list_default.csv").open(), 201)
+    path = tmp_path / "openb_pod_list_small.csv"
+    path.write_text("".join(rows))
+    doc = _simulate("--trace", str(path))
+    assert doc["kind"] == "openb" and doc["pods"] == 200
+    assert {"packing_alloc_rate", "fgd_alloc_rate", "best_fit_alloc_rate"} <= doc.keys()
+    assert 0 < doc["alloc_rate"] <= 1  # type: ignore[operator]
+
+
+def test_wfformat_workflow_writes_a_journal_status_reads(tmp_path: Path) -> None:
+    wf = {
+        "name": "tiny",
+        "schemaVersion": "1.5",
+        "workflow": {
+            "specification": {
+                "tasks": [
+                    {"name": "a", "id": "a", "parents": [], "children": ["b"]},
+                    {"name": "b", "id": "b", "parents": ["a"], "children": []},
+                ],
+                "files": [],
+            },
+            "execution": {
+                "makespanInSeconds": 0,
+                "executedAt": "2024-01-01T00:00:00Z",
+                "tasks": [
+                    {"id": "a", "runtimeInSeconds": 100, "coreCount": 4},
+                    {"id": "b", "runtimeInSeconds": 50, "coreCount": 2},
+                ],
+            },
+        },
+    }
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(wf))
+    run_dir = tmp_path / "run"
+    doc = _simulate("--trace", str(path), "--nodes", "2", "--run-dir", str(run_dir))
+    assert doc["makespan_s"] == 150.0 and doc["counts"] == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "upstream_failed": 0,
+    }
+    result = CliRunner().invoke(cli, ["status", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert status["run_id"] == doc["run_id"] and status["state"] == "succeeded"
+    assert [t["id"] for t in status["tasks"]] == ["a", "b"]
+
+
+def test_missing_trace_says_what_to_do() -> None:
+    result = CliRunner().invoke(cli, ["simulate", "--trace", "no-such-trace.swf", "--json"])
+    assert result.exit_code != 0
+    assert "HPCORCH_TRACES_DIR" in str(result.exception or result.output)
