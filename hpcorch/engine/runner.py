@@ -12,6 +12,7 @@ task with its descendants when the retry decision says so.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "upstream_failed", "cancelled"})
 _COLLECT_INTERVAL_S = 0.5
+_GROUP_RE = re.compile(r"[-_.:@+]*\d+$")
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class Engine:
             task = self.tasks[tid]
             if tid in bump:
                 self.n[tid] += 1
-            key = tid if gen == 1 else f"{tid}~{gen}"
+            key = _key(tid, gen)
             deps: list[str] = []
             dep_keys: list[str] = []
             for p in self.parents[tid]:
@@ -233,7 +235,7 @@ class Engine:
                     dep_keys.append(self.key[p])
                 elif p in self.refs.get(tid, ()):
                     # A parent done before this session: its stored result feeds us.
-                    lk = f"{p}~load"
+                    lk = f"load-{p}"
                     if lk not in self.loads and lk not in dsk:
                         dsk[lk] = Task(lk, load_result, self._stored_result(p))
                         load_keys.append(lk)
@@ -474,6 +476,18 @@ class Engine:
             event = self._waiters.setdefault(task_id, threading.Event())
         event.wait(timeout)
         return self.state[task_id]
+
+
+def _key(task_id: str, generation: int) -> str:
+    """The Dask key of a task: ``<group>-<task id>[~<generation>]``.
+
+    Dask keeps statistics per key prefix (the first word); 20,000 distinct
+    prefixes make its scheduler several times slower, so tasks that differ
+    only by a number (``sim-3``, ``blastall_00000002``) share one.
+    """
+    group = _GROUP_RE.sub("", task_id).replace("-", "_") or "task"
+    key = f"{group}-{task_id}"
+    return key if generation == 1 else f"{key}~{generation}"
 
 
 def _graph(dsk: dict[str, Any]) -> Any:
