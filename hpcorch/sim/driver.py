@@ -3,13 +3,14 @@
 :class:`WorkflowSim` does what the live engine does, through the same policy
 calls (:class:`~hpcorch.sim.hooks.SimPolicies`):
 
-- every ``poll_s`` (the monitor's interval) it summarises the demand and asks
-  the scaling policy how many allocations to submit and which to release;
-  each submission is an ``sbatch`` of ``nodes_per_allocation`` nodes, on the
-  site the region policy picks, with the walltime the walltime policy sizes,
-  and it waits in the simulated Slurm queue behind everyone else's jobs;
-- ready tasks are placed on the nodes of running allocations (best fit,
-  :class:`~hpcorch.sim.slots.SlotPool`), and only on workers whose time left
+- every ``poll_s`` (the monitor's interval) it summarises the demand in O(1)
+  and asks ``scale.decide_scale`` which allocations to submit (count, nodes,
+  walltime) and which to release; each submission is an ``sbatch`` on the
+  site ``region.choose_site`` picks, and it waits in the simulated Slurm queue
+  behind everyone else's jobs;
+- ready tasks, longest critical path first, are placed on the nodes of
+  running allocations (best fit, :class:`~hpcorch.sim.slots.SlotPool`), and
+  only on workers whose time left
   fits the task's estimate (``walltime.fits``); a worker winding down takes
   no new task and its allocation is released once idle;
 - a failed attempt (an injected user error or OOM, a task walltime, a lost
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 from hpcorch.failures import Diagnosis, Evidence, FailureClass
 from hpcorch.policies.retry import NodeStrike, struck_nodes
+from hpcorch.policies.scale import PoolHistory
 from hpcorch.policies.state import (
     Allocation,
     Attempt,
@@ -71,6 +73,7 @@ _CODE = {cls: i for i, cls in enumerate(FAILURE_CODES)}
 # allocation without holding up shorter tasks of their shape), else -1
 _Key = tuple[int, int, int, int]
 _LONG = -2
+_POOL = "sim"
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,6 @@ class DriverConfig:
     nodes_per_allocation: int = 1
     max_allocations: int | None = None
     poll_s: float = 30.0
-    idle_timeout_s: float = 300.0
     user_error_rate: float = 0.0
     """Probability that an attempt fails with a user error (partway through)."""
     oom_rate: float = 0.0
@@ -188,13 +190,11 @@ class WorkflowSim:
         self.t_long = bytearray(n)  # set aside for a fresh allocation
         self._ready_share = 0.0
         self._ready_node_s = 0.0
-        self._ready_cp = 0.0
-        self._cp = workload.critical_path()
-        self._left_node_s = sum(
-            min(1.0, c / regions[0].cores_per_node) * e
-            for c, e in zip(workload.cpus, workload.estimate, strict=True)
-        )
+        self._cp = workload.critical_path()  # priority: longest path to the end first
         self._ready_longest = 0.0
+        self._ready_shortest = math.inf
+        self._ready_widest = 0.0
+        self._running_share = 0.0
         self.running = 0
         self.finished = 0
         self.succeeded = 0
@@ -210,22 +210,27 @@ class WorkflowSim:
         self._k_tick = loop.register(self._on_tick)
         self._k_ready = loop.register(self._on_retry_ready)
         self._cores = self.regions[0].cores_per_node
+        # One pool for the whole workflow. With several regions the region policy picks
+        # the site of each allocation the pool submits, and the pool's partition counts
+        # the nodes of all of them.
+        first = self.regions[0]
         self._limits = SiteLimits(
-            site=self.regions[0].name,
-            partitions=tuple(
+            site=first.name,
+            partitions=(
                 PartitionLimits(
-                    name=r.partition,
-                    nodes=r.cluster.nodes,
-                    cores_per_node=r.cores_per_node,
-                    memory_per_node=r.memory_per_node or 1 << 40,
-                    gpus_per_node=r.gpus_per_node,
-                    max_walltime_s=r.max_walltime_s,
-                )
-                for r in self.regions[:1]
+                    name=first.partition,
+                    nodes=total,
+                    cores_per_node=first.cores_per_node,
+                    memory_per_node=first.memory_per_node or 1 << 40,
+                    gpus_per_node=first.gpus_per_node,
+                    max_walltime_s=first.max_walltime_s,
+                ),
             ),
         )
+        self._history: dict[str, PoolHistory] = {}
+        self._observed_wait: list[float | None] = [None] * len(self.regions)
         self._pool = PoolShape(
-            name="sim",
+            name=_POOL,
             site=self.regions[0].name,
             partition=self.regions[0].partition,
             nodes_per_allocation=config.nodes_per_allocation,
@@ -276,7 +281,8 @@ class WorkflowSim:
         self._ready_share += share
         self._ready_node_s += share * est
         self._ready_longest = max(self._ready_longest, est)
-        self._ready_cp = max(self._ready_cp, self._cp[t])
+        self._ready_shortest = min(self._ready_shortest, est)
+        self._ready_widest = max(self._ready_widest, share)
 
     def _unready(self, t: int, cpus: int) -> None:
         share = min(1.0, cpus / self._cores)
@@ -284,6 +290,7 @@ class WorkflowSim:
         self._ready_node_s -= share * self.w.estimate[t]
 
     def _on_tick(self, _payload: object) -> None:
+        """The monitor's poll: ask the scaling policy, apply its plan."""
         if self.done:
             return
         now = self.loop.now
@@ -291,7 +298,7 @@ class WorkflowSim:
         allocations = [
             Allocation(
                 id=str(i),
-                pool="sim",
+                pool=_POOL,
                 state="running" if a.state == "running" else "pending",
                 submitted_at=a.submitted,
                 walltime_s=a.walltime,
@@ -303,62 +310,78 @@ class WorkflowSim:
             for a in (self.allocs[i],)
             if not a.draining
         ]
+        queued = self.n_ready
+        # Running minima and maxima since the queue last emptied: they only widen, which
+        # errs towards keeping an allocation and asking for enough walltime.
         demand = PoolDemand(
-            pool="sim",
-            queued=self.n_ready,
-            queued_share=max(0.0, self._ready_share),
-            queued_node_s=max(0.0, self._ready_node_s),
-            longest_s=self._ready_longest,
+            pool=_POOL,
+            queued=queued,
+            queued_share=max(0.0, self._ready_share) if queued else 0.0,
+            queued_node_s=max(0.0, self._ready_node_s) if queued else 0.0,
+            shortest_s=self._ready_shortest if queued else 0.0,
+            longest_s=self._ready_longest if queued else 0.0,
+            widest=self._ready_widest if queued else 0.0,
             running=self.running,
+            running_share=max(0.0, self._running_share),
         )
-        decision = self.policies.scale(
-            self._pool,
-            demand,
+        plan = self.policies.scale(
+            {_POOL: demand},
             allocations,
-            now,
-            free_share=self._free_cores(self._ready_longest) / self._cores,
-            idle_timeout_s=self.config.idle_timeout_s,
+            [self._pool],
+            {self._limits.site: self._limits},
+            history=self._history,
+            now=now,
+            config=self.policies.scale_config,
         )
-        for alloc_id in decision.cancel:
-            self._release(int(alloc_id))
-        if decision.submit:
-            self._submit(decision.submit, demand)
-        if not self.n_ready:
+        self._history = self.policies.record_scale(self._history, plan, now)
+        for release in plan.releases:
+            self._release(int(release.allocation))
+        for submit in plan.submits:
+            for _ in range(submit.count):
+                self._submit(submit.nodes, submit.walltime_s)
+        if not queued:
             self._ready_longest = 0.0
-            self._ready_cp = 0.0
+            self._ready_shortest = math.inf
+            self._ready_widest = 0.0
         self.loop.at(now + self.config.poll_s, self._k_tick)
 
-    def _submit(self, count: int, demand: PoolDemand) -> None:
-        npa = self.config.nodes_per_allocation
-        target_nodes = max(1, (len(self._live) + count) * npa)
-        # an allocation should carry the workflow's remaining work, not just what is queued
-        span = max(demand.longest_s, self._ready_cp, self._left_node_s / target_nodes)
-        for _ in range(count):
-            queues = [
+    def _submit(self, nodes: int, walltime: float) -> None:
+        """sbatch one allocation, at the site the region policy picks."""
+        now = self.loop.now
+        queues = []
+        for i, r in enumerate(self.regions):
+            cluster = r.cluster
+            queues.append(
                 SiteQueue(
                     site=r.name,
-                    capacity_nodes=r.cluster.nodes,
-                    idle_nodes=r.cluster.free_nodes,
-                    slurm_start_s=r.cluster.estimate_start(npa) - self.loop.now,
+                    capacity_nodes=cluster.nodes,
+                    idle_nodes=cluster.free_nodes,
+                    slurm_start_s=max(0.0, cluster.estimate_start(nodes) - now),
+                    observed_wait_s=self._observed_wait[i],
                     cores_per_node=r.cores_per_node,
                     gpus_per_node=r.gpus_per_node,
                 )
-                for r in self.regions
-            ]
-            site = self.policies.choose_site(queues, npa)
-            ri = next(i for i, r in enumerate(self.regions) if r.name == site)
-            region = self.regions[ri]
-            walltime = self.policies.allocation_walltime(
-                span, max_walltime_s=region.max_walltime_s, config=self.policies.walltime_config
             )
-            index = len(self.allocs)
-            alloc = _Alloc(jid=-1, region=ri, submitted=self.loop.now, walltime=walltime)
-            self.allocs.append(alloc)
-            self._live.add(index)
-            alloc.jid = region.cluster.submit(
-                min(npa, region.cluster.nodes), walltime, requeue=False, owner=_Listener(self, ri)
-            )
-            self._by_jid[ri][alloc.jid] = index
+        decision = self.policies.choose_site(
+            Resources(cpus=self._cores, nodes=nodes),
+            walltime,
+            queues,
+            {},
+            config=self.policies.region_config,
+        )
+        if decision.site is None:
+            logger.warning("no site for a new allocation: %s", decision.reason)
+            return
+        ri = next(i for i, r in enumerate(self.regions) if r.name == decision.site)
+        region = self.regions[ri]
+        index = len(self.allocs)
+        alloc = _Alloc(jid=-1, region=ri, submitted=now, walltime=walltime)
+        self.allocs.append(alloc)
+        self._live.add(index)
+        alloc.jid = region.cluster.submit(
+            min(nodes, region.cluster.nodes), walltime, requeue=False, owner=_Listener(self, ri)
+        )
+        self._by_jid[ri][alloc.jid] = index
 
     def _release(self, index: int) -> None:
         alloc = self.allocs[index]
@@ -385,6 +408,9 @@ class WorkflowSim:
         now = self.loop.now
         alloc.started = now
         alloc.state = "running"
+        self._observed_wait[region] = self.policies.update_wait(
+            self._observed_wait[region], now - alloc.submitted, self.policies.region_config
+        )
         alloc.idle_since = now
         r = self.regions[region]
         base = self._base[region]
@@ -438,20 +464,6 @@ class WorkflowSim:
         self._place_new()
 
     # -- tasks --------------------------------------------------------------------
-
-    def _free_cores(self, estimate: float) -> int:
-        """Free cores on workers with time left for a task of this estimate."""
-        now = self.loop.now
-        fits = self.policies.fits
-        wconf = self.policies.walltime_config
-        total = 0
-        for neg_end, i in self.by_end:
-            if not fits(estimate, -neg_end - now, wconf):
-                break
-            pool = self.allocs[i].pool
-            if pool is not None:
-                total += pool.free_total
-        return total
 
     def _drain(self, index: int) -> None:
         """The worker takes no new task (winding down, ended or lost)."""
@@ -602,6 +614,7 @@ class WorkflowSim:
         now = self.loop.now
         self._unready(t, cpus)
         self.n_ready -= 1
+        self._running_share += min(1.0, cpus / self._cores)
         alloc = self.allocs[self.node_alloc[node]]
         pool = alloc.pool
         if pool is not None:
@@ -684,6 +697,7 @@ class WorkflowSim:
                     self._release(index)
         start = self.t_start[t]
         self.running -= 1
+        self._running_share -= min(1.0, cpus / self._cores)
         self.task_busy_core_s += (now - start) * cpus
         diagnosis = None if evidence is None else self.policies.diagnose(evidence)
         self.a_task.append(t)
@@ -803,7 +817,6 @@ class WorkflowSim:
 
     def _finish_task(self, t: int) -> None:
         self.finished += 1
-        self._left_node_s -= min(1.0, self.w.cpus[t] / self._cores) * self.w.estimate[t]
         if self.finished == len(self.w):
             self._all_done()
 

@@ -43,10 +43,14 @@ def _failures(sim: WorkflowSim) -> list[FailureClass | None]:
     return [FAILURE_CODES[code] for code in sim.a_fail]
 
 
-def test_a_dag_runs_in_its_critical_path_when_nodes_are_plenty() -> None:
+def test_a_dag_runs_near_its_critical_path_when_nodes_are_plenty() -> None:
     sim = simulate_workflow(_diamond(), nodes=4, cores_per_node=32)
     figures = summary(sim)
-    assert figures["makespan_s"] == 450.0  # a -> c -> d
+    # a -> c -> d is 450 s. The scaler sizes the first allocation for `a` alone (5 min);
+    # b and c do not fit its time left, so at the next poll it is retired and a fresh
+    # one asked for: one poll interval (30 s) at most is lost.
+    assert 450.0 <= figures["makespan_s"] <= 480.0
+    assert figures["allocations"] == 2
     assert figures["counts"]["succeeded"] == 4
     assert figures["mean_wait_s"] == 0.0
     assert [sim.w.task_id(t) for t in sim.a_task] == ["a", "b", "c", "d"]
@@ -141,8 +145,8 @@ def test_allocations_wait_behind_other_users_jobs() -> None:
     background = [ReplayJob(0.0, 4, 1000.0, 1000.0, -1.0, False)]
     sim = simulate_workflow(_diamond(), nodes=4, background=background)
     figures = summary(sim)
-    assert figures["mean_wait_s"] == 1000.0
-    assert figures["makespan_s"] == 1450.0
+    assert sim.allocs[0].started - sim.allocs[0].submitted == 1000.0
+    assert 1450.0 <= figures["makespan_s"] <= 1480.0
 
 
 def test_synthetic_workload_shape() -> None:
