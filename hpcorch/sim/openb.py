@@ -34,6 +34,7 @@ from hpcorch.traces import read_openb_nodes, read_openb_pods, resolve_trace
 
 __all__ = [
     "OpenbPodTimes",
+    "compare_policies",
     "event_replay",
     "fill_replay",
     "load_openb",
@@ -199,11 +200,26 @@ def event_replay(
 
 
 def compare_policies(
-    pods_path: str | os.PathLike[str],
-    nodes_path: str | os.PathLike[str] | None = None,
+    nodes: Sequence[NodeState],
+    pods: Sequence[Request],
+    classes: Sequence[TaskClass] | None = None,
+    *,
     policies: Sequence[Policy] = POLICIES,
-) -> dict[str, Any]:
-    """Fill replay of every policy on the same nodes and pods, as the placement bench prints."""
-    nodes, pods, _ = load_openb(pods_path, nodes_path)
-    classes = workload_classes(pods)
-    return {p: fill_replay(p, nodes, pods, classes) for p in policies}
+    random_seeds: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """Fill replay of every policy on the same nodes and pods, as the placement bench
+    prints; random fit's rate is the mean over ``random_seeds`` seeds."""
+    classes = workload_classes(pods) if classes is None else classes
+    out: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        if policy != "random_fit":
+            out[policy] = fill_replay(policy, nodes, pods, classes)
+            continue
+        runs = [fill_replay(policy, nodes, pods, classes, seed=s) for s in range(random_seeds)]
+        out[policy] = {
+            "policy": policy,
+            "alloc_rate": sum(r["alloc_rate"] for r in runs) / len(runs),
+            "alloc_rate_per_seed": [r["alloc_rate"] for r in runs],
+            "pods_placed_per_seed": [r["pods_placed"] for r in runs],
+        }
+    return out

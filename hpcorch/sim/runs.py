@@ -125,11 +125,11 @@ def _workflow_file(
 
 def _openb(source: Path, seed: int) -> dict[str, Any]:
     from hpcorch.placement import POLICIES, workload_classes
-    from hpcorch.sim.openb import event_replay, fill_replay, load_openb
+    from hpcorch.sim.openb import compare_policies, event_replay, load_openb
 
     nodes, pods, times = load_openb(source)
     classes = workload_classes(pods)
-    fills = {p: fill_replay(p, nodes, pods, classes, seed=seed) for p in POLICIES}
+    fills = compare_policies(nodes, pods, classes)
     default = POLICIES[0]
     timed = event_replay(default, nodes, pods, times, classes, seed=seed)
     return {
