@@ -101,6 +101,8 @@ class DriverConfig:
     """Probability that an attempt fails with a user error (partway through)."""
     oom_rate: float = 0.0
     """Probability that a first attempt runs out of memory (a retry with more memory succeeds)."""
+    preemptible: bool = False
+    """Submit allocations that higher-priority jobs may preempt (a scavenger QOS)."""
     seed: int = 0
 
 
@@ -379,7 +381,11 @@ class WorkflowSim:
         self.allocs.append(alloc)
         self._live.add(index)
         alloc.jid = region.cluster.submit(
-            min(nodes, region.cluster.nodes), walltime, requeue=False, owner=_Listener(self, ri)
+            min(nodes, region.cluster.nodes),
+            walltime,
+            requeue=False,
+            preemptible=self.config.preemptible,
+            owner=_Listener(self, ri),
         )
         self._by_jid[ri][alloc.jid] = index
 

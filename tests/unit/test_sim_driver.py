@@ -158,3 +158,35 @@ def test_synthetic_workload_shape() -> None:
     sim = simulate_workflow(w, nodes=20, config=DriverConfig(nodes_per_allocation=5))
     assert sim.succeeded == 1000
     assert sim.makespan_s >= max(w.critical_path()) * 0.8  # estimates are +-20 %
+
+
+def test_the_region_policy_sends_allocations_where_nodes_are_idle() -> None:
+    loop = EventLoop()
+    busy = SimSlurm(loop, 4, name="busy")
+    idle = SimSlurm(loop, 4, name="idle")
+    busy.submit(4, 5000.0, 5000.0)  # another user holds every node of "busy"
+    sim = WorkflowSim(loop, _diamond(), [Region(busy, 32), Region(idle, 32)])
+    sim.run()
+    assert sim.succeeded == 4
+    assert {sim.regions[a.region].name for a in sim.allocs} == {"idle"}
+    assert sim.makespan_s < 600
+
+
+def test_preempted_allocations_requeue_their_tasks() -> None:
+    loop = EventLoop()
+    cluster = SimSlurm(loop, 2)
+    tasks = [WfTask(f"t{i}", (), 32, 0, 300.0) for i in range(2)]
+    sim = WorkflowSim(
+        loop,
+        from_wftasks(tasks),
+        [Region(cluster, 32)],
+        DriverConfig(nodes_per_allocation=2, preemptible=True),
+    )
+    sim.start()
+    loop.run(until=100.0)
+    urgent = cluster.submit(2, 200.0, 200.0, tier=1)  # a higher-priority job arrives
+    loop.run()
+    assert cluster.j_start[urgent] == 100.0
+    assert sim.succeeded == 2
+    assert _failures(sim).count(FailureClass.PREEMPTED) == 2
+    assert all(sim.a_start[i] >= 300.0 for i in range(len(sim.a_task)) if sim.a_fail[i] == 0)
