@@ -19,7 +19,15 @@ from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.slurm import SimSlurm
 from hpcorch.traces import read_philly, read_swf, read_swf_header
 
-__all__ = ["ReplayJob", "ReplayResult", "replay", "replay_philly", "replay_swf", "swf_jobs"]
+__all__ = [
+    "ReplayJob",
+    "ReplayResult",
+    "TraceFeeder",
+    "replay",
+    "replay_philly",
+    "replay_swf",
+    "swf_jobs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ class ReplayResult:
         return dict(self.__dict__)
 
 
-class _Feeder:
+class TraceFeeder:
     """Streams arrivals into the cluster one event at a time."""
 
     def __init__(self, loop: EventLoop, cluster: SimSlurm, jobs: Iterator[ReplayJob]) -> None:
@@ -116,7 +124,7 @@ def replay(
     cluster = SimSlurm(
         loop, nodes, mtbf_s=mtbf_s, repair_s=repair_s, bf_max_job_test=bf_max_job_test, seed=seed
     )
-    feeder = _Feeder(loop, cluster, iter(jobs))
+    feeder = TraceFeeder(loop, cluster, iter(jobs))
     loop.run()
     waits = [
         s - sub for s, sub in zip(cluster.j_first_start, cluster.j_submit, strict=True) if s >= 0

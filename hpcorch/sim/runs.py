@@ -17,7 +17,7 @@ from typing import Any
 from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.hooks import SimPolicies
-from hpcorch.sim.replay import ReplayJob, _Feeder, replay_philly, replay_swf, swf_jobs
+from hpcorch.sim.replay import ReplayJob, TraceFeeder, replay_philly, replay_swf, swf_jobs
 from hpcorch.sim.slurm import SimSlurm
 from hpcorch.sim.validate import recorded_wait_split
 from hpcorch.sim.workload import SimWorkload, from_spec
@@ -55,7 +55,7 @@ def simulate_workflow(
     loop = EventLoop()
     cluster = SimSlurm(loop, nodes, name=site, mtbf_s=mtbf_s, repair_s=repair_s, seed=config.seed)
     if background is not None:
-        _Feeder(loop, cluster, iter(background))
+        TraceFeeder(loop, cluster, iter(background))
     region = Region(
         cluster,
         cores_per_node,
