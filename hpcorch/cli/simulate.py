@@ -66,6 +66,12 @@ _FIGURES = (
     type=click.Path(file_okay=False, path_type=Path),
     help="Workflows: write the journal here, readable by `hpcorch status DIR --json`.",
 )
+@click.option(
+    "--placement",
+    type=click.Choice(["packing", "fgd", "best_fit", "random_fit"]),
+    help="Workflows: place tasks on cores and GPUs with this hpcorch.placement policy "
+    "(as live; slower) instead of the fast best fit on counts.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def simulate(
     *,
@@ -76,6 +82,7 @@ def simulate(
     nodes_per_allocation: int,
     cores_per_node: int,
     run_dir: Path | None,
+    placement: str | None,
     seed: int,
 ) -> None:
     """Replay a trace through hpcorch's policies on a simulated Slurm cluster.
@@ -101,6 +108,7 @@ def simulate(
             nodes_per_allocation=nodes_per_allocation,
             cores_per_node=cores_per_node,
             run_dir=run_dir,
+            placement=placement,
         )
     except FileNotFoundError as exc:
         raise SpecError(str(exc)) from None

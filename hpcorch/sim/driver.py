@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hpcorch.failures import Diagnosis, Evidence, FailureClass
+from hpcorch.placement import POLICIES, NodeState, Packer, Placement, Request, workload_classes
+from hpcorch.placement.packer import TaskClass
 from hpcorch.policies.retry import NodeStrike, struck_nodes
 from hpcorch.policies.scale import PoolHistory
 from hpcorch.policies.state import (
@@ -55,6 +57,7 @@ from hpcorch.sim.hooks import SimPolicies
 from hpcorch.sim.slots import NodeFree, SlotPool
 from hpcorch.sim.slurm import JobState, SimSlurm
 from hpcorch.sim.workload import SimWorkload
+from hpcorch.topology import GpuInfo, NodeTopology
 
 __all__ = ["DriverConfig", "Region", "WorkflowSim"]
 
@@ -103,6 +106,11 @@ class DriverConfig:
     """Probability that a first attempt runs out of memory (a retry with more memory succeeds)."""
     preemptible: bool = False
     """Submit allocations that higher-priority jobs may preempt (a scavenger QOS)."""
+    placement: str | None = None
+    """None: fast best fit on core/memory/GPU counts (:class:`SlotPool`), for big runs.
+    A policy of :mod:`hpcorch.placement` (``packing``, ``fgd``, ``best_fit``,
+    ``random_fit``): its :class:`~hpcorch.placement.Packer` chooses node, cores and GPUs
+    within each allocation, as live, and the journal records them."""
     seed: int = 0
 
 
@@ -230,6 +238,13 @@ class WorkflowSim:
             ),
         )
         self._history: dict[str, PoolHistory] = {}
+        # topology placement (config.placement): one Packer per running allocation
+        self._packers: dict[int, Packer] | None = {} if config.placement else None
+        self._packer_nodes: dict[str, int] = {}  # node name -> global id
+        self._placed: dict[int, Placement] = {}  # running task -> its slot
+        self.a_slot: dict[int, tuple[str, str]] = {}  # attempt -> (cores, gpus) as journaled
+        self._classes: tuple[TaskClass, ...] | None = None
+        self._last_slot: dict[int, tuple[str, str]] = {}
         self._observed_wait: list[float | None] = [None] * len(self.regions)
         self._pool = PoolShape(
             name=_POOL,
@@ -427,6 +442,8 @@ class WorkflowSim:
             self.node_alloc[gid] = index
             self.free.reset(gid, r.cores_per_node, r.memory_per_node, r.gpus_per_node)
             pool.add(gid)
+        if self._packers is not None:
+            self._packers[index] = self._packer_for(region, gids)
         bisect.insort(self.by_end, (-(now + alloc.walltime), index))
         self._new.clear()  # every ready task is tried on the new nodes below
         for gid in gids:
@@ -467,6 +484,8 @@ class WorkflowSim:
                     )
                 self._end_attempt(t, gid, evidence)
             self.node_alloc[gid] = -1
+        if self._packers is not None:
+            self._packers.pop(index, None)
         self._place_new()
 
     # -- tasks --------------------------------------------------------------------
@@ -499,6 +518,55 @@ class WorkflowSim:
             w = self.w
             return (w.cpus[t], w.memory[t], w.gpus[t], excluded)
         return (res.cpus, res.memory, res.gpus, excluded)
+
+    def _packer_for(self, region: int, gids: list[int]) -> Packer:
+        r = self.regions[region]
+        sockets = 2 if r.cores_per_node % 2 == 0 and r.cores_per_node > 1 else 1
+        gpus = tuple(
+            GpuInfo(i, i * sockets // max(1, r.gpus_per_node)) for i in range(r.gpus_per_node)
+        )
+        topology = NodeTopology(
+            sockets, r.cores_per_node // sockets, r.memory_per_node or 1 << 50, gpus
+        )
+        states = []
+        for gid in gids:
+            name = self.node_name(gid)
+            self._packer_nodes[name] = gid
+            states.append(NodeState.idle(name, topology))
+        if self._classes is None:
+            self._classes = workload_classes(self._request(t) for t in range(len(self.w)))
+        policy = self.config.placement
+        assert policy in POLICIES, f"unknown placement policy {policy!r}"
+        return Packer(states, policy, workload=self._classes, seed=self.config.seed)
+
+    def _request(self, t: int) -> Request:
+        res = self._resources(t)
+        return Request(cpus=res.cpus, memory=res.memory, gpus=res.gpus, id=self.w.task_id(t))
+
+    def _choose(self, t: int, index: int, hint: int) -> int:
+        """Topology placement: the allocation's Packer picks node, cores and GPUs (``hint`` is
+        the node the counts found; the policy may prefer another of the allocation's)."""
+        assert self._packers is not None
+        packer = self._packers.get(index)
+        if packer is None:
+            return hint
+        placement = packer.place(self._request(t))
+        if placement is None:
+            return -1
+        self._placed[t] = placement
+        slot = placement.slots[0]
+        return self._packer_nodes[slot.node]
+
+    def _unplace(self, t: int, index: int) -> None:
+        assert self._packers is not None
+        placement = self._placed.pop(t, None)
+        if placement is None:
+            return
+        slot = placement.slots[0]
+        self._last_slot[t] = (",".join(map(str, slot.cores)), ",".join(map(str, slot.gpus)))
+        packer = self._packers.get(index)
+        if packer is not None:
+            packer.release(placement)
 
     def _set_aside(self, t: int, key: _Key) -> None:
         """No live worker has time for ``t``: it waits for a fresh allocation, in a class
@@ -568,10 +636,14 @@ class WorkflowSim:
                 else:
                     skip.add(best)
                 continue
+            chosen = self._choose(t, index, node) if self._packers is not None else node
+            if chosen < 0:
+                skip.add(best)
+                continue
             pop(heap)
             if not heap:
                 del classes[best]
-            self._start(t, node, cpus, mem, gpus)
+            self._start(t, chosen, cpus, mem, gpus)
 
     def _place_new(self) -> None:
         """Place the tasks made ready since the last pass, on any worker with room and time."""
@@ -607,6 +679,8 @@ class WorkflowSim:
                     no_time = True  # and none of the later-ending ones has time either
                     break
                 node = pool.find(cpus, mem, gpus, exclude)
+                if node >= 0 and self._packers is not None:
+                    node = self._choose(t, index, node)
                 if node >= 0:
                     break
             if node >= 0:
@@ -684,6 +758,8 @@ class WorkflowSim:
         else:
             cpus, mem, gpus = res.cpus, res.memory, res.gpus
         index = self.node_alloc[node]
+        if self._packers is not None:
+            self._unplace(t, index)
         pool = self.allocs[index].pool if index >= 0 else None
         if pool is not None:
             pool.release(node, cpus, mem, gpus)
@@ -713,6 +789,8 @@ class WorkflowSim:
         self.a_node.append(node)
         self.a_alloc.append(index)
         self.a_fail.append(0 if diagnosis is None else _CODE[diagnosis.failure])
+        if self._packers is not None and (slot := self._last_slot.pop(t, None)) is not None:
+            self.a_slot[len(self.a_task) - 1] = slot
         if diagnosis is None:
             self.t_state[t] = SUCCEEDED
             self.succeeded += 1

@@ -120,6 +120,8 @@ def _attempt_rows(sim: WorkflowSim, epoch: float) -> list[dict[str, Any]]:
                 if alloc is None
                 else f"{sim.regions[alloc.region].name}:{alloc.jid}",
                 "node": sim.node_name(sim.a_node[i]),
+                "cores": (slot := sim.a_slot.get(i, (None, None)))[0],
+                "gpus": slot[1],
                 "message": sim.t_reason.get(t) if failure is not None else None,
             }
         )

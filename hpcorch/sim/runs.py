@@ -110,6 +110,7 @@ def _workflow_file(
         nodes_per_allocation=options.pop("nodes_per_allocation", 1),
         seed=seed,
         user_error_rate=options.pop("user_error_rate", 0.0),
+        placement=options.pop("placement", None),
     )
     sim = simulate_workflow(
         workload, nodes=nodes or DEFAULT_WORKFLOW_NODES, mtbf_s=mtbf_s, config=config, **options

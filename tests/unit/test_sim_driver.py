@@ -190,3 +190,32 @@ def test_preempted_allocations_requeue_their_tasks() -> None:
     assert sim.succeeded == 2
     assert _failures(sim).count(FailureClass.PREEMPTED) == 2
     assert all(sim.a_start[i] >= 300.0 for i in range(len(sim.a_task)) if sim.a_fail[i] == 0)
+
+
+def test_topology_placement_gives_each_task_its_own_cores_and_gpus(tmp_path: Path) -> None:
+    spec = parse_workflow(
+        {
+            "name": "gpus",
+            "tasks": [
+                {"id": f"g{i}", "duration": 100, "resources": {"cpus": 2, "gpus": 1 + i % 2}}
+                for i in range(8)
+            ],
+        }
+    )
+    sim = simulate_workflow(
+        from_spec(spec),
+        nodes=2,
+        cores_per_node=8,
+        gpus_per_node=4,
+        config=DriverConfig(nodes_per_allocation=2, placement="packing"),
+    )
+    assert sim.succeeded == 8
+    write_journal(sim, tmp_path / "run")
+    attempts = [a for t in status(tmp_path / "run")["tasks"] for a in t["attempts"]]
+    assert all(a["cores"] and a["gpus"] for a in attempts)
+    for a in attempts:
+        for b in attempts:
+            overlap = a is not b and a["node"] == b["node"] and a["start"] < b["end"]
+            if overlap and b["start"] < a["end"]:
+                assert not set(a["gpus"]) & set(b["gpus"])
+                assert not set(a["cores"]) & set(b["cores"])
