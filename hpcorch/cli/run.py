@@ -28,8 +28,13 @@ def _logging(verbose: int) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     # Dask's own chatter (worker errors are in the journal and the summary).
-    for name in ("distributed", "distributed.worker", "distributed.nanny"):
-        logging.getLogger(name).setLevel(logging.ERROR if verbose == 0 else level)
+    # Importing distributed applies its logging config, so quiet it afterwards.
+    import distributed  # noqa: F401
+
+    quiet = logging.CRITICAL if verbose == 0 else level
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(quiet)
 
 
 class _Progress:

@@ -70,7 +70,11 @@ class LocalBackend:
                 processes=True,
                 resources=resources,
                 dashboard_address=None,
-                silence_logs=logging.WARNING,
+                # Task errors reach the journal and the summary; worker logs
+                # only add noise unless hpcorch itself is logging verbosely.
+                silence_logs=logging.WARNING
+                if logger.isEnabledFor(logging.INFO)
+                else logging.CRITICAL,
                 host="127.0.0.1",
             )
             self._client = Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
