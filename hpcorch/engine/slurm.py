@@ -99,6 +99,8 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         "cores": node.cores,
         "processes": 1,
         "memory": f"{node.memory // 1024**2}MiB",
+        # Slurm's M is MiB; jobqueue would round the request up past the node's memory.
+        "job_mem": f"{node.memory // 1024**2}M",
         "walltime": format_duration(plan.walltime_s),
         "job_extra_directives": directives,
         "job_script_prologue": prologue,
@@ -128,6 +130,7 @@ class SlurmBackend:
         plans: Sequence[PoolPlan] | None = None,
         security: Any = None,
     ) -> None:
+        import dask.config
         from dask_jobqueue.slurm import SLURMCluster, SLURMJob
         from distributed import Client
         from distributed.security import Security
@@ -140,17 +143,19 @@ class SlurmBackend:
         (run_dir / "slurm").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.security = security if security is not None else Security.temporary()  # type: ignore[no-untyped-call]
         first = self.plans[0]
-        # No dashboard: an HTTP port on a shared login node would be unauthenticated.
-        scheduler_options: dict[str, Any] = {"dashboard_address": None, "dashboard": False}
-        self._cluster: Any
-        self._client: Any
+        # The scheduler's HTTP port is not covered by TLS: serve nothing on it,
+        # and only on localhost (a shared login node has other users).
+        scheduler_options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", "dashboard": False}
+        self._cluster: Any = None
+        self._client: Any = None
         try:
-            self._cluster = SLURMCluster(
-                security=self.security,
-                shared_temp_directory=str(tls_dir),
-                scheduler_options=scheduler_options,
-                **job_options(first, site, run_dir),
-            )
+            with dask.config.set({"distributed.scheduler.http.routes": []}):
+                self._cluster = SLURMCluster(
+                    security=self.security,
+                    shared_temp_directory=str(tls_dir),
+                    scheduler_options=scheduler_options,
+                    **job_options(first, site, run_dir),
+                )
             base = dict(self._cluster._job_kwargs)
             for plan in self.plans:
                 options = {**base, **job_options(plan, site, run_dir)}
@@ -164,6 +169,7 @@ class SlurmBackend:
                 self._cluster, security=self.security, set_as_default=False
             )
         except Exception as exc:
+            self.close()
             raise InfrastructureError(
                 f"cannot start Dask workers on site {site.name!r}: {exc}; "
                 f"see the job logs in {run_dir / 'slurm'}"
@@ -200,6 +206,13 @@ class SlurmBackend:
 
     def close(self) -> None:
         try:
-            self._client.close()
+            if self._client is not None:
+                self._client.close()
         finally:
-            self._cluster.close()
+            if self._cluster is not None:
+                try:
+                    self._cluster.close()
+                except AssertionError:
+                    # SpecCluster refuses to close jobs that never started; cancel them here.
+                    logger.warning("some Slurm jobs of this run did not start; check squeue")
+                self._cluster = None

@@ -137,7 +137,7 @@ def load_result(path: str | None) -> Any:
 def _run_command(p: Payload) -> None:
     argv = list(p.target)
     log_dir = Path(p.log_dir or ".")
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stem = log_dir / f"{p.task_id}.{p.n}"
     env = {
         **os.environ,
