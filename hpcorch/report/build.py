@@ -21,7 +21,7 @@ from typing import Any
 
 from hpcorch import dag
 from hpcorch.report.model import AttemptSpan, Outcome, Report, TaskDecl
-from hpcorch.report.usage import run_usage
+from hpcorch.report.usage import holding, run_usage
 from hpcorch.sites.model import Site
 
 __all__ = ["build_report"]
@@ -128,8 +128,7 @@ def _span(
         return None  # never started: nothing to draw or charge
     outcome = _outcome(a)
     end = a["end"] if a.get("end") is not None else now
-    cores = a.get("cores")
-    gpus = a.get("gpus")
+    held = holding(a, decl)
     return AttemptSpan(
         task_id=str(task["id"]),
         n=int(a.get("n") or 1),
@@ -138,8 +137,8 @@ def _span(
         end=max(float(end), float(a["start"])) - t0,
         outcome=outcome,
         failure_class=a.get("failure_class") if outcome == "failed" else None,
-        cores=len(cores) if cores else (decl.cpus if decl else 1),
-        gpus=tuple(int(g) for g in gpus) if gpus else (),
+        cores=held.cores,
+        gpus=held.gpu_ids,
     )
 
 

@@ -21,7 +21,7 @@ from hpcorch.policies.state import charge_rates
 from hpcorch.report.model import SiteUsage, TaskDecl
 from hpcorch.sites.model import Site
 
-__all__ = ["RunUsage", "run_usage"]
+__all__ = ["Holding", "RunUsage", "holding", "run_usage"]
 
 _HOUR = 3600.0
 _LOCAL = "local-machine"
@@ -35,10 +35,29 @@ class RunUsage:
     """False when no allocation could be accounted: allocated figures are unknown."""
 
 
-def _attempt_cores(a: Mapping[str, Any], decl: TaskDecl | None) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What one attempt held: cores, GPU indices to draw, GPUs to charge as used."""
+
+    cores: int
+    gpu_ids: tuple[int, ...]
+    gpus: int
+    overstated: bool
+    """The record lists more GPUs than the task asked for (its worker's whole
+    ``CUDA_VISIBLE_DEVICES``): the request is counted instead."""
+
+
+def holding(a: Mapping[str, Any], decl: TaskDecl | None) -> Holding:
+    """The attempt's record, checked against the task's declaration where it is known."""
     cores = len(a["cores"]) if a.get("cores") else (decl.cpus if decl else 1)
-    gpus = len(a["gpus"]) if a.get("gpus") else math.ceil(decl.gpus if decl else 0)
-    return cores, gpus
+    ids = tuple(int(g) for g in a.get("gpus") or ())
+    if decl is None:
+        return Holding(cores, ids, len(ids), False)
+    asked = math.ceil(decl.gpus)
+    if len(ids) <= asked:
+        return Holding(cores, ids, asked if not ids else len(ids), False)
+    # Seeing GPUs is not using them: a CPU task is drawn on no GPU row at all.
+    return Holding(cores, ids if asked else (), asked, True)
 
 
 def run_usage(
@@ -107,20 +126,27 @@ def run_usage(
         notes.append("no allocation recorded: allocated hours and utilization unknown")
 
     attempts = []
+    overstated = 0
     for task, a in started:
-        cores, gpus = _attempt_cores(a, decls.get(str(task["id"])))
+        held = holding(a, decls.get(str(task["id"])))
+        overstated += held.overstated
         job_id = _LOCAL if implicit else str(a.get("job_id"))
         attempts.append(
             AttemptRecord(
                 site=alloc_site.get(job_id, local.name if implicit and local else run_site or "?"),
                 start=float(a["start"]),
                 end=None if a.get("end") is None else float(a["end"]),
-                cores=cores,
-                gpus=gpus,
+                cores=held.cores,
+                gpus=held.gpus,
                 allocation=job_id if job_id in alloc_site or implicit else None,
             )
         )
 
+    if overstated:
+        notes.append(
+            f"{overstated} attempts record more GPUs than their task asked for (the worker's "
+            "whole CUDA_VISIBLE_DEVICES); GPU-hours used count what each task asked for"
+        )
     accounts = account(records, attempts, now)
     counts: dict[str, int] = {}
     for r in records:

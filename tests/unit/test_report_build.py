@@ -22,7 +22,7 @@ def dev_status() -> dict[str, Any]:
 
 
 def dev_decls() -> dict[str, TaskDecl]:
-    sweeps = {f"sweep-{i}": TaskDecl(after=("prep",)) for i in range(4)}
+    sweeps = {f"sweep-{i}": TaskDecl(after=("prep",), gpus=i // 3) for i in range(4)}
     return {
         "prep": TaskDecl(cpus=2),
         "sim": TaskDecl(after=("prep",), cpus=8),
@@ -184,6 +184,21 @@ def test_attempt_that_failed_before_starting_is_counted_not_drawn() -> None:
     report = build_report(status)
     assert report.failed_attempts_by_class["infrastructure"] == 1
     assert all(a.task_id != "summary" for a in report.attempts)
+
+
+def test_gpus_seen_but_not_asked_for_are_not_used() -> None:
+    # A worker's whole CUDA_VISIBLE_DEVICES lands in every attempt it runs.
+    status = dev_status()
+    for task in status["tasks"]:
+        for a in task["attempts"]:
+            if a["node"].startswith("gpu"):
+                a["gpus"] = [0, 1, 2, 3]
+    decls = {**dev_decls(), "sweep-3": TaskDecl(after=("prep",))}
+    report = build_report(status, sites={"dev": load_site("dev")}, decls=decls)
+    assert report.gpu_hours_used == pytest.approx(2 * 45 / 3600)  # analyse asked for 2
+    sweep3 = [a for a in report.attempts if a.task_id == "sweep-3"]
+    assert all(a.gpus == () for a in sweep3)  # drawn as a CPU attempt
+    assert any("more GPUs than their task asked for" in n for n in report.notes)
 
 
 def test_empty_run() -> None:
