@@ -51,7 +51,7 @@ def _workflow(live: bool) -> str:
 
 @pytest.mark.xfail(
     reason=(
-        "the live engine does not call hpcorch.policies.scale yet and, on 2025-11-25, ran every "
+        "the live engine does not call hpcorch.policies.scale yet, and in a dev run it put every "
         "task on the first of its two whole-node workers (cpu1): live 112 s vs a 60 s critical "
         "path, simulated 80 s under decide_scale. Remove once the engine shares the policies."
     ),
