@@ -223,11 +223,22 @@ class Workflow:
             raise WorkflowError(f"workflow {self.name!r} has no tasks; add some first")
         return WorkflowSpec(name=self.name, site=self.site, tasks=tuple(self._tasks.values()))
 
-    def submit(self, site: str | None = None, run_dir: str | os.PathLike[str] | None = None) -> Any:
-        """Start the run in the background and return its :class:`~hpcorch.engine.RunHandle`."""
+    def submit(
+        self,
+        site: str | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        retry_config: Any = None,
+    ) -> Any:
+        """Start the run in the background and return its :class:`~hpcorch.engine.RunHandle`.
+
+        ``retry_config`` (:class:`hpcorch.policies.retry.RetryConfig`) tunes the
+        retry policy, e.g. its backoff between attempts.
+        """
         from hpcorch.engine import start_run
 
-        self._handle = start_run(self.spec(), site=site or self.site, run_dir=run_dir)
+        self._handle = start_run(
+            self.spec(), site=site or self.site, run_dir=run_dir, retry_config=retry_config
+        )
         return self._handle
 
     def run(
@@ -235,9 +246,10 @@ class Workflow:
         site: str | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         check: bool = True,
+        retry_config: Any = None,
     ) -> RunResult:
         """Run to the end; fetch function results; raise :class:`RunError` if a task failed."""
-        with self.submit(site=site, run_dir=run_dir) as handle:
+        with self.submit(site=site, run_dir=run_dir, retry_config=retry_config) as handle:
             summary = handle.wait()
             values = {
                 tid: fut.result()

@@ -1,40 +1,114 @@
-"""Whether a failed attempt is tried again: the one call the engine makes.
+"""The engine's seam to the failure policy: diagnose an attempt, decide its retry.
 
-The failure classification and remedies (bigger memory after OOM, longer
-walltime after a timeout, another node after a node failure) belong to
-:mod:`hpcorch.policies.retry`; until it exists this keeps the documented
-rule: infrastructure failures do not use up a task's retries.
+Classification is :func:`hpcorch.failures.diagnose` and the decision is
+:func:`hpcorch.policies.retry.decide_retry` (the simulator calls the same
+two); this module only translates what the engine knows (an exception, a
+:class:`~hpcorch.spec.TaskSpec`, past attempts) into their inputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
 
+from hpcorch.failures import Diagnosis, Evidence, FailureClass, diagnose
+from hpcorch.policies.retry import RetryConfig, RetryDecision, decide_retry
+from hpcorch.policies.state import Attempt, Resources, SiteLimits, TaskInfo
 from hpcorch.spec import TaskSpec
 
-__all__ = ["INFRA_CLASSES", "MAX_INFRA_RETRIES", "RetryDecision", "decide"]
+__all__ = [
+    "Attempt",
+    "Diagnosis",
+    "Resources",
+    "RetryConfig",
+    "RetryDecision",
+    "TaskFailed",
+    "decide",
+    "diagnose_exception",
+    "policy_resources",
+]
 
-INFRA_CLASSES = frozenset({"node_failure", "preempted", "infrastructure"})
-MAX_INFRA_RETRIES = 3
+_LOST_WORKER = ("KilledWorker", "CommClosedError")
 
 
-@dataclass(frozen=True)
-class RetryDecision:
-    retry: bool
-    reason: str
+class TaskFailed(Exception):
+    """A command attempt that ended badly: its exit code or signal, or its walltime ran out."""
+
+    def __init__(
+        self,
+        message: str,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.signal = signal
+        self.timed_out = timed_out
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (TaskFailed, (str(self), self.exit_code, self.signal, self.timed_out))
 
 
-def decide(task: TaskSpec, failures: list[str]) -> RetryDecision:
-    """Decide from the failure classes of this task's attempts so far (latest last)."""
-    last = failures[-1]
-    if last == "cancelled":
-        return RetryDecision(False, "cancelled")
-    infra = sum(1 for f in failures if f in INFRA_CLASSES)
-    own = len(failures) - infra
-    if last in INFRA_CLASSES:
-        if infra <= MAX_INFRA_RETRIES:
-            return RetryDecision(True, f"{last}; does not count against retries")
-        return RetryDecision(False, f"{infra} infrastructure failures")
-    if own <= task.retries:
-        return RetryDecision(True, f"{last}; retry {own} of {task.retries}")
-    return RetryDecision(False, f"{last}; no retries left ({task.retries})")
+def diagnose_exception(
+    exc: BaseException | None,
+    *,
+    node: str | None = None,
+    memory_requested: int | None = None,
+    cancel_requested: bool = False,
+) -> Diagnosis:
+    """Why an attempt failed, from the exception Dask reported for it."""
+    if isinstance(exc, TaskFailed) and exc.timed_out:
+        return Diagnosis(FailureClass.TIMEOUT, "walltime", str(exc), scope="task")
+    name = type(exc).__name__ if exc is not None else None
+    qualified = f"{type(exc).__module__}.{name}" if exc is not None else None
+    evidence = Evidence(
+        cancel_requested=cancel_requested,
+        exit_code=exc.exit_code if isinstance(exc, TaskFailed) else None,
+        signal=exc.signal if isinstance(exc, TaskFailed) else None,
+        exception_type=None if isinstance(exc, TaskFailed) else qualified,
+        exception_message=str(exc) if exc is not None else None,
+        worker_lost=name in _LOST_WORKER,
+        memory_requested=memory_requested or None,
+        node=node,
+    )
+    return diagnose(evidence)
+
+
+def policy_resources(task: TaskSpec) -> Resources:
+    """A task's request in the policy's terms (per node)."""
+    return Resources(
+        cpus=task.cpus,
+        memory=task.resources.memory,
+        gpus=math.ceil(task.gpus),
+        walltime_s=task.resources.walltime,
+        nodes=task.nodes,
+    )
+
+
+def decide(
+    task: TaskSpec,
+    partition: str | None,
+    attempts: Sequence[Attempt],
+    failure: Diagnosis,
+    limits: SiteLimits,
+    *,
+    run_infrastructure_failures: int = 0,
+    config: RetryConfig | None = None,
+) -> RetryDecision:
+    """Whether and how to try ``task`` again after the last of ``attempts`` failed."""
+    info = TaskInfo(
+        id=task.id,
+        resources=policy_resources(task),
+        retries=task.retries,
+        partition=partition,
+        estimate_s=task.estimate,
+    )
+    return decide_retry(
+        info,
+        attempts,
+        failure,
+        limits,
+        run_infrastructure_failures=run_infrastructure_failures,
+        config=config or RetryConfig(),
+    )

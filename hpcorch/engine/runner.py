@@ -23,8 +23,11 @@ from typing import Any
 from hpcorch import dag
 from hpcorch.engine import retry
 from hpcorch.engine.pools import task_resources
-from hpcorch.engine.worker import Payload, TaskFailed, drain, execute, load_result
+from hpcorch.engine.site import local_site, partition_for
+from hpcorch.engine.worker import Payload, drain, execute, load_result
 from hpcorch.journal import Journal
+from hpcorch.policies.state import site_limits
+from hpcorch.sites.model import Site
 from hpcorch.spec import TaskRef, TaskSpec, WorkflowSpec
 
 __all__ = ["TERMINAL", "Engine", "RunSummary", "TaskFailure"]
@@ -79,17 +82,6 @@ def _refs(value: Any, found: set[str]) -> None:
             _refs(v, found)
 
 
-def _classify(exc: BaseException | None) -> tuple[str, int | None, str]:
-    if isinstance(exc, TaskFailed):
-        return exc.failure_class, exc.exit_code, str(exc)
-    name = type(exc).__name__
-    if name == "KilledWorker":
-        return "node_failure", None, f"worker died while running it: {exc}"
-    if name in ("CommClosedError", "FutureCancelledError", "TimeoutError", "OSError"):
-        return "infrastructure", None, f"{name}: {exc}"
-    return "user_error", None, f"{name}: {exc}"[:500]
-
-
 class Engine:
     """Runs one workflow on one Dask client and keeps the journal in step.
 
@@ -112,6 +104,8 @@ class Engine:
         use_resources: bool = True,
         keep_results: bool = False,
         mpi_launcher: tuple[str, ...] = ("mpirun",),
+        site: Site | None = None,
+        retry_config: retry.RetryConfig | None = None,
         on_progress: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.spec = spec
@@ -121,6 +115,9 @@ class Engine:
         self.run_dir = run_dir
         self.keep_results = keep_results
         self.mpi_launcher = mpi_launcher
+        self.site = site or local_site()
+        self.limits = site_limits(self.site)
+        self.retry_config = retry_config or retry.RetryConfig()
         self.on_progress = on_progress
         self.use_resources = use_resources
         self.tasks = spec.by_id()
@@ -149,12 +146,18 @@ class Engine:
         self.owner: dict[str, str] = {}
         self.futures: dict[str, Any] = {}
         self.loads: dict[str, Any] = {}
-        self.failures: dict[str, list[str]] = {}
+        self.history: dict[str, list[retry.Attempt]] = {}
+        self.override: dict[str, retry.Resources] = {}
         self.failure_info: dict[str, TaskFailure] = {}
+        self.infra_failures = 0
+        self._timers: dict[str, threading.Timer] = {}
+        self._wake = threading.Event()
+        self._ac: Any = None
         self.open_children = {
             tid: sum(1 for c in self.children[tid] if self.state[c] != "succeeded")
             for tid in self.order
         }
+        self._remaining = sum(1 for st in self.state.values() if st not in TERMINAL)
         self._generation = 0
         self._lock = threading.RLock()
         self._waiters: dict[str, threading.Event] = {}
@@ -199,9 +202,14 @@ class Engine:
             ),
             env=task.env,
             cwd=task.cwd,
-            timeout=task.resources.walltime if kind == "command" else None,
-            memory=task.resources.memory if task.touch_memory else 0,
+            timeout=self._request(task).walltime_s if kind == "command" else None,
+            memory=self._request(task).memory if task.touch_memory else 0,
+            memory_request=self._request(task).memory,
         )
+
+    def _request(self, task: TaskSpec) -> retry.Resources:
+        """What the next attempt asks for: the spec, or what the retry policy raised it to."""
+        return self.override.get(task.id) or retry.policy_resources(task)
 
     def _stored_result(self, task_id: str) -> str | None:
         memo_key = self.memo.get(task_id)
@@ -245,6 +253,11 @@ class Engine:
             prio[key] = self.priority[tid]
             if self.use_resources:
                 res[key] = task_resources(task)
+                if tid in self.override:
+                    o = self.override[tid]
+                    res[key] = {"cpus": float(o.cpus), "memory": float(o.memory)}
+                    if o.gpus:
+                        res[key]["gpus"] = float(o.gpus)
             self.key[tid] = key
             self.owner[key] = tid
             keys.append(key)
@@ -265,6 +278,8 @@ class Engine:
     # -- state ----------------------------------------------------------------
 
     def _set(self, updates: list[tuple[str, str]], task_id: str, state: str) -> None:
+        if state in TERMINAL and self.state[task_id] not in TERMINAL:
+            self._remaining -= 1
         self.state[task_id] = state
         updates.append((task_id, state))
         if state in TERMINAL:
@@ -293,43 +308,100 @@ class Engine:
         # succeeded failed on its own.
         if any(self.state[p] != "succeeded" for p in self.parents[task_id]):
             return []
+        task = self.tasks[task_id]
         try:
             exc = fut.exception(timeout=30)
         except Exception as err:
             exc = err
-        failure_class, exit_code, message = _classify(exc)
+        request = self._request(task)
+        diagnosis = retry.diagnose_exception(
+            exc, memory_requested=request.memory, cancel_requested=self._cancelled
+        )
+        exit_code = getattr(exc, "exit_code", None)
         self.journal.record_attempts(
             [
                 {
                     "task_id": task_id,
                     "n": self.n[task_id],
                     "exit_code": exit_code,
-                    "failure_class": failure_class,
-                    "message": message,
+                    "failure_class": str(diagnosis.failure),
+                    "message": diagnosis.reason[:500],
                 }
             ]
         )
-        history = self.failures.setdefault(task_id, [])
-        history.append(failure_class)
-        decision = retry.decide(self.tasks[task_id], history)
+        history = self.history.setdefault(task_id, [])
+        history.append(
+            retry.Attempt(n=self.n[task_id], resources=request, failure=diagnosis.failure)
+        )
+        if diagnosis.failure == "infrastructure":
+            self.infra_failures += 1
+        partition = partition_for(task, self.site).name if self.site.kind == "slurm" else None
+        decision = retry.decide(
+            task,
+            partition,
+            history,
+            diagnosis,
+            self.limits,
+            run_infrastructure_failures=self.infra_failures,
+            config=self.retry_config,
+        )
         below = [
             d for d in dag.descendants(self.children, [task_id]) if self.state[d] not in TERMINAL
         ]
-        if decision.retry:
-            logger.info("task %s failed (%s); retrying: %s", task_id, message, decision.reason)
-            self.journal.event("retry", task=task_id, n=self.n[task_id], reason=decision.reason)
+        if decision.retry and not self._cancelled:
+            logger.info("task %s failed: %s; retrying", task_id, decision.reason)
+            self.journal.event(
+                "retry",
+                task=task_id,
+                n=self.n[task_id],
+                reason=decision.reason,
+                delay_s=decision.delay_s,
+                failure_class=str(diagnosis.failure),
+            )
+            if decision.resources != request:
+                self.override[task_id] = decision.resources
+            if decision.exclude_nodes:
+                logger.warning(
+                    "task %s should avoid nodes %s; the engine cannot exclude nodes yet",
+                    task_id,
+                    ", ".join(sorted(decision.exclude_nodes)),
+                )
             for tid in [task_id, *below]:
                 self._release(tid)
+                # Futures of the failed round still arrive (erred, cancelled): ignore them.
+                self.owner.pop(self.key[tid], None)
             ids = [t for t in self.order if t == task_id or t in set(below)]
+            if decision.delay_s > 0:
+                self._resubmit_later(task_id, ids, decision.delay_s)
+                return []
             return self._submit(ids, bump={task_id})
-        logger.warning("task %s failed: %s (%s)", task_id, message, decision.reason)
-        self.failure_info[task_id] = TaskFailure(task_id, failure_class, message)
+        logger.warning("task %s failed: %s", task_id, decision.reason)
+        reason = decision.reason or diagnosis.reason
+        if task.task_kind == "command":
+            reason += f"; stderr: {self.run_dir / 'logs' / f'{task_id}.{self.n[task_id]}.err'}"
+        self.failure_info[task_id] = TaskFailure(task_id, str(diagnosis.failure), reason)
         self._set(updates, task_id, "failed")
         self._release(task_id)
         for d in below:
             self._set(updates, d, "upstream_failed")
             self._release(d)
         return []
+
+    def _resubmit_later(self, task_id: str, ids: list[str], delay_s: float) -> None:
+        def fire() -> None:
+            with self._lock:
+                self._timers.pop(task_id, None)
+                if self._cancelled or self.state[task_id] in TERMINAL:
+                    self._wake.set()
+                    return
+                futures = self._submit(ids, bump={task_id})
+                self._ac.update(futures)
+            self._wake.set()
+
+        timer = threading.Timer(delay_s, fire)
+        timer.daemon = True
+        self._timers[task_id] = timer
+        timer.start()
 
     # -- attempt records -----------------------------------------------------
 
@@ -361,6 +433,34 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------
 
+    def _follow(self) -> bool:
+        """Process completions until none is in flight; True when the run is over."""
+        for batch in self._ac.batches():
+            updates: list[tuple[str, str]] = []
+            new: list[Any] = []
+            with self._lock:
+                for fut in batch:
+                    tid = self.owner.get(fut.key)
+                    if tid is None or self.key[tid] != fut.key:
+                        continue
+                    if self.state[tid] in TERMINAL:
+                        continue
+                    if fut.status == "finished":
+                        self._succeeded(tid, updates)
+                    elif self._cancelled or fut.status == "cancelled":
+                        self._set(updates, tid, "cancelled")
+                    else:
+                        new.extend(self._errored(tid, fut, updates))
+                if updates:
+                    self.journal.set_states(updates)
+                if new:
+                    self._ac.update(new)
+            if self.on_progress is not None:
+                self.on_progress(self.counts())
+            if self._cancelled or self._remaining == 0:
+                return True
+        return self._cancelled or self._remaining == 0
+
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for s in self.state.values():
@@ -383,35 +483,21 @@ class Engine:
         self._collector.start()
         try:
             if todo:
-                ac = as_completed(  # type: ignore[no-untyped-call]
-                    self._submit(todo, bump=set(todo)), with_results=False, loop=self.client.loop
+                self._ac = as_completed(  # type: ignore[no-untyped-call]
+                    [], with_results=False, loop=self.client.loop
                 )
-                for batch in ac.batches():  # type: ignore[no-untyped-call]
-                    updates: list[tuple[str, str]] = []
-                    new: list[Any] = []
+                self._ac.update(self._submit(todo, bump=set(todo)))
+                while not self._follow():
+                    # Nothing in flight: only retries waiting out their backoff remain.
                     with self._lock:
-                        for fut in batch:
-                            tid = self.owner.get(fut.key)
-                            if tid is None or self.key[tid] != fut.key:
-                                continue
-                            if self.state[tid] in TERMINAL:
-                                continue
-                            if fut.status == "finished":
-                                self._succeeded(tid, updates)
-                            elif self._cancelled or fut.status == "cancelled":
-                                self._set(updates, tid, "cancelled")
-                            else:
-                                new.extend(self._errored(tid, fut, updates))
-                        if updates:
-                            self.journal.set_states(updates)
-                    if new:
-                        ac.update(new)  # type: ignore[no-untyped-call]
-                    if self.on_progress is not None:
-                        self.on_progress(self.counts())
-                    if self._cancelled or all(s in TERMINAL for s in self.state.values()):
-                        break
+                        if self._ac.count():  # a retry was submitted meanwhile
+                            continue
+                        if not self._timers:
+                            break
+                        self._wake.clear()
+                    self._wake.wait()
         except KeyboardInterrupt:
-            self._cancelled = True
+            self.cancel()
         finally:
             self._finished.set()
             self._collector.join()
@@ -464,6 +550,11 @@ class Engine:
     def cancel(self) -> None:
         """Stop the run: cancel what is queued or running; the loop then ends."""
         self._cancelled = True
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+        self._wake.set()
         futures = list(self.futures.values())
         if futures:
             self.client.cancel(futures)

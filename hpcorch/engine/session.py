@@ -20,6 +20,7 @@ from typing import Any
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.pools import Backend, needs_resources, open_backend
+from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_site
@@ -140,6 +141,7 @@ def _engine(
     attempts: dict[str, int],
     keep_results: bool,
     on_progress: Progress | None,
+    retry_config: RetryConfig | None = None,
 ) -> tuple[Engine, Backend]:
     cache_dir = runs_root().parent / "cache"
     memo = memo_keys(spec.by_id(), dag.topological_order({t.id: t.after for t in spec.tasks}))
@@ -167,6 +169,8 @@ def _engine(
         use_resources=needs_resources(spec),
         keep_results=keep_results,
         mpi_launcher=site.mpi.launcher,
+        site=site,
+        retry_config=retry_config,
         on_progress=on_progress,
     )
     return engine, backend
@@ -181,6 +185,7 @@ def start_run(
     time_scale: float | None = None,
     keep_results: bool = True,
     on_progress: Progress | None = None,
+    retry_config: RetryConfig | None = None,
 ) -> RunHandle:
     """Validate, then start the run in the background and return its handle."""
     resolved = validate_run(spec, site)
@@ -205,6 +210,7 @@ def start_run(
             attempts={},
             keep_results=keep_results,
             on_progress=on_progress,
+            retry_config=retry_config,
         )
     except BaseException:
         journal.set_run_state("failed")

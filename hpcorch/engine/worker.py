@@ -14,7 +14,6 @@ import collections
 import importlib
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import time
@@ -23,24 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcorch.engine.retry import TaskFailed, diagnose_exception
 from hpcorch.spec import TaskRef
 
-__all__ = ["Payload", "TaskFailed", "classify_exit", "drain", "execute", "load_result"]
+__all__ = ["Payload", "TaskFailed", "drain", "execute", "load_result"]
 
 _BUFFER: collections.deque[dict[str, Any]] = collections.deque()
 _IDENTITY: dict[str, Any] = {}
-
-
-class TaskFailed(Exception):
-    """A task attempt that ended badly; carries what the retry policy needs."""
-
-    def __init__(self, message: str, exit_code: int | None, failure_class: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.failure_class = failure_class
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskFailed, (str(self), self.exit_code, self.failure_class))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,19 +50,8 @@ class Payload:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     timeout: float | None = None
-    memory: int = 0
-
-
-def classify_exit(returncode: int, timed_out: bool) -> str:
-    """Failure class of a command that ended with ``returncode``."""
-    if timed_out:
-        return "timeout"
-    # The kernel's OOM killer sends SIGKILL; a process we did not kill is most likely it.
-    if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
-        return "out_of_memory"
-    if returncode in (-signal.SIGTERM, 128 + signal.SIGTERM):
-        return "cancelled"
-    return "user_error"
+    memory: int = 0  # bytes an emulated task really allocates
+    memory_request: int = 0  # bytes requested, for diagnosing a failure
 
 
 def _identity() -> dict[str, Any]:
@@ -154,19 +131,23 @@ def _run_command(p: Payload) -> None:
                 argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=p.cwd
             )
         except OSError as exc:
-            raise TaskFailed(
-                f"cannot start {argv[0]!r}: {exc.strerror}", 127, "user_error"
-            ) from None
+            raise TaskFailed(f"cannot start {argv[0]!r}: {exc.strerror}", 127) from None
         try:
             returncode = proc.wait(timeout=p.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             proc.kill()
             returncode = proc.wait()
-    if returncode != 0 or timed_out:
-        cls = classify_exit(returncode, timed_out)
-        what = f"timed out after {p.timeout:g}s" if timed_out else f"exited with {returncode}"
-        raise TaskFailed(f"{argv[0]} {what}; see {stem}.err", returncode, cls)
+    if timed_out:
+        raise TaskFailed(
+            f"{argv[0]} ran past its walltime of {p.timeout:g}s; see {stem}.err", timed_out=True
+        )
+    if returncode < 0:
+        raise TaskFailed(
+            f"{argv[0]} killed by signal {-returncode}; see {stem}.err", None, -returncode
+        )
+    if returncode != 0:
+        raise TaskFailed(f"{argv[0]} exited with {returncode}; see {stem}.err", returncode)
 
 
 def _emulate(p: Payload) -> None:
@@ -199,11 +180,15 @@ def execute(p: Payload, *dep_values: Any) -> Any:
             _run_command(p)
         else:
             _emulate(p)
-    except TaskFailed as exc:
-        record.update(exit_code=exc.exit_code, failure_class=exc.failure_class, message=str(exc))
-        raise
     except Exception as exc:
-        record.update(failure_class="user_error", message=f"{type(exc).__name__}: {exc}"[:500])
+        diagnosis = diagnose_exception(
+            exc, node=record.get("node"), memory_requested=p.memory_request
+        )
+        record.update(
+            exit_code=exc.exit_code if isinstance(exc, TaskFailed) else None,
+            failure_class=str(diagnosis.failure),
+            message=_message(exc)[:500],
+        )
         raise
     else:
         record["exit_code"] = 0
@@ -217,6 +202,10 @@ def execute(p: Payload, *dep_values: Any) -> Any:
     finally:
         record["end"] = time.time()
         _BUFFER.append(record)
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, TaskFailed) else f"{type(exc).__name__}: {exc}"
 
 
 def drain(run_id: str) -> list[dict[str, Any]]:

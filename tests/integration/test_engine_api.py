@@ -11,6 +11,7 @@ import pytest
 import hpcorch
 from hpcorch.errors import RunError, WorkflowError
 from hpcorch.journal import status
+from hpcorch.policies.retry import RetryConfig
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,9 @@ def test_failure_raises_run_error_and_skips_descendants() -> None:
     bad = wf.add(boom, id="bad")
     wf.add(square, bad, id="child")
     wf.add(square, 3, id="independent")
-    with pytest.raises(RunError, match="bad: user_error: ValueError: bad input value"):
+    with pytest.raises(
+        RunError, match="bad: user_error: raised ValueError: bad input value; gave up"
+    ):
         wf.run(site="local")
     with wf.submit(site="local") as handle:
         with pytest.raises(RunError, match="'child' is upstream_failed"):
@@ -114,13 +117,22 @@ def test_retry_then_success_records_both_attempts(tmp_path: Path) -> None:
     wf = hpcorch.Workflow("retry")
     f = wf.add(flaky, str(tmp_path / "marker"), id="flaky", retries=2)
     wf.add(len, f, id="after")  # a child is resubmitted with its retried parent
-    result = wf.run(site="local")
+    result = wf.run(site="local", retry_config=RetryConfig(user_backoff_s=0.5))
     assert result.result(f) == "second attempt"
     assert result.result("after") == len("second attempt")
     data = status(result.run_dir)
     flaky_task = next(t for t in data["tasks"] if t["id"] == "flaky")
     assert [a["failure_class"] for a in flaky_task["attempts"]] == ["user_error", None]
     assert [a["n"] for a in flaky_task["attempts"]] == [1, 2]
+
+
+def test_timeout_is_retried_with_a_longer_walltime() -> None:
+    wf = hpcorch.Workflow("walltime")
+    wf.add(["sleep", "1.5"], id="slow", walltime=1)  # retries: 0 - timeouts have their own remedy
+    result = wf.run(site="local")
+    slow = next(t for t in status(result.run_dir)["tasks"] if t["id"] == "slow")
+    assert [a["failure_class"] for a in slow["attempts"]] == ["timeout", None]
+    assert slow["state"] == "succeeded"
 
 
 def test_memoized_task_does_not_run_twice(tmp_path: Path) -> None:

@@ -175,7 +175,10 @@ def test_failed_task_exit_1_with_summary_and_upstream_failed(tmp_path: Path) -> 
     run_dir = tmp_path / "run"
     proc = _hpcorch("run", str(workflow), "--run-dir", str(run_dir), cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    assert "bad: user_error: false exited with 1" in proc.stdout
+    assert (
+        "bad: user_error: exited with code 1; gave up after 2 user-error attempt(s)" in proc.stdout
+    )
+    assert "bad.2.err" in proc.stdout
     data = _status(run_dir, tmp_path)
     states = {t["id"]: t["state"] for t in data["tasks"]}
     assert states == {

@@ -57,9 +57,9 @@ def test_cycle(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, caps
         monkeypatch,
         capsys,
         "tasks:\n"
-        "  - {id: a, command: [true], after: [c]}\n"
-        "  - {id: b, command: [true], after: [a]}\n"
-        "  - {id: c, command: [true], after: [b]}\n",
+        "  - {id: a, command: ['true'], after: [c]}\n"
+        "  - {id: b, command: ['true'], after: [a]}\n"
+        "  - {id: c, command: ['true'], after: [b]}\n",
     )
     assert "the workflow has a cycle: " in err
     assert any(c in err for c in ("a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"))
@@ -71,14 +71,14 @@ def test_unknown_dependency(tmp_path: Path, home: Path, monkeypatch, capsys) -> 
         home,
         monkeypatch,
         capsys,
-        "tasks:\n  - {id: sim, command: [true], after: [prep]}\n",
+        "tasks:\n  - {id: sim, command: ['true'], after: [prep]}\n",
     )
     assert "task 'sim' depends on unknown task 'prep'" in err
 
 
 def test_unknown_key(tmp_path: Path, home: Path, monkeypatch, capsys) -> None:
     err = _refused(
-        tmp_path, home, monkeypatch, capsys, "tasks:\n  - {id: a, command: [true], retires: 2}\n"
+        tmp_path, home, monkeypatch, capsys, "tasks:\n  - {id: a, command: ['true'], retires: 2}\n"
     )
     assert "unknown key 'retires'" in err and "valid keys: id, kind, command" in err
 
@@ -89,7 +89,7 @@ def test_impossible_resources(tmp_path: Path, home: Path, monkeypatch, capsys) -
         home,
         monkeypatch,
         capsys,
-        "tasks:\n  - {id: huge, command: [true], resources: {cpus: 4096, memory: 64TiB}}\n",
+        "tasks:\n  - {id: huge, command: ['true'], resources: {cpus: 4096, memory: 64TiB}}\n",
     )
     assert "task 'huge' needs 4096 cpus" in err and "no partition of site 'local'" in err
     assert "lower the request or choose another --site" in err
@@ -102,14 +102,14 @@ def test_gpus_on_a_gpu_less_site(tmp_path: Path, home: Path, monkeypatch, capsys
         home,
         monkeypatch,
         capsys,
-        "tasks:\n  - {id: g, command: [true], resources: {gpus: 1}}\n",
+        "tasks:\n  - {id: g, command: ['true'], resources: {gpus: 1}}\n",
     )
     assert "task 'g' needs 1 cpus, 1 gpus" in err
 
 
 def test_unknown_site(tmp_path: Path, home: Path, monkeypatch, capsys) -> None:
     path = tmp_path / "wf.yaml"
-    path.write_text("tasks:\n  - {id: a, command: [true]}\n")
+    path.write_text("tasks:\n  - {id: a, command: ['true']}\n")
     assert _hpcorch(monkeypatch, "run", str(path), "--site", "nowhere") == 2
     assert "unknown site 'nowhere'" in capsys.readouterr().err
     assert not (home / "runs").exists()
