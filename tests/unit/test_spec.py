@@ -60,7 +60,7 @@ def test_command_must_be_argv_list() -> None:
 
 
 def test_yaml_boolean_in_argv_is_refused() -> None:
-    with pytest.raises(WorkflowError, match="quote it, e.g. 'true'"):
+    with pytest.raises(WorkflowError, match=r"quote it, e\.g\. 'true'"):
         parse_workflow(_wf({"id": "a", "command": [True]}))
 
 
