@@ -190,3 +190,37 @@ def test_failed_task_exit_1_with_summary_and_upstream_failed(tmp_path: Path) -> 
     bad = next(t for t in data["tasks"] if t["id"] == "bad")
     assert [a["exit_code"] for a in bad["attempts"]] == [1, 1]
     assert [a["failure_class"] for a in bad["attempts"]] == ["user_error", "user_error"]
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_live_run(tmp_path: Path) -> None:
+    workflow = tmp_path / "long.yaml"
+    workflow.write_text(
+        "tasks:\n"
+        + "".join(f"  - {{id: nap-{i}, command: [sleep, '30']}}\n" for i in range(4))
+        + "  - {id: after, command: ['true'], after: [nap-0, nap-1, nap-2, nap-3]}\n"
+    )
+    run_dir = tmp_path / "run"
+    driver = subprocess.Popen(
+        [str(HPCORCH), "run", str(workflow), "--run-dir", str(run_dir)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (run_dir / "journal.sqlite").exists() and _status(run_dir, tmp_path)["counts"][
+            "running"
+        ]:
+            break
+        time.sleep(0.2)
+    started = time.monotonic()
+    proc = _hpcorch("cancel", str(run_dir), cwd=tmp_path)
+    assert "cancelled" in proc.stdout
+    out, _ = driver.communicate(timeout=60)
+    assert time.monotonic() - started < 25, "cancel waited for the tasks to finish"
+    assert driver.returncode == 1 and "cancelled" in out
+    data = _status(run_dir, tmp_path)
+    assert data["state"] == "cancelled"
+    assert {t["state"] for t in data["tasks"]} == {"cancelled"}
