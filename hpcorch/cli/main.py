@@ -40,7 +40,8 @@ cli.add_command(simulate)
 def main() -> None:
     """Console-script entry point: map hpcorch errors to documented exit codes."""
     try:
-        cli.main(standalone_mode=False)
+        # standalone_mode=False hands back ctx.exit(code) as the return value.
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -52,3 +53,4 @@ def main() -> None:
     except HpcorchError as exc:
         click.echo(f"hpcorch: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
