@@ -36,8 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hpcorch.failures import Diagnosis, Evidence, FailureClass
-from hpcorch.placement import POLICIES, NodeState, Packer, Placement, Request, workload_classes
-from hpcorch.placement.packer import TaskClass
+from hpcorch.placement import Request
 from hpcorch.policies.retry import NodeStrike, struck_nodes
 from hpcorch.policies.scale import PoolHistory
 from hpcorch.policies.state import (
@@ -56,8 +55,8 @@ from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.hooks import SimPolicies
 from hpcorch.sim.slots import NodeFree, SlotPool
 from hpcorch.sim.slurm import JobState, SimSlurm
+from hpcorch.sim.topo import TopologyPlacer, node_topology
 from hpcorch.sim.workload import SimWorkload
-from hpcorch.topology import GpuInfo, NodeTopology
 
 __all__ = ["DriverConfig", "Region", "WorkflowSim"]
 
@@ -239,11 +238,12 @@ class WorkflowSim:
         )
         self._history: dict[str, PoolHistory] = {}
         # topology placement (config.placement): one Packer per running allocation
-        self._packers: dict[int, Packer] | None = {} if config.placement else None
-        self._packer_nodes: dict[str, int] = {}  # node name -> global id
-        self._placed: dict[int, Placement] = {}  # running task -> its slot
+        self._topo = (
+            TopologyPlacer(config.placement, (self._request(t) for t in range(n)), seed=config.seed)
+            if config.placement
+            else None
+        )
         self.a_slot: dict[int, tuple[str, str]] = {}  # attempt -> (cores, gpus) as journaled
-        self._classes: tuple[TaskClass, ...] | None = None
         self._last_slot: dict[int, tuple[str, str]] = {}
         self._observed_wait: list[float | None] = [None] * len(self.regions)
         self._pool = PoolShape(
@@ -442,8 +442,9 @@ class WorkflowSim:
             self.node_alloc[gid] = index
             self.free.reset(gid, r.cores_per_node, r.memory_per_node, r.gpus_per_node)
             pool.add(gid)
-        if self._packers is not None:
-            self._packers[index] = self._packer_for(region, gids)
+        if self._topo is not None:
+            topology = node_topology(r.cores_per_node, r.memory_per_node, r.gpus_per_node)
+            self._topo.open(index, [(self.node_name(g), g) for g in gids], topology)
         bisect.insort(self.by_end, (-(now + alloc.walltime), index))
         self._new.clear()  # every ready task is tried on the new nodes below
         for gid in gids:
@@ -484,8 +485,8 @@ class WorkflowSim:
                     )
                 self._end_attempt(t, gid, evidence)
             self.node_alloc[gid] = -1
-        if self._packers is not None:
-            self._packers.pop(index, None)
+        if self._topo is not None:
+            self._topo.close(index)
         self._place_new()
 
     # -- tasks --------------------------------------------------------------------
@@ -519,54 +520,9 @@ class WorkflowSim:
             return (w.cpus[t], w.memory[t], w.gpus[t], excluded)
         return (res.cpus, res.memory, res.gpus, excluded)
 
-    def _packer_for(self, region: int, gids: list[int]) -> Packer:
-        r = self.regions[region]
-        sockets = 2 if r.cores_per_node % 2 == 0 and r.cores_per_node > 1 else 1
-        gpus = tuple(
-            GpuInfo(i, i * sockets // max(1, r.gpus_per_node)) for i in range(r.gpus_per_node)
-        )
-        topology = NodeTopology(
-            sockets, r.cores_per_node // sockets, r.memory_per_node or 1 << 50, gpus
-        )
-        states = []
-        for gid in gids:
-            name = self.node_name(gid)
-            self._packer_nodes[name] = gid
-            states.append(NodeState.idle(name, topology))
-        if self._classes is None:
-            self._classes = workload_classes(self._request(t) for t in range(len(self.w)))
-        policy = self.config.placement
-        assert policy in POLICIES, f"unknown placement policy {policy!r}"
-        return Packer(states, policy, workload=self._classes, seed=self.config.seed)
-
     def _request(self, t: int) -> Request:
         res = self._resources(t)
         return Request(cpus=res.cpus, memory=res.memory, gpus=res.gpus, id=self.w.task_id(t))
-
-    def _choose(self, t: int, index: int, hint: int) -> int:
-        """Topology placement: the allocation's Packer picks node, cores and GPUs (``hint`` is
-        the node the counts found; the policy may prefer another of the allocation's)."""
-        assert self._packers is not None
-        packer = self._packers.get(index)
-        if packer is None:
-            return hint
-        placement = packer.place(self._request(t))
-        if placement is None:
-            return -1
-        self._placed[t] = placement
-        slot = placement.slots[0]
-        return self._packer_nodes[slot.node]
-
-    def _unplace(self, t: int, index: int) -> None:
-        assert self._packers is not None
-        placement = self._placed.pop(t, None)
-        if placement is None:
-            return
-        slot = placement.slots[0]
-        self._last_slot[t] = (",".join(map(str, slot.cores)), ",".join(map(str, slot.gpus)))
-        packer = self._packers.get(index)
-        if packer is not None:
-            packer.release(placement)
 
     def _set_aside(self, t: int, key: _Key) -> None:
         """No live worker has time for ``t``: it waits for a fresh allocation, in a class
@@ -636,7 +592,7 @@ class WorkflowSim:
                 else:
                     skip.add(best)
                 continue
-            chosen = self._choose(t, index, node) if self._packers is not None else node
+            chosen = node if self._topo is None else self._topo.place(t, index, self._request(t))
             if chosen < 0:
                 skip.add(best)
                 continue
@@ -679,8 +635,8 @@ class WorkflowSim:
                     no_time = True  # and none of the later-ending ones has time either
                     break
                 node = pool.find(cpus, mem, gpus, exclude)
-                if node >= 0 and self._packers is not None:
-                    node = self._choose(t, index, node)
+                if node >= 0 and self._topo is not None:
+                    node = self._topo.place(t, index, self._request(t))
                 if node >= 0:
                     break
             if node >= 0:
@@ -758,8 +714,8 @@ class WorkflowSim:
         else:
             cpus, mem, gpus = res.cpus, res.memory, res.gpus
         index = self.node_alloc[node]
-        if self._packers is not None:
-            self._unplace(t, index)
+        if self._topo is not None and (slot := self._topo.release(t)) is not None:
+            self._last_slot[t] = slot
         pool = self.allocs[index].pool if index >= 0 else None
         if pool is not None:
             pool.release(node, cpus, mem, gpus)
@@ -789,7 +745,7 @@ class WorkflowSim:
         self.a_node.append(node)
         self.a_alloc.append(index)
         self.a_fail.append(0 if diagnosis is None else _CODE[diagnosis.failure])
-        if self._packers is not None and (slot := self._last_slot.pop(t, None)) is not None:
+        if self._last_slot and (slot := self._last_slot.pop(t, None)) is not None:
             self.a_slot[len(self.a_task) - 1] = slot
         if diagnosis is None:
             self.t_state[t] = SUCCEEDED
