@@ -122,6 +122,7 @@ class Monitor:
         self._workers: dict[str, WorkerInfo] = {}
         self._silent: set[str] = set()
         self._next_slurm = 0.0
+        self._last_refresh = -1e18
         self._nodes_seen = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,6 +164,23 @@ class Monitor:
 
     def allocation(self, job_id: str) -> JobInfo | None:
         return self.poller.job(str(job_id)) if self.poller is not None else None
+
+    def refresh(self, job_id: str, max_age_s: float = 2.0) -> JobInfo | None:
+        """A job's state, polling Slurm now (for all watched jobs at once) unless it just did.
+
+        Called when a worker is lost, to tell a cancelled or timed-out allocation
+        from a failed node before the next interval.
+        """
+        if self.poller is None:
+            return None
+        self.watch_allocations([job_id])
+        with self._lock:
+            fresh = self._clock() - self._last_refresh < max_age_s
+            if not fresh:
+                self._last_refresh = self._clock()
+        if not fresh and self.poller.poll_once():
+            self._nodes_seen = True
+        return self.poller.job(str(job_id))
 
     def allocation_ids(self) -> list[str]:
         with self._lock:

@@ -32,7 +32,11 @@ _LOST_WORKER = ("KilledWorker", "CommClosedError")
 
 
 class TaskFailed(Exception):
-    """A command attempt that ended badly: its exit code or signal, or its walltime ran out."""
+    """A command attempt that ended badly: its exit code or signal, or its walltime ran out.
+
+    ``memory_peak`` is the peak RSS of the command's process tree (bytes), ``node``
+    where it ran: evidence for :mod:`hpcorch.engine.recovery`.
+    """
 
     def __init__(
         self,
@@ -40,14 +44,19 @@ class TaskFailed(Exception):
         exit_code: int | None = None,
         signal: int | None = None,
         timed_out: bool = False,
+        memory_peak: int | None = None,
+        node: str | None = None,
     ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.signal = signal
         self.timed_out = timed_out
+        self.memory_peak = memory_peak
+        self.node = node
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (TaskFailed, (str(self), self.exit_code, self.signal, self.timed_out))
+        args = (str(self), self.exit_code, self.signal, self.timed_out, self.memory_peak, self.node)
+        return (TaskFailed, args)
 
 
 def diagnose_exception(

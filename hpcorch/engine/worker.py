@@ -14,6 +14,7 @@ import collections
 import importlib
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import time
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcorch.engine.retry import TaskFailed, diagnose_exception
+from hpcorch.engine import watchdog
+from hpcorch.engine.retry import TaskFailed
 from hpcorch.spec import TaskRef
 
 __all__ = ["Payload", "TaskFailed", "drain", "execute", "load_result"]
@@ -124,7 +126,6 @@ def _run_command(p: Payload) -> None:
         "HPCORCH_TASK_ID": p.task_id,
         "HPCORCH_ATTEMPT": str(p.n),
     }
-    timed_out = False
     with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
         try:
             proc = subprocess.Popen(
@@ -132,22 +133,33 @@ def _run_command(p: Payload) -> None:
             )
         except OSError as exc:
             raise TaskFailed(f"cannot start {argv[0]!r}: {exc.strerror}", 127) from None
-        try:
-            returncode = proc.wait(timeout=p.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill()
-            returncode = proc.wait()
-    if timed_out:
+        ended = watchdog.wait(proc, timeout=p.timeout, memory_limit=p.memory_request)
+    returncode, peak = ended.returncode, ended.memory_peak
+    if ended.timed_out:
         raise TaskFailed(
-            f"{argv[0]} ran past its walltime of {p.timeout:g}s; see {stem}.err", timed_out=True
+            f"{argv[0]} ran past its walltime of {p.timeout:g}s; see {stem}.err",
+            timed_out=True,
+            memory_peak=peak,
+        )
+    if ended.over_memory:
+        raise TaskFailed(
+            f"{argv[0]} used {(peak or 0) // 2**20} MiB, above the {p.memory_request // 2**20} MiB "
+            f"it asked for, and was killed; see {stem}.err",
+            None,
+            signal.SIGKILL,
+            memory_peak=peak,
         )
     if returncode < 0:
         raise TaskFailed(
-            f"{argv[0]} killed by signal {-returncode}; see {stem}.err", None, -returncode
+            f"{argv[0]} killed by signal {-returncode}; see {stem}.err",
+            None,
+            -returncode,
+            memory_peak=peak,
         )
     if returncode != 0:
-        raise TaskFailed(f"{argv[0]} exited with {returncode}; see {stem}.err", returncode)
+        raise TaskFailed(
+            f"{argv[0]} exited with {returncode}; see {stem}.err", returncode, memory_peak=peak
+        )
 
 
 def _emulate(p: Payload) -> None:
@@ -181,12 +193,12 @@ def execute(p: Payload, *dep_values: Any) -> Any:
         else:
             _emulate(p)
     except Exception as exc:
-        diagnosis = diagnose_exception(
-            exc, node=record.get("node"), memory_requested=p.memory_request
-        )
+        if isinstance(exc, TaskFailed):
+            exc.node = record.get("node")
+        # The failure class is the driver's to write: it also knows the node's and the
+        # allocation's fate (hpcorch.engine.recovery).
         record.update(
             exit_code=exc.exit_code if isinstance(exc, TaskFailed) else None,
-            failure_class=str(diagnosis.failure),
             message=_message(exc)[:500],
         )
         raise

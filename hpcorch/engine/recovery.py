@@ -1,0 +1,248 @@
+"""Recovery of a failed attempt: gather the evidence, classify it, decide, remember.
+
+For every failed attempt the engine calls :meth:`Recovery.failed` with what
+Dask returned. This module turns it into :class:`~hpcorch.failures.Evidence`:
+
+* the worker's own report (:class:`~hpcorch.engine.retry.TaskFailed`: exit
+  code, signal, walltime kill, peak memory of the command's process tree,
+  node) or the Python exception a function raised;
+* a lost worker (``KilledWorker``): which node and Slurm job it lived in,
+  from the :class:`~hpcorch.engine.monitor.Monitor`; the monitor refreshes
+  its one batched Slurm poll first, so an allocation that was cancelled,
+  timed out or preempted under the task is seen as such;
+* the node's health as the monitor last saw it;
+
+then :func:`~hpcorch.failures.diagnose` classifies it and
+:func:`~hpcorch.policies.retry.decide_retry` decides. The recovery keeps the
+per-task history, the run's infrastructure failure count, the node strike
+table and each task's excluded nodes; :meth:`allowed_workers` turns the
+exclusions into the Dask workers a retried task may use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from hpcorch.engine.retry import TaskFailed, policy_resources
+from hpcorch.failures import Diagnosis, Evidence, FailureClass, diagnose
+from hpcorch.policies.retry import (
+    NodeStrike,
+    RetryConfig,
+    RetryDecision,
+    decide_retry,
+    struck_nodes,
+)
+from hpcorch.policies.state import Attempt, NodeHealth, Resources, TaskInfo, site_limits
+from hpcorch.sites.model import Site
+from hpcorch.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from hpcorch.engine.monitor import Monitor
+
+__all__ = ["Outcome", "Recovery", "evidence_of"]
+
+logger = logging.getLogger(__name__)
+
+_LOST_WORKER = frozenset({"KilledWorker", "CommClosedError"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the engine applies and journals for one failed attempt."""
+
+    diagnosis: Diagnosis
+    decision: RetryDecision
+    evidence: Evidence
+    job_id: str | None = None
+    exclude_nodes: frozenset[str] = frozenset()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The attempt's journal fields this failure knows."""
+        return {
+            "exit_code": self.evidence.exit_code,
+            "failure_class": str(self.diagnosis.failure),
+            "node": self.evidence.node,
+            "job_id": self.job_id,
+            "message": self.diagnosis.reason[:500],
+        }
+
+
+def _lost_worker_address(exc: BaseException | None) -> str | None:
+    worker = getattr(exc, "last_worker", None)
+    address = getattr(worker, "address", None)
+    return str(address) if address else None
+
+
+def evidence_of(
+    exc: BaseException | None,
+    *,
+    memory_requested: int = 0,
+    cancel_requested: bool = False,
+    node: str | None = None,
+    node_healthy: bool | None = None,
+    allocation_state: str | None = None,
+    allocation_reason: str | None = None,
+) -> Evidence:
+    """Evidence from the exception Dask gave for an attempt, plus what the monitor knows."""
+    name = type(exc).__name__ if exc is not None else None
+    lost = name in _LOST_WORKER
+    failed = exc if isinstance(exc, TaskFailed) else None
+    qualified = f"{type(exc).__module__}.{name}" if exc is not None and failed is None else None
+    return Evidence(
+        # Only a lost worker ties the attempt to its allocation's fate.
+        slurm_state=allocation_state if lost else None,
+        slurm_reason=allocation_reason if lost else None,
+        scope="allocation" if lost and allocation_state else "task",
+        cancel_requested=cancel_requested,
+        exit_code=failed.exit_code if failed else None,
+        signal=failed.signal if failed else None,
+        exception_type=None if failed or lost else qualified,
+        exception_message=str(exc) if exc is not None and not lost else None,
+        worker_lost=lost,
+        memory_requested=memory_requested or None,
+        memory_peak=failed.memory_peak if failed else None,
+        node=(failed.node if failed and failed.node else None) or node,
+        node_healthy=node_healthy,
+    )
+
+
+@dataclass
+class _TaskState:
+    attempts: list[Attempt] = field(default_factory=list)
+    exclude: frozenset[str] = frozenset()
+
+
+class Recovery:
+    """The run's recovery state and the one entry point, :meth:`failed`."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        monitor: Monitor | None = None,
+        config: RetryConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.site = site
+        self.limits = site_limits(site)
+        self.monitor = monitor
+        self.config = config or RetryConfig()
+        self.infrastructure_failures = 0
+        self.strikes: list[NodeStrike] = []
+        self._tasks: dict[str, _TaskState] = {}
+        self._clock = clock
+
+    def failed(
+        self,
+        task: TaskSpec,
+        n: int,
+        exc: BaseException | None,
+        request: Resources,
+        *,
+        partition: str | None = None,
+        cancel_requested: bool = False,
+    ) -> Outcome:
+        """Classify attempt ``n`` of ``task`` that raised ``exc`` and decide its retry."""
+        now = self._clock()
+        node, job_id, healthy, state, reason = self._monitor_view(exc)
+        evidence = evidence_of(
+            exc,
+            memory_requested=request.memory,
+            cancel_requested=cancel_requested,
+            node=node,
+            node_healthy=healthy,
+            allocation_state=state,
+            allocation_reason=reason,
+        )
+        if evidence.node and self.monitor is not None and evidence.node != node:
+            evidence = replace(evidence, node_healthy=self.monitor.node_healthy(evidence.node))
+        if isinstance(exc, TaskFailed) and exc.timed_out:
+            text = f"{exc}"
+            diagnosis = Diagnosis(FailureClass.TIMEOUT, "walltime", text, scope="task")
+        else:
+            diagnosis = diagnose(evidence)
+        if diagnosis.failure is FailureClass.INFRASTRUCTURE:
+            self.infrastructure_failures += 1
+        state_ = self._tasks.setdefault(task.id, _TaskState())
+        state_.attempts.append(
+            Attempt(
+                n=n,
+                resources=request,
+                failure=diagnosis.failure,
+                node=evidence.node,
+                memory_peak=evidence.memory_peak,
+                scope=diagnosis.scope,
+            )
+        )
+        health = NodeHealth(
+            unhealthy=self.monitor.unhealthy_nodes() if self.monitor else frozenset(),
+            struck=struck_nodes(self.strikes, now, self.config),
+        )
+        info = TaskInfo(
+            id=task.id,
+            resources=policy_resources(task),
+            retries=task.retries,
+            partition=partition,
+            estimate_s=task.estimate,
+        )
+        decision = decide_retry(
+            info,
+            state_.attempts,
+            diagnosis,
+            self.limits,
+            health,
+            run_infrastructure_failures=self.infrastructure_failures,
+            config=self.config,
+        )
+        if decision.strike_node:
+            self.strikes.append(NodeStrike(decision.strike_node, task.id, now))
+            health = NodeHealth(health.unhealthy, struck_nodes(self.strikes, now, self.config))
+        if decision.exclude_nodes or health.struck:
+            state_.exclude = state_.exclude | decision.exclude_nodes | health.struck
+        return Outcome(diagnosis, decision, evidence, job_id, state_.exclude)
+
+    def excluded(self, task_id: str) -> frozenset[str]:
+        state = self._tasks.get(task_id)
+        return state.exclude if state is not None else frozenset()
+
+    def allowed_workers(self, task_id: str) -> list[str] | None:
+        """Live workers not on the task's excluded nodes; None when the task may go anywhere.
+
+        With every live worker excluded (all on excluded nodes), None as well: the
+        excluded node's workers died with it, and a worker that joins later is new.
+        """
+        exclude = self.excluded(task_id)
+        if not exclude or self.monitor is None:
+            return None
+        live = self.monitor.live_workers()
+        allowed = [w.address for w in live if w.node is not None and w.node not in exclude]
+        if not allowed:
+            logger.warning(
+                "task %s avoids %s but no other worker is up yet; it may go to any worker",
+                task_id,
+                ", ".join(sorted(exclude)),
+            )
+            return None
+        return allowed
+
+    def _monitor_view(
+        self, exc: BaseException | None
+    ) -> tuple[str | None, str | None, bool | None, str | None, str | None]:
+        """(node, job id, node healthy, allocation state, reason) of the attempt's worker."""
+        if self.monitor is None:
+            return None, None, None, None, None
+        address = _lost_worker_address(exc)
+        worker = self.monitor.worker(address) if address else None
+        if worker is None:
+            return None, None, None, None, None
+        state = reason = None
+        if worker.job_id:
+            job = self.monitor.refresh(worker.job_id)
+            if job is not None and job.terminal:
+                state, reason = job.state.value, job.reason
+        return worker.node, worker.job_id, self.monitor.node_healthy(worker.node), state, reason
