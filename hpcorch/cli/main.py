@@ -12,6 +12,7 @@ from hpcorch.cli.report import report
 from hpcorch.cli.run import cancel, logs, resume, run, status
 from hpcorch.cli.simulate import simulate
 from hpcorch.cli.sites import sites
+from hpcorch.cli.submit import submit
 from hpcorch.errors import HpcorchError
 
 
@@ -35,6 +36,7 @@ cli.add_command(report)
 cli.add_command(doctor)
 cli.add_command(sites)
 cli.add_command(simulate)
+cli.add_command(submit)
 
 
 def main() -> None:

@@ -90,9 +90,15 @@ def _finish(summary: Any) -> None:
     default=None,
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
+@click.option("--run-id", default=None, help="Run id (default: a new one from the name).")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
 def run(
-    workflow: Path, site: str | None, run_dir: Path | None, time_scale: float | None, verbose: int
+    workflow: Path,
+    site: str | None,
+    run_dir: Path | None,
+    time_scale: float | None,
+    run_id: str | None,
+    verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end."""
     from hpcorch.engine import run_workflow
@@ -114,6 +120,7 @@ def run(
             time_scale=time_scale,
             on_progress=progress,
             on_start=started,
+            run_id=run_id,
         )
     finally:
         progress.close()

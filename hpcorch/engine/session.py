@@ -220,8 +220,10 @@ def start_run(
 
 
 def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> RunSummary:
-    # SIGTERM (hpcorch cancel) cancels the run cleanly, as Ctrl-C does.
-    previous: Any = None
+    # SIGTERM (hpcorch cancel) cancels the run cleanly, as Ctrl-C does. SIGUSR1 (a driver
+    # job about to be requeued) stops it the same way but leaves it to `hpcorch resume`.
+    previous: dict[int, Any] = {}
+    suspended = False
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
 
@@ -229,12 +231,24 @@ def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> Ru
             logger.warning("received signal %d: cancelling the run", signum)
             engine.cancel()
 
-        previous = signal.signal(signal.SIGTERM, _on_term)
+        def _on_usr1(signum: int, frame: FrameType | None) -> None:
+            nonlocal suspended
+            logger.warning("received SIGUSR1: stopping; 'hpcorch resume' finishes the run")
+            suspended = True
+            engine.cancel()
+
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_term)
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _on_usr1)
     try:
-        return engine.run()
+        summary = engine.run()
+        if suspended:
+            # Cancelled tasks run again on resume; the run itself is not over.
+            journal.set_run_state("running")
+            journal.event("suspend", time=time.time())
+        return summary
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _shutdown(backend, journal)
 
 
@@ -247,10 +261,11 @@ def run_workflow(
     time_scale: float | None = None,
     on_progress: Progress | None = None,
     on_start: Callable[[str, Path], None] | None = None,
+    run_id: str | None = None,
 ) -> RunSummary:
     """Run ``spec`` to the end in this thread and return the summary."""
     resolved = validate_run(spec, site)
-    run_id = new_run_id(spec.name)
+    run_id = run_id or new_run_id(spec.name)
     path = Path(run_dir) if run_dir is not None else runs_root() / run_id
     journal = Journal.create(
         path,
