@@ -28,3 +28,21 @@ def test_readme_opens_with_two_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
+
+
+def test_readme_python_example_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S)
+    assert block
+    script = tmp_path / "example.py"
+    script.write_text(textwrap.dedent(block.group(1)))
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "285"
