@@ -4,7 +4,7 @@ The whole ready-or-waiting graph goes to the scheduler in one ``update-graph``
 with parent futures as task arguments, so results flow worker to worker and
 Dask starts a child the moment its parents end. Tasks carry critical-path
 priorities and resource restrictions as per-key annotations. The driver only
-sees completion notices (``as_completed`` in batches, results not fetched),
+sees completion notices (in batches, results not fetched),
 collects attempt records from the workers in batches, and resubmits a failed
 task with its descendants when the retry decision says so.
 """
@@ -22,6 +22,7 @@ from typing import Any
 
 from hpcorch import dag
 from hpcorch.engine import retry
+from hpcorch.engine.completions import Completions
 from hpcorch.engine.pools import task_resources
 from hpcorch.engine.site import local_site, partition_for
 from hpcorch.engine.worker import Payload, drain, execute, load_result
@@ -152,7 +153,7 @@ class Engine:
         self.infra_failures = 0
         self._timers: dict[str, threading.Timer] = {}
         self._wake = threading.Event()
-        self._ac: Any = None
+        self._ac = Completions(None)
         self.open_children = {
             tid: sum(1 for c in self.children[tid] if self.state[c] != "succeeded")
             for tid in self.order
@@ -179,6 +180,7 @@ class Engine:
         else:
             target = task.duration
         memo_key = self.memo.get(task.id)
+        request = self._request(task)
         return Payload(
             run_id=self.run_id,
             task_id=task.id,
@@ -202,9 +204,9 @@ class Engine:
             ),
             env=task.env,
             cwd=task.cwd,
-            timeout=self._request(task).walltime_s if kind == "command" else None,
-            memory=self._request(task).memory if task.touch_memory else 0,
-            memory_request=self._request(task).memory,
+            timeout=request.walltime_s if kind == "command" else None,
+            memory=request.memory if task.touch_memory else 0,
+            memory_request=request.memory,
         )
 
     def _request(self, task: TaskSpec) -> retry.Resources:
@@ -394,8 +396,7 @@ class Engine:
                 if self._cancelled or self.state[task_id] in TERMINAL:
                     self._wake.set()
                     return
-                futures = self._submit(ids, bump={task_id})
-                self._ac.update(futures)
+                self._ac.add(self._submit(ids, bump={task_id}))
             self._wake.set()
 
         timer = threading.Timer(delay_s, fire)
@@ -435,7 +436,8 @@ class Engine:
 
     def _follow(self) -> bool:
         """Process completions until none is in flight; True when the run is over."""
-        for batch in self._ac.batches():
+        while self._ac.count():
+            batch = self._ac.next_batch(timeout=_COLLECT_INTERVAL_S)
             updates: list[tuple[str, str]] = []
             new: list[Any] = []
             with self._lock:
@@ -453,9 +455,8 @@ class Engine:
                         new.extend(self._errored(tid, fut, updates))
                 if updates:
                     self.journal.set_states(updates)
-                if new:
-                    self._ac.update(new)
-            if self.on_progress is not None:
+                self._ac.add(new)
+            if self.on_progress is not None and batch:
                 self.on_progress(self.counts())
             if self._cancelled or self._remaining == 0:
                 return True
@@ -469,8 +470,6 @@ class Engine:
 
     def run(self) -> RunSummary:
         """Submit what is left to do and follow it to the end."""
-        from distributed import as_completed
-
         todo = [tid for tid in self.order if self.state[tid] not in TERMINAL]
         self.journal.add_tasks(
             (tid, self.tasks[tid].task_kind, self.state[tid], self.priority[tid])
@@ -483,10 +482,8 @@ class Engine:
         self._collector.start()
         try:
             if todo:
-                self._ac = as_completed(  # type: ignore[no-untyped-call]
-                    [], with_results=False, loop=self.client.loop
-                )
-                self._ac.update(self._submit(todo, bump=set(todo)))
+                self._ac = Completions(self.client.loop)
+                self._ac.add(self._submit(todo, bump=set(todo)))
                 while not self._follow():
                     # Nothing in flight: only retries waiting out their backoff remain.
                     with self._lock:
@@ -555,6 +552,7 @@ class Engine:
                 timer.cancel()
             self._timers.clear()
         self._wake.set()
+        self._ac.wake()
         futures = list(self.futures.values())
         if futures:
             self.client.cancel(futures)
