@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from hpcorch.journal import Journal
+from hpcorch.sites.model import Site
 from hpcorch.slurm.client import SlurmClient
 from hpcorch.slurm.models import JobInfo, NodeInfo
 from hpcorch.slurm.poller import JobUpdate, Poller, Update
@@ -40,6 +41,7 @@ __all__ = [
     "NodeEvent",
     "WorkerEvent",
     "WorkerInfo",
+    "open_monitor",
     "whoami",
 ]
 
@@ -376,3 +378,20 @@ class Monitor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.poller is not None:
+            self.poller.client.close()
+
+
+def open_monitor(
+    site: Site, dask_client: Any, journal: Journal, allocations: Iterable[Mapping[str, Any]] = ()
+) -> Monitor:
+    """Start the monitor of a run on ``site``: Slurm too when the site has it."""
+    slurm = None
+    if site.kind == "slurm":
+        from hpcorch.slurm.connect import connect
+
+        slurm = connect(site)
+    monitor = Monitor(journal, slurm=slurm, dask_client=dask_client)
+    monitor.watch_allocations(allocations)
+    monitor.start()
+    return monitor

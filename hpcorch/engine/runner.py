@@ -16,14 +16,17 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcorch import dag
 from hpcorch.engine import retry
+from hpcorch.engine.monitor import Monitor
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.pools import task_resources
+from hpcorch.engine.recovery import Recovery
 from hpcorch.engine.site import local_site, partition_for
 from hpcorch.engine.worker import Payload, drain, execute, load_result
 from hpcorch.journal import Journal
@@ -108,6 +111,7 @@ class Engine:
         site: Site | None = None,
         retry_config: retry.RetryConfig | None = None,
         on_progress: Callable[[dict[str, int]], None] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
@@ -119,6 +123,7 @@ class Engine:
         self.site = site or local_site()
         self.limits = site_limits(self.site)
         self.retry_config = retry_config or retry.RetryConfig()
+        self.recovery = Recovery(self.site, monitor=monitor, config=self.retry_config)
         self.on_progress = on_progress
         self.use_resources = use_resources
         self.tasks = spec.by_id()
@@ -147,10 +152,8 @@ class Engine:
         self.owner: dict[str, str] = {}
         self.futures: dict[str, Any] = {}
         self.loads: dict[str, Any] = {}
-        self.history: dict[str, list[retry.Attempt]] = {}
         self.override: dict[str, retry.Resources] = {}
         self.failure_info: dict[str, TaskFailure] = {}
-        self.infra_failures = 0
         self._timers: dict[str, threading.Timer] = {}
         self._wake = threading.Event()
         self._ac = Completions(None)
@@ -223,6 +226,7 @@ class Engine:
         """Send ``ids`` (parents first) to the scheduler as one graph; return their futures."""
         from dask._task_spec import Task
         from dask._task_spec import TaskRef as DaskRef
+        from dask.base import annotate
 
         self._generation += 1
         gen = self._generation
@@ -267,9 +271,14 @@ class Engine:
         annotations: dict[str, Any] = {"priority": _PerKey(prio, max(prio.values(), default=0))}
         if self.use_resources:
             annotations["resources"] = _PerKey(res, {"cpus": 1.0})
-        futures = self.client.get(
-            _graph(dsk), keys + load_keys, sync=False, fifo_timeout="1h", **annotations
-        )
+        # A task retried after a node failure may only go to workers on other nodes;
+        # an empty list leaves the others unrestricted.
+        allowed = {self.key[t]: self.recovery.allowed_workers(t) for t in ids}
+        placed = {k: v for k, v in allowed.items() if v}
+        with annotate(workers=_PerKey(placed, [])) if placed else nullcontext():
+            futures = self.client.get(
+                _graph(dsk), keys + load_keys, sync=False, fifo_timeout="1h", **annotations
+            )
         for lk, fut in zip(load_keys, futures[len(keys) :], strict=True):
             self.loads[lk] = fut
         out = futures[: len(keys)]
@@ -316,37 +325,17 @@ class Engine:
         except Exception as err:
             exc = err
         request = self._request(task)
-        diagnosis = retry.diagnose_exception(
-            exc, memory_requested=request.memory, cancel_requested=self._cancelled
-        )
-        exit_code = getattr(exc, "exit_code", None)
-        self.journal.record_attempts(
-            [
-                {
-                    "task_id": task_id,
-                    "n": self.n[task_id],
-                    "exit_code": exit_code,
-                    "failure_class": str(diagnosis.failure),
-                    "message": diagnosis.reason[:500],
-                }
-            ]
-        )
-        history = self.history.setdefault(task_id, [])
-        history.append(
-            retry.Attempt(n=self.n[task_id], resources=request, failure=diagnosis.failure)
-        )
-        if diagnosis.failure == "infrastructure":
-            self.infra_failures += 1
         partition = partition_for(task, self.site).name if self.site.kind == "slurm" else None
-        decision = retry.decide(
+        outcome = self.recovery.failed(
             task,
-            partition,
-            history,
-            diagnosis,
-            self.limits,
-            run_infrastructure_failures=self.infra_failures,
-            config=self.retry_config,
+            self.n[task_id],
+            exc,
+            request,
+            partition=partition,
+            cancel_requested=self._cancelled,
         )
+        diagnosis, decision = outcome.diagnosis, outcome.decision
+        self.journal.record_attempts([{"task_id": task_id, "n": self.n[task_id], **outcome.record}])
         below = [
             d for d in dag.descendants(self.children, [task_id]) if self.state[d] not in TERMINAL
         ]
@@ -362,12 +351,8 @@ class Engine:
             )
             if decision.resources != request:
                 self.override[task_id] = decision.resources
-            if decision.exclude_nodes:
-                logger.warning(
-                    "task %s should avoid nodes %s; the engine cannot exclude nodes yet",
-                    task_id,
-                    ", ".join(sorted(decision.exclude_nodes)),
-                )
+            if outcome.exclude_nodes:
+                self.journal.event("exclude", task=task_id, nodes=sorted(outcome.exclude_nodes))
             for tid in [task_id, *below]:
                 self._release(tid)
                 # Futures of the failed round still arrive (erred, cancelled): ignore them.

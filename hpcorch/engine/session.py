@@ -19,13 +19,14 @@ from typing import Any
 
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
+from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.pools import Backend, needs_resources, open_backend
 from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_site
 from hpcorch.errors import JournalError, RunError
-from hpcorch.journal import Journal, read_run, task_states
+from hpcorch.journal import Journal, read_run, status, task_states
 from hpcorch.sites.model import Site
 from hpcorch.spec import WorkflowSpec
 
@@ -110,7 +111,7 @@ class RunHandle:
         if self._thread.is_alive():
             self.engine.cancel()
             self._thread.join()
-        _shutdown(self._backend, self._journal)
+        _shutdown(self._backend, self._journal, self.engine.recovery.monitor)
 
     def __enter__(self) -> RunHandle:
         return self
@@ -119,9 +120,11 @@ class RunHandle:
         self.close()
 
 
-def _shutdown(backend: Backend, journal: Journal) -> None:
-    """Record the allocations' end, close the journal, then stop the workers."""
+def _shutdown(backend: Backend, journal: Journal, monitor: Monitor | None = None) -> None:
+    """Stop watching, record the allocations' end, close the journal, then stop the workers."""
     try:
+        if monitor is not None:
+            monitor.stop()
         ended = time.time()
         for alloc in backend.allocations():
             journal.record_allocation(**{**alloc, "state": "CLOSED", "end": ended})
@@ -153,9 +156,22 @@ def _engine(
             logger.info("%d memoized tasks found in %s", len(hits - done), cache_dir)
         done = done | hits
     (run_dir / "results").mkdir(exist_ok=True, mode=0o700)
-    backend = open_backend(site, spec, run_dir)
-    for alloc in backend.allocations():
+    # On Slurm a lost worker fails its tasks at once, so that the recovery classifies
+    # them (node failure, allocation cancelled or timed out) instead of Dask retrying
+    # them silently under the same attempt number.
+    import dask.config
+
+    lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
+    with dask.config.set(lost_fails):
+        backend = open_backend(site, spec, run_dir)
+    allocations = backend.allocations()
+    for alloc in allocations:
         journal.record_allocation(**alloc)
+    try:
+        monitor = open_monitor(site, backend.client, journal, allocations)
+    except BaseException:
+        backend.close()
+        raise
     engine = Engine(
         spec,
         client=backend.client,
@@ -172,6 +188,7 @@ def _engine(
         site=site,
         retry_config=retry_config,
         on_progress=on_progress,
+        monitor=monitor,
     )
     return engine, backend
 
@@ -249,7 +266,7 @@ def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> Ru
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _shutdown(backend, journal)
+        _shutdown(backend, journal, engine.recovery.monitor)
 
 
 def run_workflow(
@@ -319,6 +336,9 @@ def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = No
     done = {tid for tid, s in states.items() if s["state"] == "succeeded"}
     attempts = {tid: int(s["attempts"]) for tid, s in states.items()}
     journal = Journal.open(run_dir)
+    # The dead driver's allocations are not re-adopted (their workers knew its
+    # scheduler): cancel them before starting fresh ones, so none is paid twice.
+    cancel_allocations(run_dir, resolved, journal, why="resume")
     journal.set_run_state("running")
     journal.event("resume", done=len(done), pid=os.getpid(), time=time.time())
     try:
@@ -358,6 +378,7 @@ def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
         while time.monotonic() < deadline:
             state = str(read_run(run_dir)["state"])
             if state != "running":
+                _sweep(run_dir, str(row["site"]))
                 return state
             time.sleep(0.2)
         raise RunError(
@@ -373,4 +394,71 @@ def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
         )
         journal.set_run_state("cancelled")
         journal.event("cancel", driver_alive=False)
+        site = resolve_site(str(row["site"]))
+        cancel_allocations(run_dir, site, journal, why="cancel")
     return "cancelled"
+
+
+def _sweep(run_dir: Path, site_name: str) -> None:
+    """After a driver stopped: cancel what its shutdown may have left in Slurm."""
+    site = resolve_site(site_name)
+    if site.kind != "slurm":
+        return
+    with Journal.open(run_dir) as journal:
+        cancel_allocations(run_dir, site, journal, why="cancel")
+
+
+_ENDED = frozenset(
+    {
+        "CLOSED",
+        "CANCELLED",
+        "COMPLETED",
+        "FAILED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+        "REVOKED",
+    }
+)
+
+
+def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str) -> list[str]:
+    """Cancel the run's Slurm jobs that the journal does not record as ended; return their ids.
+
+    One ``jobs`` query for all of them, one ``cancel`` for those still queued or
+    running; each is recorded ended, with a ``allocations_cancelled`` event.
+    """
+    if site.kind != "slurm":
+        return []
+    from hpcorch.slurm.connect import connect
+
+    journal.flush()
+    rows = [a for a in status(run_dir)["allocations"] if str(a["job_id"]).isdigit()]
+    open_ids = [str(a["job_id"]) for a in rows if str(a["state"]).split()[0] not in _ENDED]
+    if not open_ids:
+        return []
+    client = connect(site)
+    try:
+        live = [j.job_id for j in client.jobs(open_ids) if not j.terminal]
+        if live:
+            client.cancel(live)
+    finally:
+        client.close()
+    now = time.time()
+    for alloc in rows:
+        if str(alloc["job_id"]) in open_ids:
+            journal.record_allocation(
+                **{
+                    **alloc,
+                    "state": "CANCELLED" if alloc["job_id"] in live else "ENDED",
+                    "end": alloc["end"] or now,
+                    "pool": alloc.get("pool"),
+                }
+            )
+    journal.event("allocations_cancelled", why=why, jobs=live, checked=open_ids)
+    if live:
+        logger.info("cancelled %d allocation(s) left by the run: %s", len(live), ", ".join(live))
+    return live
