@@ -88,7 +88,7 @@ def test_user_error_uses_the_retries_then_says_what_to_change() -> None:
 
 
 def test_lost_worker_on_a_failed_node_reruns_elsewhere_excluding_the_node() -> None:
-    fake, monitor, dask, jobs = _dev_with_two_workers()
+    fake, monitor, _, jobs = _dev_with_two_workers()
     recovery = Recovery(resolve_site("dev"), monitor=monitor)
     fake.fail_node("cpu2")
     task = _task()
@@ -103,7 +103,7 @@ def test_lost_worker_on_a_failed_node_reruns_elsewhere_excluding_the_node() -> N
 
 
 def test_lost_worker_of_a_cancelled_allocation_is_requeued_without_excluding_the_node() -> None:
-    fake, monitor, dask, jobs = _dev_with_two_workers()
+    fake, monitor, _, jobs = _dev_with_two_workers()
     recovery = Recovery(resolve_site("dev"), monitor=monitor)
     fake.client().cancel([jobs["1"]])  # scancel of one allocation
     task = _task()
