@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from hpcorch.cli.progress import Progress
 from hpcorch.errors import RunError
 
 __all__ = ["cancel", "logs", "resume", "run", "status"]
@@ -37,26 +38,17 @@ def _logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(quiet)
 
 
-class _Progress:
-    """One status line on stderr when it is a terminal; silent otherwise."""
+def _progress(spec: Any, site: str | None) -> Progress:
+    """The view for a run of ``spec``: its size, its tasks' GPUs, its site's GPUs per node."""
+    from hpcorch.engine.site import resolve_site
+    from hpcorch.errors import HpcorchError
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.enabled = sys.stderr.isatty()
-        self._last = ""
-
-    def __call__(self, counts: dict[str, int]) -> None:
-        if not self.enabled:
-            return
-        done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "upstream_failed"))
-        line = f"\r{done}/{self.total} done, {counts.get('failed', 0)} failed"
-        if line != self._last:
-            click.echo(line, nl=False, err=True)
-            self._last = line
-
-    def close(self) -> None:
-        if self.enabled and self._last:
-            click.echo("", err=True)
+    try:
+        resolved = resolve_site(site or spec.site or "local")
+    except HpcorchError:
+        resolved = None  # the run itself says what is wrong with the site
+    gpus = {t.id: float(t.gpus) for t in spec.tasks if t.gpus}
+    return Progress(len(spec.tasks), gpus=gpus, site=resolved)
 
 
 def _finish(summary: Any) -> None:
@@ -106,10 +98,11 @@ def run(
 
     _logging(verbose)
     spec = load_workflow(workflow, time_scale=time_scale)
-    progress = _Progress(len(spec.tasks))
+    progress = _progress(spec, site)
 
     def started(run_id: str, path: Path) -> None:
         click.echo(f"run {run_id}: {len(spec.tasks)} tasks, run directory {path}", err=True)
+        progress.start(run_id, path)
 
     try:
         summary = run_workflow(
@@ -154,9 +147,20 @@ def status(run_ref: str, as_json: bool) -> None:
 def resume(run_ref: str, verbose: int) -> None:
     """Finish RUN after its driver died; completed tasks do not run again."""
     from hpcorch.engine import resume_run
+    from hpcorch.engine.rundir import find_run
+    from hpcorch.engine.site import resolve_site
+    from hpcorch.journal import read_run
 
     _logging(verbose)
-    _finish(resume_run(run_ref))
+    run_dir = find_run(run_ref)
+    row = read_run(run_dir)
+    progress = Progress(site=resolve_site(str(row["site"])))
+    progress.start(str(row["run_id"]), run_dir)
+    try:
+        summary = resume_run(run_dir, on_progress=progress)
+    finally:
+        progress.close()
+    _finish(summary)
 
 
 @click.command()
