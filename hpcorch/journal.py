@@ -337,6 +337,10 @@ def status(run_dir: Path) -> dict[str, Any]:
         tasks = conn.execute("SELECT task_id, state FROM tasks ORDER BY rowid").fetchall()
         attempts = conn.execute("SELECT * FROM attempts ORDER BY task_id, n").fetchall()
         allocs = conn.execute("SELECT * FROM allocations ORDER BY start").fetchall()
+        # the scaler's latest core/GPU-hours and cost (hpcorch.engine.accounting)
+        accounting = conn.execute(
+            "SELECT payload FROM events WHERE kind = 'accounting' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     finally:
         conn.close()
     by_task: dict[str, list[dict[str, Any]]] = {}
@@ -377,4 +381,5 @@ def status(run_dir: Path) -> dict[str, Any]:
             }
             for a in allocs
         ],
+        "accounting": json.loads(accounting["payload"]) if accounting else None,
     }

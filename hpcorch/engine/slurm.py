@@ -1,46 +1,59 @@
-"""Slurm sites: one dask-jobqueue worker pool per resource class, behind one TLS scheduler.
+"""Slurm sites: dask-jobqueue worker pools per resource class, behind one TLS scheduler.
 
 :func:`plan_pools` (pure) groups the workflow's tasks by the smallest
-partition each fits and sizes one pool per partition: whole-node jobs, as
-many as the demand needs and the partition has. :class:`SlurmBackend` starts
-a ``SLURMCluster`` for the first pool (it owns the scheduler, TLS with a
-temporary certificate by default) and adds the other pools' jobs to the same
-cluster's worker spec, so one run mixes CPU and GPU shapes on one scheduler
-and results still flow worker to worker.
+partition each fits: one pool of whole-node jobs per partition (per site, when
+the run spans several), with the most jobs its demand could use.
+:class:`SlurmBackend` starts one ``SLURMCluster`` (it owns the scheduler, TLS
+with a temporary certificate by default) with NO job: the
+:class:`~hpcorch.engine.scaler.Scaler` brings allocations up with demand and
+back down to zero when idle, adding and removing entries of the cluster's
+worker spec, each job with the walltime the policy chose. One run mixes CPU
+and GPU shapes, and sites, on one scheduler; results flow worker to worker.
+
+Several sites ("regions"): ``regions`` (or ``HPCORCH_REGIONS``, a
+comma-separated list of site names or files) adds sites whose pools the
+:class:`~hpcorch.engine.regions.Router` may choose; ``budget`` (or
+``HPCORCH_BUDGET``, e.g. ``"20 SU"``) caps what the run may spend. Each
+site's jobs are submitted with that site's ``SLURM_CONF``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
+import shlex
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hpcorch.engine.site import partition_for
-from hpcorch.errors import InfrastructureError
+from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
+from hpcorch.policies.walltime import walltime_for_tasks
 from hpcorch.sites.model import Partition, Site
-from hpcorch.spec import WorkflowSpec
+from hpcorch.spec import TaskSpec, WorkflowSpec
 from hpcorch.units import format_duration
 
-__all__ = ["PoolPlan", "SlurmBackend", "job_options", "plan_pools"]
+__all__ = ["PoolPlan", "SlurmBackend", "job_options", "plan_pools", "task_estimate"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_WALLTIME_S = 3600.0
 
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """One resource class: whole-node jobs on one partition."""
+    """One resource class: whole-node jobs on one partition of one site."""
 
     name: str
     partition: Partition
     jobs: int
+    """The most jobs its demand could use at once (the scaler starts from none)."""
     walltime_s: float
+    """A walltime for all its tasks on ``jobs`` nodes; each submission chooses its own."""
+    site: str = ""
 
     @property
     def cores(self) -> int:
@@ -55,26 +68,34 @@ class PoolPlan:
         return self.partition.node.gpus
 
 
-def plan_pools(
-    spec: WorkflowSpec, site: Site, default_walltime_s: float = DEFAULT_WALLTIME_S
-) -> list[PoolPlan]:
-    """Pools for ``spec`` on ``site``: one per partition some task needs, sized by core demand."""
+def task_estimate(task: TaskSpec) -> float | None:
+    """Seconds the task is expected to run: its emulated duration, else its walltime."""
+    return task.duration if task.duration is not None else task.resources.walltime
+
+
+def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[PoolPlan]:
+    """Pools for ``spec`` on ``site``: one per partition some task fits best, sized by demand.
+
+    Tasks no partition of ``site`` runs are left out (another site may take
+    them); ``prefix`` names the pools of a run's additional sites.
+    """
     demand: dict[str, int] = {}
-    longest: dict[str, float] = {}
+    estimates: dict[str, list[float | None]] = {}
     partitions: dict[str, Partition] = {}
     for task in spec.tasks:
-        part = partition_for(task, site)
+        try:
+            part = partition_for(task, site)
+        except ResourceError:
+            continue
         partitions[part.name] = part
         demand[part.name] = demand.get(part.name, 0) + task.cpus * task.nodes
-        longest[part.name] = max(longest.get(part.name, 0.0), task.resources.walltime or 0.0)
+        estimates.setdefault(part.name, []).append(task_estimate(task))
     plans = []
     for name, part in partitions.items():
         jobs = max(1, min(part.nodes, math.ceil(demand[name] / part.node.cores)))
-        walltime = max(default_walltime_s, 2 * longest[name])
         limit = part.max_walltime_s or site.limits.max_walltime_s
-        if limit is not None:
-            walltime = min(walltime, limit)
-        plans.append(PoolPlan(name=name, partition=part, jobs=jobs, walltime_s=walltime))
+        walltime = walltime_for_tasks(estimates[name], jobs * part.node.cores, max_walltime_s=limit)
+        plans.append(PoolPlan(f"{prefix}{name}", part, jobs, walltime, site.name))
     # The default partition's pool first: it owns the scheduler.
     plans.sort(key=lambda p: (not p.partition.default, p.name))
     return plans
@@ -118,8 +139,165 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     return options
 
 
+def _job_class(site: Site) -> Any:
+    """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a JWT)."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    from hpcorch.slurm.connect import slurm_conf_path
+
+    conf = slurm_conf_path(site)
+    prefix = ["env", "-u", "SLURM_JWT", *([f"SLURM_CONF={conf}"] if conf else [])]
+
+    class SiteJob(SLURMJob):
+        submit_command = shlex.join([*prefix, "sbatch"])
+        cancel_command = shlex.join([*prefix, "scancel"])
+
+    SiteJob.__name__ = SiteJob.__qualname__ = f"SLURMJob[{site.name}]"
+    return SiteJob
+
+
+def _regions_from_env(site: Site) -> list[Site]:
+    from hpcorch.engine.site import resolve_site
+
+    names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
+    return [resolve_site(n) for n in names if n != site.name]
+
+
+def _budget_from_env() -> Budget | None:
+    from hpcorch.engine.regions import parse_budget
+
+    text = os.environ.get("HPCORCH_BUDGET", "").strip()
+    return parse_budget(text) if text else None
+
+
+class _DaskPools:
+    """The scaler's :class:`~hpcorch.engine.scaler.PoolRuntime` over one SLURMCluster."""
+
+    def __init__(self, cluster: Any, options: Mapping[str, dict[str, Any]], classes: Any) -> None:
+        self.cluster = cluster
+        self.options = options
+        self.classes = classes
+
+    def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
+        cluster = self.cluster
+        spec = {
+            "cls": self.classes[pool],
+            "options": {**self.options[pool], "walltime": format_duration(walltime_s)},
+        }
+
+        async def add() -> None:
+            for name in names:
+                cluster.worker_spec[name] = spec
+            await cluster._correct_state()
+
+        try:
+            cluster.sync(add)
+        except Exception as exc:
+            logger.warning("submitting %d job(s) to pool %s failed: %s", len(names), pool, exc)
+        ids = {n: getattr(cluster.workers.get(n), "job_id", None) for n in names}
+        failed = [n for n, i in ids.items() if i is None]
+        if failed:
+            self.release(failed)
+        return ids
+
+    def release(self, names: Sequence[str]) -> None:
+        cluster = self.cluster
+
+        async def remove() -> None:
+            known = [n for n in names if n in cluster.worker_spec]
+            if not known:
+                return
+            try:  # idle by now; retiring first hands any late task back to the scheduler
+                await asyncio.wait_for(cluster.scheduler.retire_workers(names=known), 30)
+            except Exception as exc:
+                logger.debug("retiring %s: %s", known, exc)
+            for name in known:
+                cluster.worker_spec.pop(name, None)
+            await cluster._correct_state()
+
+        try:
+            cluster.sync(remove)
+        except Exception as exc:
+            logger.warning("ending job(s) %s failed: %s; check squeue", ", ".join(names), exc)
+
+    def busy(self) -> dict[str, tuple[str, int]]:
+        scheduler = self.cluster.scheduler
+
+        async def snapshot() -> dict[str, tuple[str, int]]:
+            return {
+                str(ws.name): (str(ws.address), len(ws.processing))
+                for ws in scheduler.workers.values()
+            }
+
+        result: dict[str, tuple[str, int]] = self.cluster.sync(snapshot)
+        return result
+
+    def queued_keys(self) -> list[str]:
+        """Keys of the tasks no worker runs yet (to cancel when the budget is spent)."""
+        scheduler = self.cluster.scheduler
+
+        async def keys() -> list[str]:
+            waiting = ("released", "waiting", "queued", "no-worker")
+            return [str(k) for k, ts in scheduler.tasks.items() if ts.state in waiting]
+
+        result: list[str] = self.cluster.sync(keys)
+        return result
+
+
+class _JournalDemand:
+    """The engine's ready and running tasks, read from the run's journal.
+
+    The engine writes every task's state there (``pending``, ``running``, then
+    a terminal one); a pending task whose parents all succeeded is ready.
+    Reading the journal keeps the scaler independent of the engine loop.
+    """
+
+    def __init__(self, spec: WorkflowSpec, run_dir: Path, sites: Sequence[Site]) -> None:
+        from hpcorch.engine.scaler import Load
+
+        self.run_dir = run_dir
+        self.parents = {t.id: tuple(t.after) for t in spec.tasks}
+        self.loads: dict[str, Load] = {}
+        for task in spec.tasks:
+            candidates = []
+            for site in sites:
+                try:
+                    candidates.append((site.name, partition_for(task, site).name))
+                except ResourceError:
+                    continue
+            self.loads[task.id] = Load(
+                task.id,
+                Resources(
+                    cpus=task.cpus,
+                    memory=task.resources.memory,
+                    gpus=math.ceil(task.gpus),
+                    walltime_s=task.resources.walltime,
+                    nodes=task.nodes,
+                ),
+                task_estimate(task),
+                candidates=tuple(candidates),
+            )
+
+    def __call__(self) -> list[Any]:
+        from hpcorch.journal import task_states
+
+        states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
+        out = []
+        for tid, state in states.items():
+            load = self.loads.get(tid)
+            if load is None:
+                continue
+            if state == "running":
+                out.append(replace(load, running=True))
+            elif state == "pending" and all(
+                states.get(p) == "succeeded" for p in self.parents[tid]
+            ):
+                out.append(load)
+        return out
+
+
 class SlurmBackend:
-    """A SLURMCluster with one group of whole-node jobs per pool, and a TLS client to it."""
+    """A SLURMCluster whose pools the scaler sizes with demand, and a TLS client to it."""
 
     def __init__(
         self,
@@ -129,15 +307,32 @@ class SlurmBackend:
         *,
         plans: Sequence[PoolPlan] | None = None,
         security: Any = None,
+        regions: Sequence[Site] | None = None,
+        budget: Budget | None = None,
+        settings: Any = None,
     ) -> None:
         import dask.config
-        from dask_jobqueue.slurm import SLURMCluster, SLURMJob
+        from dask_jobqueue.slurm import SLURMCluster
         from distributed import Client
         from distributed.security import Security
 
+        from hpcorch.engine.scaler import ScalerSettings
+
         self.site = site
-        self.plans = list(plans) if plans is not None else plan_pools(spec, site)
-        self._started = time.time()
+        self.sites = {site.name: site}
+        for extra in regions if regions is not None else _regions_from_env(site):
+            self.sites[extra.name] = extra
+        self.budget = budget if budget is not None else _budget_from_env()
+        self.settings = settings or ScalerSettings.from_env()
+        if plans is not None:
+            self.plans = list(plans)
+        else:
+            self.plans = plan_pools(spec, site)
+            for name, extra in self.sites.items():
+                if name != site.name:
+                    self.plans += plan_pools(spec, extra, prefix=f"{name}.")
+        self.plans = [p if p.site else replace(p, site=site.name) for p in self.plans]
+        self.run_dir = run_dir
         tls_dir = run_dir / "tls"
         tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (run_dir / "slurm").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -148,26 +343,30 @@ class SlurmBackend:
         scheduler_options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", "dashboard": False}
         self._cluster: Any = None
         self._client: Any = None
+        self.scaler: Any = None
+        self._journal: Any = None
         try:
             with dask.config.set({"distributed.scheduler.http.routes": []}):
                 self._cluster = SLURMCluster(
                     security=self.security,
                     shared_temp_directory=str(tls_dir),
                     scheduler_options=scheduler_options,
-                    **job_options(first, site, run_dir),
+                    **job_options(first, self.sites[first.site], run_dir),
                 )
             base = dict(self._cluster._job_kwargs)
-            for plan in self.plans:
-                options = {**base, **job_options(plan, site, run_dir)}
-                for i in range(plan.jobs):
-                    self._cluster.worker_spec[f"{plan.name}-{i}"] = {
-                        "cls": SLURMJob,
-                        "options": options,
-                    }
-            self._cluster.sync(self._cluster._correct_state)
+            classes = {name: _job_class(s) for name, s in self.sites.items()}
+            self._pools = _DaskPools(
+                self._cluster,
+                {
+                    p.name: {**base, **job_options(p, self.sites[p.site], run_dir)}
+                    for p in self.plans
+                },
+                {p.name: classes[p.site] for p in self.plans},
+            )
             self._client = Client(  # type: ignore[no-untyped-call]
                 self._cluster, security=self.security, set_as_default=False
             )
+            self.scaler = self._start_scaler(spec)
         except Exception as exc:
             self.close()
             raise InfrastructureError(
@@ -175,37 +374,88 @@ class SlurmBackend:
                 f"see the job logs in {run_dir / 'slurm'}"
             ) from exc
         logger.info(
-            "site %s: scheduler %s, pools %s",
+            "site %s: scheduler %s, pools %s (scaled from zero every %.0fs)",
             site.name,
             self._cluster.scheduler_address,
-            ", ".join(f"{p.name} x{p.jobs}" for p in self.plans),
+            ", ".join(f"{p.name} up to {p.jobs}" for p in self.plans),
+            self.settings.interval_s,
         )
+
+    def _start_scaler(self, spec: WorkflowSpec) -> Any:
+        from hpcorch.engine.accounting import journal_attempts
+        from hpcorch.engine.regions import Router
+        from hpcorch.engine.scaler import PollerStates, Scaler
+        from hpcorch.journal import Journal
+        from hpcorch.slurm.connect import connect
+
+        self._journal = Journal.open(self.run_dir)
+        shapes = [
+            (
+                PoolShape(
+                    name=p.name,
+                    site=p.site,
+                    partition=p.partition.name,
+                    max_walltime_s=p.partition.max_walltime_s
+                    or self.sites[p.site].limits.max_walltime_s,
+                    max_allocations=p.jobs,
+                ),
+                charge_rates(self.sites[p.site], p.partition.name),
+            )
+            for p in self.plans
+        ]
+        router = Router(
+            self.sites,
+            {(p.site, p.partition.name): p.name for p in self.plans},
+            budget=self.budget,
+            default_estimate_s=self.settings.scale.walltime.default_estimate_s,
+            journal=self._journal,
+        )
+        cpus = {t.id: t.cpus * t.nodes for t in spec.tasks}
+        scaler = Scaler(
+            shapes,
+            {name: site_limits(s) for name, s in self.sites.items()},
+            self._pools,
+            PollerStates(
+                {name: connect(s) for name, s in self.sites.items()}, self.settings.interval_s
+            ),
+            _JournalDemand(spec, self.run_dir, list(self.sites.values())),
+            router,
+            journal=self._journal,
+            attempts=lambda lives: journal_attempts(self.run_dir, lives, cpus),
+            settings=self.settings,
+            on_stranded=self._stranded,
+        )
+        scaler.start()
+        return scaler
+
+    def _stranded(self, message: str) -> None:
+        """The budget is spent and nothing runs: end the queued tasks, saying why."""
+        from distributed import Future
+
+        logger.error("%s", message)
+        keys = self._pools.queued_keys()
+        if keys:
+            futures: list[Any] = [Future(k, self._client) for k in keys]
+            self._client.cancel(futures, force=True)
 
     @property
     def client(self) -> Any:
         return self._client
 
     def allocations(self) -> list[dict[str, Any]]:
-        """One record per Slurm job of the pools, for the journal."""
-        records = []
-        for name, job in self._cluster.workers.items():
-            pool = str(name).rsplit("-", 1)[0]
-            records.append(
-                {
-                    "job_id": str(getattr(job, "job_id", None) or name),
-                    "site": self.site.name,
-                    "partition": pool,
-                    "nodes": 1,
-                    "state": "SUBMITTED",
-                    "start": self._started,
-                    "end": None,
-                    "pool": pool,
-                }
-            )
-        return records
+        """The run's live allocations, for the journal (ended ones are already there)."""
+        if self.scaler is None:
+            return []
+        rows: list[dict[str, Any]] = self.scaler.live_rows()
+        return rows
 
     def close(self) -> None:
         try:
+            if self.scaler is not None:
+                try:
+                    self.scaler.finish()
+                except Exception:
+                    logger.exception("could not end the run's allocations cleanly; check squeue")
             if self._client is not None:
                 self._client.close()
         finally:
@@ -216,3 +466,6 @@ class SlurmBackend:
                     # SpecCluster refuses to close jobs that never started; cancel them here.
                     logger.warning("some Slurm jobs of this run did not start; check squeue")
                 self._cluster = None
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None

@@ -26,9 +26,10 @@ def test_one_pool_per_partition_sized_by_demand() -> None:
     )
     plans = {p.name: p for p in plan_pools(spec, site)}
     assert set(plans) == {"cpu", "gpu"}
-    assert plans["cpu"].jobs == 2  # 12 cores of demand, 8-core nodes, 2 nodes
+    assert plans["cpu"].jobs == 2  # at most: 12 cores of demand, 8-core nodes, 2 nodes
     assert plans["gpu"].jobs == 1
-    assert plans["gpu"].walltime_s == 4 * 3600  # twice the longest task
+    # the 2h task, 10% + 2 min margin and wind-down, rounded up to the 3h bucket
+    assert plans["gpu"].walltime_s == 3 * 3600
     assert plan_pools(spec, site)[0].name == "cpu"  # the default partition owns the scheduler
 
 
@@ -44,7 +45,7 @@ def test_job_options_carry_resources_gres_and_no_token(tmp_path: Path) -> None:
         f"cpus=8,memory={8000 * 1024**2},gpus=4",
     ]
     assert "unset SLURM_JWT" in opts["job_script_prologue"]
-    assert opts["walltime"] == "01:00:00"
+    assert opts["walltime"] == "00:15:00"  # the default 10 min estimate, padded, rounded
 
 
 def test_smallest_fitting_partition_and_refusal() -> None:

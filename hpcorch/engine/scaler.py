@@ -1,0 +1,506 @@
+"""The live scaler: each interval, demand and allocations in, the scale policy's plan out.
+
+Every ``interval_s`` the :class:`Scaler`
+
+1. reads the engine's ready and running tasks (a :data:`DemandSource`) and
+   routes each to a pool (:class:`~hpcorch.engine.regions.Router`: the
+   partition it fits, on the site where it is expected to finish first at
+   acceptable cost);
+2. reads its allocations' Slurm states (an :class:`AllocationStates`: the
+   poller today, the run monitor once it lands) and their workers' business
+   from Dask (a :class:`PoolRuntime`);
+3. asks :func:`hpcorch.policies.scale.decide_scale` for a plan, holding every
+   submission while the run budget is spent, and trims submissions to what
+   the budget has left;
+4. applies it through the :class:`PoolRuntime` (new whole-node jobs with the
+   plan's walltime; idle workers retired, then their jobs ended) and writes
+   every decision to the journal (``scale`` events, with the reason), each
+   allocation's life (``allocations`` rows) and, now and then, the run's
+   accounting (``accounting`` events, see :mod:`hpcorch.engine.accounting`).
+
+Everything it decides comes from the pure policies; this module only
+gathers their inputs and applies their answers, so the simulator and the
+live run scale the same way.
+
+Settings (:class:`ScalerSettings`) come from the environment so that a run
+started from the CLI can be tuned: ``HPCORCH_SCALE_INTERVAL`` (default 5s),
+``HPCORCH_IDLE_TIMEOUT`` (60s), ``HPCORCH_SCALE_COOLDOWN`` (30s),
+``HPCORCH_DRAIN_TARGET`` (60s), as seconds or durations (``2m``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from hpcorch.engine.accounting import AllocationLife, accounts_payload
+from hpcorch.policies.cost import AttemptRecord
+from hpcorch.policies.scale import (
+    PoolHistory,
+    ScaleConfig,
+    ScalePlan,
+    Submit,
+    decide_scale,
+    pool_demand,
+    record,
+)
+from hpcorch.policies.state import Allocation, PoolDemand, PoolShape, Resources, SiteLimits
+from hpcorch.slurm.models import JobInfo
+from hpcorch.units import format_duration, parse_duration
+
+__all__ = [
+    "AllocationStates",
+    "Candidate",
+    "Load",
+    "PollerStates",
+    "PoolRuntime",
+    "Scaler",
+    "ScalerSettings",
+]
+
+logger = logging.getLogger(__name__)
+
+_ACCOUNT_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerSettings:
+    interval_s: float = 5.0
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ScalerSettings:
+        """Defaults, with ``HPCORCH_SCALE_INTERVAL`` and friends where set (see the module doc)."""
+        environ = os.environ if env is None else env
+
+        def seconds(name: str, default: float) -> float:
+            value = environ.get(name)
+            return default if not value else parse_duration(value)
+
+        base = ScaleConfig()
+        config = replace(
+            base,
+            idle_timeout_s=seconds("HPCORCH_IDLE_TIMEOUT", base.idle_timeout_s),
+            cooldown_s=seconds("HPCORCH_SCALE_COOLDOWN", base.cooldown_s),
+            drain_target_s=seconds("HPCORCH_DRAIN_TARGET", base.drain_target_s),
+        )
+        return cls(seconds("HPCORCH_SCALE_INTERVAL", 5.0), config)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One task the engine has ready (queued) or running."""
+
+    task_id: str
+    resources: Resources
+    estimate_s: float | None
+    running: bool = False
+    candidates: tuple[Candidate, ...] = ()
+    """The (site, partition) pairs that can run it, the run's own site first."""
+
+
+Candidate = tuple[str, str]
+
+
+DemandSource = Callable[[], Sequence[Load]]
+"""The engine's ready and running tasks, now."""
+
+
+class AllocationStates(Protocol):
+    """Slurm states of the run's allocations, per site (one batched query per interval)."""
+
+    def watch(self, site: str, job_ids: Iterable[str]) -> None: ...
+
+    def job(self, site: str, job_id: str) -> JobInfo | None: ...
+
+    def close(self) -> None: ...
+
+
+class PollerStates:
+    """:class:`AllocationStates` over one :class:`~hpcorch.slurm.poller.Poller` per site."""
+
+    def __init__(self, clients: Mapping[str, Any], interval_s: float) -> None:
+        from hpcorch.slurm.poller import Poller
+
+        self._pollers = {site: Poller(c, interval_s=interval_s) for site, c in clients.items()}
+        self._subs = {
+            site: p.subscribe(lambda _u: None, jobs=()) for site, p in self._pollers.items()
+        }
+        for poller in self._pollers.values():
+            poller.start()
+
+    def watch(self, site: str, job_ids: Iterable[str]) -> None:
+        self._pollers[site].watch(self._subs[site], job_ids)
+
+    def job(self, site: str, job_id: str) -> JobInfo | None:
+        return self._pollers[site].job(job_id)
+
+    def close(self) -> None:
+        for poller in self._pollers.values():
+            poller.stop()
+
+
+class PoolRuntime(Protocol):
+    """The Dask side: start and end whole-node jobs, and say which workers are busy."""
+
+    def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
+        """Start one job per name; return each name's Slurm job id (None: not submitted)."""
+        ...
+
+    def release(self, names: Sequence[str]) -> None:
+        """Retire the named jobs' workers gracefully, then end the jobs."""
+        ...
+
+    def busy(self) -> dict[str, tuple[str, int]]:
+        """Per connected worker name: its address and the tasks processing on it."""
+        ...
+
+
+class Journaling(Protocol):
+    def event(self, kind: str, **payload: Any) -> None: ...
+
+    def record_allocation(self, **alloc: Any) -> None: ...
+
+
+class Routing(Protocol):
+    """Which pool a task's demand goes to (None: nowhere, e.g. the budget is spent)."""
+
+    message: str | None
+    """Why tasks can go nowhere (the budget's message), once that happened."""
+
+    def route(self, load: Load, now: float) -> str | None: ...
+
+    def hold(self, lives: Sequence[AllocationLife], now: float) -> str | None:
+        """Why nothing may be submitted now (the budget), or None."""
+        ...
+
+    def affordable(self, submit: Submit, lives: Sequence[AllocationLife], now: float) -> int:
+        """How many of ``submit``'s allocations the budget still allows."""
+        ...
+
+
+@dataclass
+class _Pool:
+    shape: PoolShape
+    cores_per_node: int
+    gpus_per_node: int
+    memory_per_node: int
+    rates: Any
+    """:class:`~hpcorch.policies.state.ChargeRates` of the pool's partition."""
+
+
+class Scaler:
+    """The controller loop of one run; see the module docstring."""
+
+    def __init__(
+        self,
+        pools: Sequence[tuple[PoolShape, Any]],
+        limits: Mapping[str, SiteLimits],
+        runtime: PoolRuntime,
+        states: AllocationStates,
+        demand: DemandSource,
+        router: Routing,
+        *,
+        journal: Journaling | None = None,
+        attempts: Callable[[Sequence[AllocationLife]], Sequence[AttemptRecord]] | None = None,
+        settings: ScalerSettings | None = None,
+        on_stranded: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or ScalerSettings()
+        self.limits = dict(limits)
+        self._pools: dict[str, _Pool] = {}
+        for shape, rates in pools:
+            part = self.limits[shape.site].partition(shape.partition)
+            assert part is not None, f"{shape.site} has no partition {shape.partition}"
+            self._pools[shape.name] = _Pool(
+                shape, part.cores_per_node, part.gpus_per_node, part.memory_per_node, rates
+            )
+        self.runtime = runtime
+        self.states = states
+        self.demand = demand
+        self.router = router
+        self.journal = journal
+        self.attempts = attempts or (lambda _lives: ())
+        self.clock = clock
+        self.on_stranded = on_stranded
+        """Called when queued tasks can go nowhere (the budget is spent) and nothing is live."""
+        self.history: dict[str, PoolHistory] = {}
+        self.lives: dict[str, AllocationLife] = {}
+        """Every allocation of the run by its spec name, live or ended."""
+        self.idle_since: dict[str, float] = {}
+        self.submitted = 0
+        self._seq = 0
+        self._held: tuple[str, ...] = ()
+        self._last_account = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ loop
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hpcorch-scaler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                logger.exception("scaling step failed; trying again next interval")
+            self._stop.wait(self.settings.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+            self._thread = None
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self) -> ScalePlan:
+        with self._lock:
+            now = self.clock()
+            self._refresh(now)
+            hold = self.router.hold(list(self.lives.values()), now)
+            demand, stranded = self._pool_demand(now)
+            live = [life for life in self.lives.values() if life.end is None]
+            if stranded and not live and self.on_stranded is not None:
+                why = hold or self.router.message or "no site can run them"
+                self._event("stranded", tasks=stranded, reason=why)
+                self.on_stranded(f"{stranded} queued task(s) cannot be submitted: {why}")
+            plan = decide_scale(
+                demand,
+                [self._allocation(life) for life in live],
+                [p.shape for p in self._pools.values()],
+                self.limits,
+                history=self.history,
+                now=now,
+                hold=hold,
+                config=self.settings.scale,
+            )
+            plan = self._afford(plan, now)
+            self._apply(plan, now)
+            self.history = record(self.history, plan, now)
+            if plan.held != self._held:
+                self._held = plan.held
+                for note in plan.held:
+                    self._event("hold", note=note)
+            if now - self._last_account >= _ACCOUNT_EVERY_S or not plan.empty:
+                self.account(now)
+            return plan
+
+    def _refresh(self, now: float) -> None:
+        busy = self.runtime.busy()
+        for name, life in list(self.lives.items()):
+            if life.end is not None or life.job_id is None:
+                continue
+            info = self.states.job(life.site, life.job_id)
+            changed = False
+            if info is not None:
+                if info.start is not None and life.start is None and info.state.name != "PENDING":
+                    life.start, changed = info.start, True
+                if info.terminal:
+                    life.end = info.end or now
+                    if life.start is None and info.start:
+                        life.start = info.start
+                    changed = True
+                if info.state.name != life.state:
+                    life.state, changed = info.state.name, True
+            if name in busy:
+                life.address = busy[name][0]
+                if life.start is None:
+                    life.start, changed = now, True  # its worker connected before the poll saw it
+            if changed:
+                self._record(life)
+            if life.end is not None:
+                self.idle_since.pop(name, None)
+                self.runtime.release([name])  # a job Slurm ended: drop its spec entry
+                continue
+            if name in busy and busy[name][1]:
+                self.idle_since.pop(name, None)
+            elif name in busy:
+                self.idle_since.setdefault(name, now)
+
+    def _pool_demand(self, now: float) -> tuple[dict[str, PoolDemand], int]:
+        """Demand per pool, and how many queued tasks could be routed nowhere."""
+        queued: dict[str, list[tuple[Resources, float | None]]] = {}
+        running: dict[str, list[Resources]] = {}
+        stranded = 0
+        for load in self.demand():
+            pool = self.router.route(load, now)
+            if pool is None or pool not in self._pools:
+                stranded += not load.running
+                continue
+            if load.running:
+                running.setdefault(pool, []).append(load.resources)
+            else:
+                queued.setdefault(pool, []).append((load.resources, load.estimate_s))
+        out = {}
+        default = self.settings.scale.walltime.default_estimate_s
+        for name, shape in self._pools.items():
+            part = self.limits[shape.shape.site].partition(shape.shape.partition)
+            assert part is not None
+            out[name] = pool_demand(
+                name,
+                part,
+                queued.get(name, ()),
+                running.get(name, ()),
+                default_estimate_s=default,
+            )
+        return out, stranded
+
+    def _allocation(self, life: AllocationLife) -> Allocation:
+        running = life.start is not None
+        return Allocation(
+            id=life.name,
+            pool=life.pool,
+            state="running" if running else "pending",
+            submitted_at=life.submitted_at,
+            walltime_s=life.walltime_s,
+            nodes=life.nodes,
+            started_at=life.start,
+            idle_since=self.idle_since.get(life.name) if running else None,
+        )
+
+    def _afford(self, plan: ScalePlan, now: float) -> ScalePlan:
+        submits, held = [], list(plan.held)
+        lives = list(self.lives.values())
+        for s in plan.submits:
+            count = min(s.count, self.router.affordable(s, lives, now))
+            if count < s.count:
+                held.append(
+                    f"pool {s.pool}: {s.count} allocation(s) wanted, {count} within the run budget"
+                )
+            if count > 0:
+                submits.append(replace(s, count=count))
+                # what these commit counts against the next pool's submissions
+                lives = lives + [self._new_life(s, f"?{i}", now) for i in range(count)]
+        return ScalePlan(tuple(submits), plan.releases, tuple(held))
+
+    def _new_life(self, s: Submit, name: str, now: float) -> AllocationLife:
+        pool = self._pools[s.pool]
+        return AllocationLife(
+            name=name,
+            pool=s.pool,
+            site=pool.shape.site,
+            partition=pool.shape.partition,
+            nodes=s.nodes,
+            cores_per_node=pool.cores_per_node,
+            gpus_per_node=pool.gpus_per_node,
+            rates=pool.rates,
+            submitted_at=now,
+            walltime_s=s.walltime_s,
+        )
+
+    def _apply(self, plan: ScalePlan, now: float) -> None:
+        for release in plan.releases:
+            life = self.lives.get(release.allocation)
+            self._event(
+                "release",
+                pool=release.pool,
+                allocation=release.allocation,
+                job_id=life.job_id if life else None,
+                reason=release.reason,
+            )
+            logger.info("releasing %s: %s", release.allocation, release.reason)
+        if plan.releases:
+            self.runtime.release([r.allocation for r in plan.releases])
+            for release in plan.releases:
+                self.idle_since.pop(release.allocation, None)
+                life = self.lives.get(release.allocation)
+                if life is not None and life.end is None:
+                    life.end, life.state = now, "CANCELLED"
+                    self._record(life)
+        for submit in plan.submits:
+            names = []
+            for _ in range(submit.count):
+                self._seq += 1
+                names.append(f"{submit.pool}-{self._seq}")
+            ids = self.runtime.submit(submit.pool, names, submit.walltime_s)
+            for name in names:
+                life = self._new_life(submit, name, now)
+                life.job_id = ids.get(name)
+                life.state = "PENDING" if life.job_id else "FAILED"
+                if life.job_id is None:
+                    life.end = now
+                self.lives[name] = life
+                self._record(life)
+            self.submitted += sum(1 for n in names if ids.get(n))
+            site = self._pools[submit.pool].shape.site
+            self.states.watch(site, [i for i in ids.values() if i])
+            self._event(
+                "submit",
+                pool=submit.pool,
+                count=submit.count,
+                nodes=submit.nodes,
+                walltime_s=submit.walltime_s,
+                job_ids=[ids.get(n) for n in names],
+                reason=submit.reason,
+            )
+            logger.info(
+                "submitting %d x %s for %s: %s",
+                submit.count,
+                submit.pool,
+                format_duration(submit.walltime_s),
+                submit.reason,
+            )
+
+    # ------------------------------------------------------------------ records
+
+    def _event(self, action: str, **payload: Any) -> None:
+        if self.journal is not None:
+            self.journal.event("scale", action=action, **payload)
+
+    def _record(self, life: AllocationLife) -> None:
+        if self.journal is not None and life.job_id is not None:
+            self.journal.record_allocation(**life.row())
+
+    def account(self, now: float | None = None) -> dict[str, Any]:
+        """Write the run's accounting so far to the journal and return it."""
+        now = self.clock() if now is None else now
+        self._last_account = now
+        lives = list(self.lives.values())
+        try:
+            attempts = self.attempts(lives)
+        except Exception as exc:  # the journal may be mid-write; used hours come next time
+            logger.debug("cannot read the attempts for the accounting: %s", exc)
+            attempts = ()
+        payload = accounts_payload(lives, attempts, now)
+        payload["allocations_submitted"] = self.submitted
+        if self.journal is not None:
+            self.journal.event("accounting", **payload)
+        return payload
+
+    def finish(self) -> dict[str, Any]:
+        """Stop the loop; every live allocation ends now. Returns the final accounting."""
+        self.stop()
+        with self._lock:
+            now = self.clock()
+            live = [n for n, life in self.lives.items() if life.end is None]
+            if live:
+                self.runtime.release(live)
+            for name in live:
+                life = self.lives[name]
+                life.end, life.state = now, "CANCELLED"
+                self._record(life)
+                self._event(
+                    "release",
+                    pool=life.pool,
+                    allocation=name,
+                    job_id=life.job_id,
+                    reason="the run ended",
+                )
+            payload = self.account(now)
+        self.states.close()
+        return payload
+
+    def live_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [life.row() for life in self.lives.values() if life.job_id and life.end is None]

@@ -1,0 +1,96 @@
+"""The scaler on the dev cluster: a burst scales from zero to the partition and back to zero."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import distributed  # noqa: F401  (its config defaults must exist before any dask.config.set)
+import pytest
+
+from hpcorch.engine.session import start_run
+from hpcorch.journal import JOURNAL_NAME, status
+from hpcorch.spec import parse_workflow
+
+pytestmark = pytest.mark.slurm
+
+INTERVAL_S = 2.0
+IDLE_S = 10.0
+
+
+@pytest.fixture
+def fast_scaling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HPCORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HPCORCH_SCALE_INTERVAL", str(INTERVAL_S))
+    monkeypatch.setenv("HPCORCH_IDLE_TIMEOUT", str(IDLE_S))
+    monkeypatch.setenv("HPCORCH_SCALE_COOLDOWN", "5")
+    monkeypatch.delenv("HPCORCH_REGIONS", raising=False)
+    monkeypatch.delenv("HPCORCH_BUDGET", raising=False)
+
+
+def scale_events(run_dir: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT time, payload FROM events WHERE kind = 'scale' ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [{"time": t, **json.loads(p)} for t, p in rows]
+
+
+def burst(n: int, seconds: float, prefix: str = "t") -> dict[str, Any]:
+    return {
+        "name": "burst",
+        "tasks": [
+            {
+                "id": f"{prefix}{i}",
+                "command": ["sleep", str(seconds)],
+                "resources": {"cpus": 1, "walltime": f"{seconds:g}s"},
+            }
+            for i in range(n)
+        ],
+    }
+
+
+def test_burst_scales_from_zero_to_the_partition_and_back(
+    dev_cluster: Any, fast_scaling: None, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    spec = parse_workflow(burst(200, 3.0))
+    with start_run(spec, site="dev", run_dir=run_dir) as handle:
+        first = status(run_dir)
+        summary = handle.wait(timeout=900)
+        assert summary.ok, summary.failures[:3]
+        # the run is over, the backend still up: the scaler must bring it back to zero
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            allocs = status(run_dir)["allocations"]
+            if allocs and all(a["end"] is not None for a in allocs):
+                break
+            time.sleep(1)
+        data = status(run_dir)
+        events = scale_events(run_dir)
+
+    assert first["allocations"] == []  # nothing submitted before there was work
+    submits = [e for e in events if e["action"] == "submit"]
+    releases = [e for e in events if e["action"] == "release"]
+    submitted = sum(e["count"] for e in submits)
+    assert submitted == 2, submits  # the cpu partition's two nodes, once each: no thrashing
+    assert all(e["walltime_s"] <= 15 * 60 for e in submits)  # sized to the burst, not the max
+
+    ends = [a["end"] for t in data["tasks"] for a in t["attempts"]]
+    last_end = max(ends)
+    # no allocation released while work was left, each released once, for idleness
+    assert len(releases) == 2, releases
+    assert all(e["time"] >= last_end for e in releases)
+    assert all("idle" in e["reason"] for e in releases), releases
+    # back to zero within the idle timeout + one poll interval (+ one interval for the
+    # poll that first sees the worker idle, and the step's own time)
+    assert max(e["time"] for e in releases) <= last_end + IDLE_S + 2 * INTERVAL_S + 2.0
+    assert all(a["end"] is not None for a in data["allocations"])
+    jobs = {a["job_id"] for a in data["allocations"]}
+    assert {a["job_id"] for t in data["tasks"] for a in t["attempts"]} <= jobs
