@@ -76,6 +76,7 @@ class SlotPlugin(WorkerPlugin):
     gres.conf beside ``$SLURM_CONF``, nvidia-smi), or falls back to the
     worker's own CPUs with no GPUs. The GPUs a worker may hand out are those
     in its ``CUDA_VISIBLE_DEVICES`` (what Slurm gave its allocation), in order.
+    ``require_links``: see :class:`~hpcorch.placement.slots.SlotAllocator`.
     """
 
     name = PLUGIN_NAME
@@ -85,10 +86,12 @@ class SlotPlugin(WorkerPlugin):
         topology: NodeTopology | None = None,
         node: str | None = None,
         share_gpus: bool = True,
+        require_links: bool = False,
     ) -> None:
         self.topology = topology
         self.node = node
         self.share_gpus = share_gpus
+        self.require_links = require_links
         self.allocator: SlotAllocator | None = None
         self.gpu_names: tuple[str, ...] = ()
 
@@ -106,7 +109,13 @@ class SlotPlugin(WorkerPlugin):
             # UUIDs or MIG names: take them in topology order.
             usable = list(range(min(len(names), count)))
             self.gpu_names = names[:count] + self.gpu_names[len(names) :]
-        self.allocator = SlotAllocator(node, topology, gpus=usable, share_gpus=self.share_gpus)
+        self.allocator = SlotAllocator(
+            node,
+            topology,
+            gpus=usable,
+            share_gpus=self.share_gpus,
+            require_links=self.require_links,
+        )
         logger.info(
             "slots on %s: %d cores, GPUs %s", node, topology.cores, ",".join(map(str, usable))
         )

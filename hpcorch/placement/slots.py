@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from hpcorch.errors import ResourceError
-from hpcorch.placement.choose import choose_slot
+from hpcorch.placement.choose import choose_gpus, choose_slot
 from hpcorch.placement.request import GPU_MILLI, NodeDemand, Request, Slot
 from hpcorch.placement.state import NodeState
 from hpcorch.topology import NodeTopology
@@ -31,7 +31,10 @@ class SlotAllocator:
 
     ``gpus`` restricts the usable GPUs (the ones this worker's allocation
     holds); ``share_gpus`` allows GPU shares below 1 to co-locate on one GPU,
-    otherwise a share takes a whole GPU.
+    otherwise a share takes a whole GPU. With ``require_links`` a task of
+    several GPUs waits for a set as NVLink-connected as the best one the node
+    has (two GPUs: an NVLink pair) instead of taking GPUs without links
+    between them; best fit keeps such sets free for it.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class SlotAllocator:
         *,
         gpus: Sequence[int] | None = None,
         share_gpus: bool = True,
+        require_links: bool = False,
     ) -> None:
         state = NodeState.idle(node, topology)
         if gpus is not None:
@@ -52,6 +56,8 @@ class SlotAllocator:
         self.node = node
         self.topology = topology
         self.share_gpus = share_gpus
+        self.require_links = require_links
+        self._best_links: dict[int, int] = {}
         self._capacity = state
         self._state = state
         self._cond = threading.Condition()
@@ -104,8 +110,27 @@ class SlotAllocator:
                     )
                 self._cond.wait(left)
 
+    def _links(self, gpus: Sequence[int]) -> int:
+        return sum(1 for a, b in self.topology.nvlinks if a in gpus and b in gpus)
+
+    def _best(self, k: int) -> int:
+        """Most NVLink links any ``k`` of this worker's usable GPUs have among them."""
+        if k not in self._best_links:
+            usable = self._capacity.whole_free_gpus
+            self._best_links[k] = self._links(choose_gpus(self.topology, usable, k))
+        return self._best_links[k]
+
     def _take(self, demand: NodeDemand) -> Slot | None:
         slot = choose_slot(self._state, demand)
+        if (
+            slot is not None
+            and self.require_links
+            and len(slot.gpus) > 1
+            and slot.gpu_milli == GPU_MILLI
+            and self._links(slot.gpus) < self._best(len(slot.gpus))
+        ):
+            logger.debug("%s: GPUs %s lack NVLink; waiting for a linked set", self.node, slot.gpus)
+            return None
         if slot is not None:
             self._state = self._state.take(slot)
             logger.debug("%s: slot cores=%s gpus=%s", self.node, slot.cores, slot.gpus)

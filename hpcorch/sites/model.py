@@ -204,6 +204,10 @@ class DaskSettings(_Frozen):
 
 class MpiSettings(_Frozen):
     launcher: tuple[str, ...] = Field(("srun",), description="argv prefix, e.g. srun --mpi=pmix")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment of every MPI step, e.g. OMPI_MCA_btl: self,tcp",
+    )
 
 
 class Site(_Frozen):
