@@ -7,6 +7,7 @@ import sys
 import click
 
 from hpcorch._version import __version__
+from hpcorch.cli.completion import completion
 from hpcorch.cli.doctor import doctor
 from hpcorch.cli.report import report
 from hpcorch.cli.run import cancel, logs, resume, run, status
@@ -24,6 +25,14 @@ def cli() -> None:
     \b
     Example:
       hpcorch run workflows/cpu-pipeline.yaml --site local
+      hpcorch status RUN_ID
+
+    \b
+    Exit codes:
+      0  success (every task succeeded)
+      1  tasks failed (a summary says which; see 'hpcorch status RUN')
+      2  bad input (workflow, site file, options, unknown run id); nothing submitted
+      3  infrastructure unavailable (Slurm, slurmrestd, Dask workers); try again later
     """
 
 
@@ -37,6 +46,7 @@ cli.add_command(doctor)
 cli.add_command(sites)
 cli.add_command(simulate)
 cli.add_command(submit)
+cli.add_command(completion)
 
 
 def main() -> None:

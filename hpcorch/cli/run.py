@@ -92,7 +92,16 @@ def run(
     run_id: str | None,
     verbose: int,
 ) -> None:
-    """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end."""
+    """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
+
+    Inside a Slurm allocation (an sbatch script), the allocation's nodes run
+    the tasks. Exit 0 when every task succeeded, 1 when some failed.
+
+    \b
+    Examples:
+      hpcorch run workflows/cpu-pipeline.yaml --site local
+      hpcorch run workflows/seismology-110.json --site dev --time-scale 0.01
+    """
     from hpcorch.engine import run_workflow
     from hpcorch.loaders import load_workflow
 
@@ -124,7 +133,13 @@ def run(
 @click.argument("run_ref", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print the status object (stdout only).")
 def status(run_ref: str, as_json: bool) -> None:
-    """Show the state of RUN (a run id or a run directory)."""
+    """Show the state of RUN (a run id or a run directory).
+
+    \b
+    Examples:
+      hpcorch status cpu-pipeline-20261125-192234-bb6a
+      hpcorch status .hpcorch/runs/cpu-pipeline-20261125-192234-bb6a --json | jq .counts
+    """
     from hpcorch.engine.rundir import find_run
     from hpcorch.journal import status as read_status
 
@@ -145,7 +160,12 @@ def status(run_ref: str, as_json: bool) -> None:
 @click.argument("run_ref", metavar="RUN")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
 def resume(run_ref: str, verbose: int) -> None:
-    """Finish RUN after its driver died; completed tasks do not run again."""
+    """Finish RUN after its driver died; completed tasks do not run again.
+
+    \b
+    Example:
+      hpcorch resume cpu-pipeline-20261125-192234-bb6a
+    """
     from hpcorch.engine import resume_run
     from hpcorch.engine.rundir import find_run
     from hpcorch.engine.site import resolve_site
@@ -166,7 +186,12 @@ def resume(run_ref: str, verbose: int) -> None:
 @click.command()
 @click.argument("run_ref", metavar="RUN")
 def cancel(run_ref: str) -> None:
-    """Cancel RUN: stop its driver and its tasks."""
+    """Cancel RUN: stop its driver and its tasks.
+
+    \b
+    Example:
+      hpcorch cancel cpu-pipeline-20261125-192234-bb6a
+    """
     from hpcorch.engine import cancel_run
 
     click.echo(f"run {run_ref}: {cancel_run(run_ref)}")
@@ -177,7 +202,12 @@ def cancel(run_ref: str) -> None:
 @click.argument("task")
 @click.option("--attempt", type=int, default=None, help="Attempt number (default: the last).")
 def logs(run_ref: str, task: str, attempt: int | None) -> None:
-    """Print the stdout and stderr of TASK in RUN."""
+    """Print the stdout and stderr of TASK in RUN.
+
+    \b
+    Example:
+      hpcorch logs cpu-pipeline-20261125-192234-bb6a square-0 --attempt 1
+    """
     from hpcorch.engine.rundir import find_run
     from hpcorch.errors import JournalError
 

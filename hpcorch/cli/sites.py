@@ -30,7 +30,12 @@ def sites() -> None:
 
 @sites.command("list")
 def list_cmd() -> None:
-    """List the sites found ($HPCORCH_SITE_PATH, ~/.config/hpcorch/sites, shipped)."""
+    """List the sites found ($HPCORCH_SITE_PATH, ~/.config/hpcorch/sites, shipped).
+
+    \b
+    Example:
+      hpcorch sites list
+    """
     table = Table("site", "kind", "partitions", "file")
     for name, path in sorted(list_sites().items()):
         try:
@@ -49,7 +54,12 @@ def list_cmd() -> None:
 @sites.command()
 @click.argument("name")
 def show(name: str) -> None:
-    """Show one site: partitions, node shapes, limits, how Slurm is reached."""
+    """Show one site: partitions, node shapes, limits, how Slurm is reached.
+
+    \b
+    Example:
+      hpcorch sites show dev
+    """
     from hpcorch.sites.detect import site_to_yaml
 
     site = load_site(name)
@@ -69,7 +79,12 @@ def show(name: str) -> None:
 @sites.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
-    """Check a site file; exit 2 naming the file, the key and what was expected."""
+    """Check a site file; exit 2 naming the file, the key and what was expected.
+
+    \b
+    Example:
+      hpcorch sites validate site-configs/dev.yaml
+    """
     # Errors propagate to hpcorch.cli.main, which prints them and exits 2.
     site = load_site(file if file.suffix else Path(f"./{file}"))
     click.echo(f"{file}: ok (site {site.name!r}, {len(site.partitions)} partitions)")
@@ -80,7 +95,12 @@ def validate(file: Path) -> None:
 @click.option("--conf", help="slurm.conf of the cluster (default: $SLURM_CONF)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="write here")
 def detect(name: str | None, conf: str | None, output: Path | None) -> None:
-    """Build a site config from the live cluster (partitions, node shapes, GPUs, affinity)."""
+    """Build a site config from the live cluster (partitions, node shapes, GPUs, affinity).
+
+    \b
+    Example:
+      hpcorch sites detect --name mycluster > mycluster.yaml
+    """
     from hpcorch.sites.detect import detect_site, site_to_yaml
 
     text = site_to_yaml(detect_site(name=name, conf=conf))
@@ -93,7 +113,12 @@ def detect(name: str | None, conf: str | None, output: Path | None) -> None:
 
 @sites.command()
 def schema() -> None:
-    """Print the JSON Schema of site files (as in site-configs/schema.json)."""
+    """Print the JSON Schema of site files (as in site-configs/schema.json).
+
+    \b
+    Example:
+      hpcorch sites schema > site-configs/schema.json
+    """
     click.echo(schema_text(), nl=False)
 
 
@@ -101,7 +126,12 @@ def schema() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", default="jobqueue", show_default=True)
 def import_jobqueue(file: Path | None, name: str) -> None:
-    """Turn a dask-jobqueue `jobqueue.slurm` config (FILE or the dask config) into a site."""
+    """Turn a dask-jobqueue `jobqueue.slurm` config (FILE or the dask config) into a site.
+
+    \b
+    Example:
+      hpcorch sites import-jobqueue ~/.config/dask/jobqueue.yaml --name mycluster
+    """
     from hpcorch.sites.detect import site_to_yaml
 
     site = site_from_jobqueue(file, name=name)

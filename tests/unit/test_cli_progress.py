@@ -58,7 +58,10 @@ def test_plain_line_mentions_allocations_and_gpus() -> None:
 def test_snapshot_reads_the_journal(journal: Journal) -> None:
     snap = read_snapshot(journal.path.parent)
     assert snap.counts == {"succeeded": 1, "running": 1, "pending": 1, "failed": 1}
-    assert snap.allocations == {("dev", "gpu", "RUNNING"): (1, 2), ("dev", "cpu", "PENDING"): (1, 1)}
+    assert snap.allocations == {
+        ("dev", "gpu", "RUNNING"): (1, 2),
+        ("dev", "cpu", "PENDING"): (1, 1),
+    }
     assert snap.running == ("b",)
     assert snap.failures == (Failure("d", 1, "out_of_memory", ""),)
     journal.close()
