@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT, n INTEGER, start REAL, end REAL, exit_code INTEGER, failure_class TEXT,
-    worker TEXT, job_id TEXT, node TEXT, gpus TEXT, cores TEXT, message TEXT,
+    worker TEXT, job_id TEXT, node TEXT, gpus TEXT, cores TEXT, message TEXT, ranks TEXT,
     PRIMARY KEY (task_id, n)
 );
 CREATE TABLE IF NOT EXISTS allocations (
@@ -67,15 +67,16 @@ CREATE TABLE IF NOT EXISTS events (
 # times), so each piece fills what it knows and keeps what is there.
 _UPSERT_ATTEMPT = """
 INSERT INTO attempts (task_id, n, start, end, exit_code, failure_class, worker, job_id,
-                      node, gpus, cores, message)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      node, gpus, cores, message, ranks)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (task_id, n) DO UPDATE SET
     start = coalesce(excluded.start, start), end = coalesce(excluded.end, end),
     exit_code = coalesce(excluded.exit_code, exit_code),
     failure_class = coalesce(excluded.failure_class, failure_class),
     worker = coalesce(excluded.worker, worker), job_id = coalesce(excluded.job_id, job_id),
     node = coalesce(excluded.node, node), gpus = coalesce(excluded.gpus, gpus),
-    cores = coalesce(excluded.cores, cores), message = coalesce(excluded.message, message)
+    cores = coalesce(excluded.cores, cores), message = coalesce(excluded.message, message),
+    ranks = coalesce(excluded.ranks, ranks)
 """
 _ATTEMPT_FIELDS = (
     "task_id",
@@ -90,12 +91,20 @@ _ATTEMPT_FIELDS = (
     "gpus",
     "cores",
     "message",
+    "ranks",
 )
 
 
 def _create_private(path: Path) -> None:
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns later versions added to a journal an older hpcorch wrote."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
+    if "ranks" not in columns:  # the node of each MPI rank, comma-separated
+        conn.execute("ALTER TABLE attempts ADD COLUMN ranks TEXT")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -238,6 +247,7 @@ class Journal:
         try:
             conn = _connect(self.path)
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             conn.commit()
         except sqlite3.Error as exc:
             self._error = exc
@@ -329,6 +339,13 @@ def _split(value: str | None) -> list[int] | None:
     return [int(x) for x in value.split(",") if x != ""]
 
 
+def _ranks(attempt: sqlite3.Row) -> dict[str, list[str]]:
+    """``{"ranks": [node of rank 0, ...]}`` for an MPI attempt, else nothing."""
+    # older journals lack the column; a Row's "in" looks at values, hence keys()
+    value = attempt["ranks"] if "ranks" in attempt.keys() else None  # noqa: SIM118
+    return {"ranks": value.split(",")} if value else {}
+
+
 def status(run_dir: Path) -> dict[str, Any]:
     """The object ``hpcorch status RUN --json`` prints (see DESIGN.md)."""
     run = read_run(run_dir)
@@ -356,6 +373,8 @@ def status(run_dir: Path) -> dict[str, Any]:
                 "node": a["node"],
                 "gpus": _split(a["gpus"]),
                 "cores": _split(a["cores"]),
+                # MPI attempts only: the node of each rank
+                **_ranks(a),
             }
         )
     counts = dict.fromkeys(TASK_STATES, 0)
