@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from hpcorch.units import parse_duration, parse_memory
 
 __all__ = [
+    "AllocationUse",
     "Charge",
     "DaskSettings",
     "Limits",
@@ -210,6 +211,15 @@ class MpiSettings(_Frozen):
     )
 
 
+class AllocationUse(_Frozen):
+    """What ``hpcorch run`` does inside an existing allocation (``SLURM_JOB_ID`` set)."""
+
+    use_current: bool = Field(True, description="run tasks on the allocation's own nodes")
+    add_allocations: bool = Field(
+        False, description="also submit allocations of this site when the tasks need more"
+    )
+
+
 class Site(_Frozen):
     name: str
     kind: Literal["local", "slurm"]
@@ -224,6 +234,7 @@ class Site(_Frozen):
     prologue: Prologue = Prologue()
     dask: DaskSettings = DaskSettings()
     mpi: MpiSettings = MpiSettings()
+    allocation: AllocationUse = AllocationUse()
 
     @model_validator(mode="after")
     def _check(self) -> Site:
