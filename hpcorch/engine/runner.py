@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch import dag
-from hpcorch.engine import retry
-from hpcorch.engine.monitor import Monitor
+from hpcorch.engine import horizon, retry
 from hpcorch.engine.completions import Completions
+from hpcorch.engine.monitor import Monitor
 from hpcorch.engine.pools import task_resources
 from hpcorch.engine.recovery import Recovery
 from hpcorch.engine.site import local_site, partition_for
@@ -125,7 +125,10 @@ class Engine:
         self.retry_config = retry_config or retry.RetryConfig()
         self.recovery = Recovery(self.site, monitor=monitor, config=self.retry_config)
         self.on_progress = on_progress
-        self.use_resources = use_resources
+        # On Slurm every task also asks for a walltime tier (hpcorch.engine.horizon):
+        # it never starts on a worker whose time left is below its estimate.
+        self.tiers = self.site.kind == "slurm"
+        self.use_resources = use_resources or self.tiers
         self.tasks = spec.by_id()
         self.parents = {t.id: tuple(dict.fromkeys(t.after)) for t in spec.tasks}
         self.children = dag.children_of(self.parents)
@@ -264,6 +267,9 @@ class Engine:
                     res[key] = {"cpus": float(o.cpus), "memory": float(o.memory)}
                     if o.gpus:
                         res[key]["gpus"] = float(o.gpus)
+                if self.tiers:
+                    estimate = task.duration
+                    res[key].update(horizon.restriction(estimate or self._request(task).walltime_s))
             self.key[tid] = key
             self.owner[key] = tid
             keys.append(key)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from hpcorch.engine.accounting import AllocationLife, accounts_payload
+from hpcorch.engine.horizon import tiers
 from hpcorch.policies.cost import AttemptRecord
 from hpcorch.policies.scale import (
     PoolHistory,
@@ -66,6 +67,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ACCOUNT_EVERY_S = 10.0
+
+
+def _seconds(tier: str) -> int:
+    return int(tier.rsplit("_", 1)[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,10 @@ class PoolRuntime(Protocol):
         """Per connected worker name: its address and the tasks processing on it."""
         ...
 
+    def set_resources(self, address: str, resources: dict[str, float]) -> None:
+        """Change a worker's resources (its walltime tiers, :mod:`hpcorch.engine.horizon`)."""
+        ...
+
 
 class Journaling(Protocol):
     def event(self, kind: str, **payload: Any) -> None: ...
@@ -234,6 +243,7 @@ class Scaler:
         self.lives: dict[str, AllocationLife] = {}
         """Every allocation of the run by its spec name, live or ended."""
         self.idle_since: dict[str, float] = {}
+        self._shown: dict[str, frozenset[str]] = {}
         self.submitted = 0
         self._seq = 0
         self._held: tuple[str, ...] = ()
@@ -323,10 +333,35 @@ class Scaler:
                 self.idle_since.pop(name, None)
                 self.runtime.release([name])  # a job Slurm ended: drop its spec entry
                 continue
+            if name in busy and life.start is not None:
+                self._tiers(life, now)
             if name in busy and busy[name][1]:
                 self.idle_since.pop(name, None)
             elif name in busy:
                 self.idle_since.setdefault(name, now)
+
+    def _tiers(self, life: AllocationLife, now: float) -> None:
+        """Take away the walltime tiers the worker no longer has time for."""
+        assert life.start is not None and life.address is not None
+        left = max(0.0, life.start + life.walltime_s - now)
+        have = tiers(left, self.settings.scale.walltime)
+        shown = frozenset(k for k, v in have.items() if v)
+        if life.name not in self._shown:  # it started with its walltime's tiers
+            started = tiers(life.walltime_s, self.settings.scale.walltime)
+            self._shown[life.name] = frozenset(k for k, v in started.items() if v)
+        if self._shown[life.name] != shown:
+            try:
+                self.runtime.set_resources(life.address, have)
+            except Exception as exc:
+                logger.warning("cannot update worker %s's time left: %s", life.name, exc)
+                return
+            self._event(
+                "tiers",
+                allocation=life.name,
+                left_s=round(left),
+                longest_task_s=max((_seconds(k) for k in shown), default=0),
+            )
+        self._shown[life.name] = shown
 
     def _pool_demand(self, now: float) -> tuple[dict[str, PoolDemand], int]:
         """Demand per pool, and how many queued tasks could be routed nowhere."""

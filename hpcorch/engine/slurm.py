@@ -30,15 +30,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hpcorch.engine.horizon import resources_arg, set_worker_resources, task_estimate
 from hpcorch.engine.site import partition_for
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
 from hpcorch.sites.model import Partition, Site
-from hpcorch.spec import TaskSpec, WorkflowSpec
+from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
-__all__ = ["PoolPlan", "SlurmBackend", "job_options", "plan_pools", "task_estimate"]
+__all__ = ["PoolPlan", "SlurmBackend", "job_options", "plan_pools"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,6 @@ class PoolPlan:
     @property
     def gpus(self) -> int:
         return self.partition.node.gpus
-
-
-def task_estimate(task: TaskSpec) -> float | None:
-    """Seconds the task is expected to run: its emulated duration, else its walltime."""
-    return task.duration if task.duration is not None else task.resources.walltime
 
 
 def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[PoolPlan]:
@@ -173,17 +169,22 @@ def _budget_from_env() -> Budget | None:
 class _DaskPools:
     """The scaler's :class:`~hpcorch.engine.scaler.PoolRuntime` over one SLURMCluster."""
 
-    def __init__(self, cluster: Any, options: Mapping[str, dict[str, Any]], classes: Any) -> None:
+    def __init__(
+        self, cluster: Any, options: Mapping[str, dict[str, Any]], classes: Any, client: Any = None
+    ) -> None:
         self.cluster = cluster
         self.options = options
         self.classes = classes
+        self.client = client
 
     def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
         cluster = self.cluster
-        spec = {
-            "cls": self.classes[pool],
-            "options": {**self.options[pool], "walltime": format_duration(walltime_s)},
-        }
+        options = dict(self.options[pool])
+        args = list(options["worker_extra_args"])
+        # the node's resources, then the walltime tiers it starts with (hpcorch.engine.horizon)
+        args[1] = f"{args[1]},{resources_arg(walltime_s)}"
+        options.update(walltime=format_duration(walltime_s), worker_extra_args=args)
+        spec = {"cls": self.classes[pool], "options": options}
 
         async def add() -> None:
             for name in names:
@@ -219,6 +220,9 @@ class _DaskPools:
             cluster.sync(remove)
         except Exception as exc:
             logger.warning("ending job(s) %s failed: %s; check squeue", ", ".join(names), exc)
+
+    def set_resources(self, address: str, resources: dict[str, float]) -> None:
+        self.client.run(set_worker_resources, resources, workers=[address])
 
     def busy(self) -> dict[str, tuple[str, int]]:
         scheduler = self.cluster.scheduler
@@ -366,6 +370,7 @@ class SlurmBackend:
             self._client = Client(  # type: ignore[no-untyped-call]
                 self._cluster, security=self.security, set_as_default=False
             )
+            self._pools.client = self._client
             self.scaler = self._start_scaler(spec)
         except Exception as exc:
             self.close()

@@ -1,0 +1,220 @@
+"""The live scaler loop with a fake Dask side, fake Slurm states and a hand-driven clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from hpcorch.engine.horizon import CAPACITY, restriction, tier_name, tiers
+from hpcorch.engine.regions import Router, parse_budget, parse_test_only
+from hpcorch.engine.scaler import Load, Scaler, ScalerSettings
+from hpcorch.policies.scale import ScaleConfig
+from hpcorch.policies.state import (
+    Budget,
+    PoolShape,
+    Resources,
+    SiteQueue,
+    charge_rates,
+    site_limits,
+)
+from hpcorch.sites import load_site
+from hpcorch.slurm.models import JobInfo
+from hpcorch.slurm.states import JobState
+
+
+@dataclass
+class FakeRuntime:
+    """Jobs start when the test says; workers are busy when the test says."""
+
+    submitted: list[tuple[str, float]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    workers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
+        ids = {}
+        for name in names:
+            self.submitted.append((name, walltime_s))
+            ids[name] = str(100 + len(self.submitted))
+        return ids
+
+    def release(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.released.append(name)
+            self.workers.pop(name, None)
+
+    def busy(self) -> dict[str, tuple[str, int]]:
+        return dict(self.workers)
+
+    def set_resources(self, address: str, resources: dict[str, float]) -> None:
+        self.resources[address] = resources
+
+
+class FakeStates:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobInfo] = {}
+
+    def watch(self, site: str, job_ids: Iterable[str]) -> None:
+        for j in job_ids:
+            self.jobs.setdefault(j, JobInfo(j, JobState.PENDING))
+
+    def job(self, site: str, job_id: str) -> JobInfo | None:
+        return self.jobs.get(job_id)
+
+    def close(self) -> None:
+        pass
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def event(self, kind: str, **payload: Any) -> None:
+        self.events.append((kind, payload))
+
+    def record_allocation(self, **alloc: Any) -> None:
+        self.rows.append(alloc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    loads: list[Load], **config: Any
+) -> tuple[Scaler, FakeRuntime, FakeStates, Journal, Clock]:
+    site = load_site("dev")
+    runtime, states, journal, clock = FakeRuntime(), FakeStates(), Journal(), Clock()
+    shape = PoolShape("cpu", "dev", "cpu", max_allocations=2)
+    router = Router({"dev": site}, {("dev", "cpu"): "cpu"})
+    settings = ScalerSettings(2.0, ScaleConfig(**{"idle_timeout_s": 10, "cooldown_s": 5, **config}))
+    scaler = Scaler(
+        [(shape, charge_rates(site, "cpu"))],
+        {"dev": site_limits(site)},
+        runtime,
+        states,
+        lambda: loads,
+        router,
+        journal=journal,
+        settings=settings,
+        clock=clock,
+    )
+    return scaler, runtime, states, journal, clock
+
+
+def short(i: int, running: bool = False) -> Load:
+    return Load(f"t{i}", Resources(cpus=1), 3.0, running, (("dev", "cpu"),))
+
+
+def start_all(runtime: FakeRuntime, states: FakeStates, clock: Clock) -> None:
+    for n, (name, _) in enumerate(runtime.submitted):
+        job_id = str(101 + n)
+        states.jobs[job_id] = JobInfo(job_id, JobState.RUNNING, start=clock.now)
+        if name not in runtime.released:
+            runtime.workers[name] = (f"tcp://w{n}", 4)
+
+
+def test_from_zero_to_the_partition_and_back_to_zero_without_thrashing() -> None:
+    loads = [short(i) for i in range(200)]
+    scaler, runtime, states, journal, clock = make(loads)
+    assert scaler.step().submits[0].count == 2  # the partition's two nodes at once
+    start_all(runtime, states, clock)
+    for _ in range(10):  # the burst runs: nothing more is asked, nothing released
+        clock.now += 2
+        assert scaler.step().empty
+    loads.clear()  # the last task ended: the workers go idle
+    for name in runtime.workers:
+        runtime.workers[name] = (runtime.workers[name][0], 0)
+    idle_at = clock.now
+    released_at = None
+    while released_at is None:
+        clock.now += 2
+        if scaler.step().releases:
+            released_at = clock.now
+    assert sorted(runtime.released) == ["cpu-1", "cpu-2"]
+    # first seen idle one interval after it was, released at the idle timeout from there
+    assert released_at <= idle_at + 10 + 2 * 2
+    actions = [p["action"] for k, p in journal.events if k == "scale"]
+    assert actions == ["submit", "release", "release"]
+    assert all(p["reason"] for k, p in journal.events if k == "scale")
+    final = scaler.finish()
+    assert final["allocations_submitted"] == 2
+    assert final["total"]["core_hours_allocated"] > 0
+
+
+def test_walltime_tiers_shrink_as_the_allocation_runs_out() -> None:
+    loads = [short(i) for i in range(8)]
+    scaler, runtime, states, journal, clock = make(loads)
+    scaler.step()
+    (_name, walltime), *_ = runtime.submitted
+    assert walltime == 300  # a short burst asks for the smallest bucket
+    start_all(runtime, states, clock)
+    scaler.step()
+    assert runtime.resources == {}  # it started with the tiers of its walltime
+    clock.now += 100  # 200 s left: no 120 s task fits (x 1.1 + 60 margin + 60 wind-down)
+    scaler.step()
+    (pushed,) = runtime.resources.values()
+    assert pushed[tier_name(60)] == CAPACITY and pushed[tier_name(120)] == 0.0
+    assert any(k == "scale" and p["action"] == "tiers" for k, p in journal.events)
+
+
+def test_tiers_and_restrictions() -> None:
+    assert restriction(3.0) == {"time_30": 1.0}
+    assert restriction(None) == {"time_600": 1.0}  # the default estimate
+    assert restriction(10**7) == {}
+    have = tiers(300)
+    assert have["time_120"] == CAPACITY and have["time_300"] == 0.0
+    assert not any(tiers(50).values())  # winding down: nothing new starts
+
+
+def test_budget_holds_and_trims_submissions() -> None:
+    site = load_site("dev")  # 1 SU per node-hour: a 5-minute node is 1/12 SU
+    router = Router({"dev": site}, {("dev", "cpu"): "cpu"}, budget=Budget(0.1))
+    from hpcorch.policies.scale import Submit
+
+    assert router.affordable(Submit("cpu", 2, 1, 300.0, "x"), [], 0.0) == 1
+    assert router.hold([], 0.0) is None
+
+
+def test_region_route_prefers_the_site_that_finishes_sooner_for_the_money() -> None:
+    dev = load_site("dev")
+    dear = dev.model_copy(
+        update={"name": "dear", "charge": dev.charge.model_copy(update={"su_per_node_hour": 5})}
+    )
+    queues = {
+        "dev": SiteQueue("dev", 2, idle_nodes=0, slurm_start_s=3600, cores_per_node=8),
+        "dear": SiteQueue("dear", 2, idle_nodes=2, cores_per_node=8),
+    }
+    router = Router(
+        {"dev": dev, "dear": dear},
+        {("dev", "cpu"): "cpu", ("dear", "cpu"): "dear.cpu"},
+        probe=lambda s, p, now: queues[s.name],
+    )
+    both = (("dev", "cpu"), ("dear", "cpu"))
+    assert router.route(Load("a", Resources(cpus=1), 60.0, candidates=both), 0.0) == "dear.cpu"
+    queues["dev"] = SiteQueue("dev", 2, idle_nodes=2, cores_per_node=8)
+    router._probes.clear()
+    # both idle: the cheaper one; the first choice stays (sticky)
+    assert router.route(Load("b", Resources(cpus=1), 60.0, candidates=both), 0.0) == "cpu"
+    assert router.route(Load("a", Resources(cpus=1), 60.0, candidates=both), 0.0) == "dear.cpu"
+
+
+def test_parsers() -> None:
+    assert parse_budget("12.5") == Budget(12.5, "SU")
+    assert parse_budget("3 eur") == Budget(3.0, "EUR")
+    with pytest.raises(ValueError, match="amount and a unit"):
+        parse_budget("lots")
+    from datetime import datetime
+
+    now = datetime(2026, 11, 25, 19, 0, 0).timestamp()
+    line = "sbatch: Job 365 to start at 2026-11-25T19:10:00 using 8 processors on nodes cpu1"
+    assert parse_test_only(line, now) == 600.0
+    assert parse_test_only("sbatch: error: nothing", now) is None
