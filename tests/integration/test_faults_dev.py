@@ -35,8 +35,9 @@ class Run:
         self.workflow.write_text(workflow)
         self.run_dir = tmp_path / name
         self.log = (tmp_path / f"{name}.log").open("wb")
-        self.proc = self._start("run", str(self.workflow), "--site", "dev",
-                                "--run-dir", str(self.run_dir))  # fmt: skip
+        self.proc = self._start(
+            "run", str(self.workflow), "--site", "dev", "--run-dir", str(self.run_dir)
+        )
 
     def _start(self, *argv: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -64,7 +65,9 @@ class Run:
         data: dict[str, Any] = json.loads(proc.stdout)
         return data
 
-    def wait_for(self, what: str, check: Callable[[dict[str, Any]], bool], limit: float = 300) -> dict[str, Any]:  # fmt: skip
+    def wait_for(
+        self, what: str, check: Callable[[dict[str, Any]], bool], limit: float = 300
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if (self.run_dir / "journal.sqlite").exists():
@@ -117,6 +120,13 @@ def _job_ids(data: dict[str, Any]) -> set[str]:
     return {str(a["job_id"]) for a in data["allocations"] if str(a["job_id"]).isdigit()}
 
 
+# Allocates 250 MB (about 250 MiB resident with Python) while asking for 200 MiB.
+_HOG = "import time; b = bytearray(250 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1)"
+HOG_TASK = (
+    f'  - {{id: hog, command: [{sys.executable}, -c, "{_HOG}"], resources: {{memory: 200MiB}}}}\n'
+)
+
+
 def _sleeps(n: int, seconds: float, cpus: int = 2, prefix: str = "s") -> str:
     return "".join(
         f"  - {{id: {prefix}{i}, command: [sleep, '{seconds}'], resources: {{cpus: {cpus}}}}}\n"
@@ -125,14 +135,9 @@ def _sleeps(n: int, seconds: float, cpus: int = 2, prefix: str = "s") -> str:
 
 
 def test_oom_timeout_and_a_task_that_always_fails(dev_cluster: Any, tmp_path: Path) -> None:
-    hog = (
-        "import time; b = bytearray(250 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1)"
-    )
     workflow = (
         "name: remedies\n"
-        "tasks:\n"
-        f'  - {{id: hog, command: [{sys.executable}, -c, "{hog}"], resources: {{memory: 200MiB}}}}\n'
-        "  - {id: slow, command: [sleep, '4'], resources: {walltime: 3s}}\n"
+        "tasks:\n" + HOG_TASK + "  - {id: slow, command: [sleep, '4'], resources: {walltime: 3s}}\n"
         "  - {id: broken, command: [sh, -c, 'exit 3'], retries: 1}\n"
         "  - {id: below, command: ['true'], after: [broken]}\n"
         "  - {id: fine, command: ['true'], after: [hog, slow]}\n"
@@ -179,11 +184,17 @@ def test_scancel_of_one_allocation(dev_cluster: Any, tmp_path: Path) -> None:
     workflow = "name: scancel\ntasks:\n" + _sleeps(8, 20)
     run = Run(dev_cluster, tmp_path, workflow)
     data = run.wait_for("a task on cpu2", _running_on("cpu2"))
-    victim = next(t["attempts"][-1]["job_id"] for t in data["tasks"] if _running_on("cpu2")({"tasks": [t]}))  # fmt: skip
+    victim = next(
+        t["attempts"][-1]["job_id"] for t in data["tasks"] if _running_on("cpu2")({"tasks": [t]})
+    )
     dev_cluster.run("scancel", str(victim))
     assert run.finish() == 0, run.output()
     data = run.status()
-    requeued = [t for t in data["tasks"] if any(a["job_id"] == victim and a["failure_class"] for a in t["attempts"])]  # fmt: skip
+    requeued = [
+        t
+        for t in data["tasks"]
+        if any(a["job_id"] == victim and a["failure_class"] for a in t["attempts"])
+    ]
     assert requeued and all(t["state"] == "succeeded" for t in requeued)
     assert {a["failure_class"] for t in requeued for a in t["attempts"][:-1]} <= {
         "cancelled",
@@ -205,8 +216,13 @@ def test_hpcorch_cancel_stops_everything(dev_cluster: Any, tmp_path: Path) -> No
 
 
 def test_slurmctld_restart_mid_run(dev_cluster: Any, tmp_path: Path) -> None:
-    run = Run(dev_cluster, tmp_path, "name: ctld\ntasks:\n" + _sleeps(4, 20, prefix="a")
-              + _sleeps(4, 5, prefix="b").replace("}}\n", "}, after: [a0]}\n"))  # fmt: skip
+    run = Run(
+        dev_cluster,
+        tmp_path,
+        "name: ctld\ntasks:\n"
+        + _sleeps(4, 20, prefix="a")
+        + _sleeps(4, 5, prefix="b").replace("}}\n", "}, after: [a0]}\n"),
+    )
     run.wait_for("running tasks", lambda d: d["counts"].get("running", 0) > 0)
     dev_cluster.script_cmd("restart-ctld")
     assert run.finish() == 0, run.output()
