@@ -40,7 +40,7 @@ def needs_resources(spec: WorkflowSpec) -> bool:
     nothing else, the thread slots already enforce the request and the
     scheduler's slower resource-restricted path can be skipped.
     """
-    return any(t.cpus > 1 or t.resources.memory or t.gpus for t in spec.tasks)
+    return any(t.cpus > 1 or t.resources.memory or t.gpus or t.nodes > 1 for t in spec.tasks)
 
 
 def task_resources(task: TaskSpec) -> dict[str, float]:
@@ -49,6 +49,10 @@ def task_resources(task: TaskSpec) -> dict[str, float]:
         res["memory"] = float(task.resources.memory)
     if task.gpus:
         res["gpus"] = float(task.gpus)
+    if task.nodes > 1:  # only workers of allocations that span its nodes
+        from hpcorch.engine.placing import span_resource
+
+        res[span_resource(task.nodes)] = float(task.cpus)
     return res
 
 
@@ -97,7 +101,20 @@ class LocalBackend:
 
 
 def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
-    """Start the scheduler and worker pools the workflow needs on ``site``."""
+    """Start the scheduler and worker pools the workflow needs on ``site``; their
+    workers hand out their nodes' cores and GPUs (:mod:`hpcorch.engine.placing`)."""
+    backend = _open_backend(site, spec, run_dir)
+    from hpcorch.engine.placing import register_slots
+
+    try:
+        register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     if site.kind == "local":
         return LocalBackend(site)
     from hpcorch.engine.slurm import SlurmBackend

@@ -25,6 +25,7 @@ from hpcorch import dag
 from hpcorch.engine import horizon, retry
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
+from hpcorch.engine.placing import placing_for
 from hpcorch.engine.pools import task_resources
 from hpcorch.engine.recovery import Recovery
 from hpcorch.engine.site import local_site, partition_for
@@ -182,7 +183,7 @@ class Engine:
             target = task.function
         elif kind == "command":
             assert task.command is not None
-            target = _launch_argv(task, self.mpi_launcher)
+            target = task.command  # an MPI task's step is built on its worker (placing)
         else:
             target = task.duration
         memo_key = self.memo.get(task.id)
@@ -213,6 +214,16 @@ class Engine:
             timeout=request.walltime_s if kind == "command" else None,
             memory=request.memory if task.touch_memory else 0,
             memory_request=request.memory,
+            placing=self._placing(task),
+        )
+
+    def _placing(self, task: TaskSpec) -> Any:
+        """Where the attempt goes on its node(s), with what the retry policy raised."""
+        raised = self.override.get(task.id)
+        if raised is None:
+            return placing_for(task, self.site, self.run_dir)
+        return placing_for(
+            task, self.site, self.run_dir, cpus=raised.cpus, memory=raised.memory or None
         )
 
     def _request(self, task: TaskSpec) -> retry.Resources:
@@ -264,7 +275,11 @@ class Engine:
                 res[key] = task_resources(task)
                 if tid in self.override:
                     o = self.override[tid]
-                    res[key] = {"cpus": float(o.cpus), "memory": float(o.memory)}
+                    res[key] = {
+                        **res[key],
+                        "cpus": float(o.cpus),
+                        "memory": float(o.memory),
+                    }
                     if o.gpus:
                         res[key]["gpus"] = float(o.gpus)
                 if self.tiers:
@@ -581,11 +596,3 @@ def _graph(dsk: dict[str, Any]) -> Any:
     from dask._expr import LLGExpr
 
     return LLGExpr(dsk, _determ_token=uuid.uuid4().hex)  # type: ignore[no-untyped-call]
-
-
-def _launch_argv(task: TaskSpec, launcher: tuple[str, ...]) -> tuple[str, ...]:
-    """The argv that runs a command task; MPI tasks start under the site's launcher."""
-    assert task.command is not None
-    if task.mpi is None:
-        return task.command
-    return (*launcher, "-n", str(task.mpi.ranks), *task.command)

@@ -55,6 +55,8 @@ class PoolPlan:
     walltime_s: float
     """A walltime for all its tasks on ``jobs`` nodes; each submission chooses its own."""
     site: str = ""
+    nodes: int = 1
+    """Nodes per job: more than one for MPI tasks spanning nodes (srun steps in the job)."""
 
     @property
     def cores(self) -> int:
@@ -73,10 +75,12 @@ def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[Pool
     """Pools for ``spec`` on ``site``: one per partition some task fits best, sized by demand.
 
     Tasks no partition of ``site`` runs are left out (another site may take
-    them); ``prefix`` names the pools of a run's additional sites.
+    them); ``prefix`` names the pools of a run's additional sites. Tasks that
+    span ``N > 1`` nodes (MPI) get a pool of ``N``-node jobs of their own,
+    ``<partition>-<N>nodes``, whose steps run inside those jobs.
     """
-    demand: dict[str, int] = {}
-    estimates: dict[str, list[float | None]] = {}
+    demand: dict[tuple[str, int], int] = {}
+    estimates: dict[tuple[str, int], list[float | None]] = {}
     partitions: dict[str, Partition] = {}
     for task in spec.tasks:
         try:
@@ -84,14 +88,19 @@ def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[Pool
         except ResourceError:
             continue
         partitions[part.name] = part
-        demand[part.name] = demand.get(part.name, 0) + task.cpus * task.nodes
-        estimates.setdefault(part.name, []).append(task_estimate(task))
+        key = (part.name, task.nodes)
+        demand[key] = demand.get(key, 0) + task.cpus * task.nodes
+        estimates.setdefault(key, []).append(task_estimate(task))
     plans = []
-    for name, part in partitions.items():
-        jobs = max(1, min(part.nodes, math.ceil(demand[name] / part.node.cores)))
+    for (name, nodes), cores in demand.items():
+        part = partitions[name]
+        jobs = max(1, min(part.nodes // nodes, math.ceil(cores / (part.node.cores * nodes))))
         limit = part.max_walltime_s or site.limits.max_walltime_s
-        walltime = walltime_for_tasks(estimates[name], jobs * part.node.cores, max_walltime_s=limit)
-        plans.append(PoolPlan(f"{prefix}{name}", part, jobs, walltime, site.name))
+        walltime = walltime_for_tasks(
+            estimates[(name, nodes)], jobs * nodes * part.node.cores, max_walltime_s=limit
+        )
+        pool = f"{prefix}{name}" if nodes == 1 else f"{prefix}{name}-{nodes}nodes"
+        plans.append(PoolPlan(pool, part, jobs, walltime, site.name, nodes))
     # The default partition's pool first: it owns the scheduler.
     plans.sort(key=lambda p: (not p.partition.default, p.name))
     return plans
@@ -102,6 +111,14 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     node = plan.partition.node
     resources = f"cpus={node.cores},memory={node.memory},gpus={node.gpus}"
     directives = list(site.prologue.directives)
+    skip: list[str] = []
+    if plan.nodes > 1:
+        # One worker on the first node; the tasks' srun steps use all the nodes.
+        from hpcorch.engine.placing import span_resource
+
+        resources += f",{span_resource(plan.nodes)}={node.cores}"
+        directives += [f"--nodes={plan.nodes}", "--ntasks-per-node=1"]
+        skip.append("#SBATCH -n 1")
     if plan.partition.gres and node.gpus:
         directives.append(f"--gres={plan.partition.gres}:{node.gpus}")
     if plan.partition.constraint:
@@ -120,6 +137,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         "job_mem": f"{node.memory // 1024**2}M",
         "walltime": format_duration(plan.walltime_s),
         "job_extra_directives": directives,
+        "job_directives_skip": skip,
         "job_script_prologue": prologue,
         "worker_extra_args": ["--resources", resources, *site.dask.worker_extra_args],
         "python": sys.executable,
@@ -300,6 +318,44 @@ class _JournalDemand:
         return out
 
 
+def _base_name(plan: PoolPlan) -> str:
+    """The name of the partition's single-node pool (which may not exist)."""
+    return plan.name.removesuffix(f"-{plan.nodes}nodes") if plan.nodes > 1 else plan.name
+
+
+class _SpanRouter:
+    """The region router, with tasks spanning N nodes sent to their partition's
+    N-node pool (the router itself knows one pool per site and partition)."""
+
+    def __init__(self, router: Any, spans: Mapping[tuple[str, int], str]) -> None:
+        self.router = router
+        self.spans = dict(spans)
+        self.base = {pool: base for (base, _), pool in self.spans.items()}
+
+    @property
+    def message(self) -> str | None:
+        message: str | None = self.router.message
+        return message
+
+    @message.setter
+    def message(self, value: str | None) -> None:
+        self.router.message = value
+
+    def route(self, load: Any, now: float) -> str | None:
+        pool: str | None = self.router.route(load, now)
+        nodes = load.resources.nodes
+        return self.spans.get((pool, nodes), pool) if pool is not None and nodes > 1 else pool
+
+    def hold(self, lives: Sequence[Any], now: float) -> str | None:
+        held: str | None = self.router.hold(lives, now)
+        return held
+
+    def affordable(self, submit: Any, lives: Sequence[Any], now: float) -> int:
+        base = replace(submit, pool=self.base.get(submit.pool, submit.pool))
+        count: int = self.router.affordable(base, lives, now)
+        return count
+
+
 class SlurmBackend:
     """A SLURMCluster whose pools the scaler sizes with demand, and a TLS client to it."""
 
@@ -403,17 +459,21 @@ class SlurmBackend:
                     max_walltime_s=p.partition.max_walltime_s
                     or self.sites[p.site].limits.max_walltime_s,
                     max_allocations=p.jobs,
+                    nodes_per_allocation=p.nodes,
                 ),
                 charge_rates(self.sites[p.site], p.partition.name),
             )
             for p in self.plans
         ]
-        router = Router(
-            self.sites,
-            {(p.site, p.partition.name): p.name for p in self.plans},
-            budget=self.budget,
-            default_estimate_s=self.settings.scale.walltime.default_estimate_s,
-            journal=self._journal,
+        router = _SpanRouter(
+            Router(
+                self.sites,
+                {(p.site, p.partition.name): _base_name(p) for p in self.plans},
+                budget=self.budget,
+                default_estimate_s=self.settings.scale.walltime.default_estimate_s,
+                journal=self._journal,
+            ),
+            {(_base_name(p), p.nodes): p.name for p in self.plans if p.nodes > 1},
         )
         cpus = {t.id: t.cpus * t.nodes for t in spec.tasks}
         scaler = Scaler(

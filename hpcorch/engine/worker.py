@@ -6,31 +6,68 @@ Each attempt appends a small record (times, worker, node, Slurm job, exit
 code, failure class) to a buffer in the worker process; the driver collects
 the buffer in batches with :func:`drain`, so no per-task message goes to the
 driver and results stay on the workers.
+
+Placement (:mod:`hpcorch.engine.placing`): an attempt first takes a slot of
+its node from the worker's slot plugin (cores and GPUs no other running task
+holds; NVLink pairs, cores near the GPUs). A command runs confined to it
+(``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``, CPU affinity where allowed); a
+function sees it through :func:`current_slot` and, where CuPy has a GPU, runs
+on the slot's first GPU. An MPI task runs as an ``srun`` step inside the
+allocation the worker runs in (``SLURM_JOB_ID``), over its first nodes, and
+its record names each rank's node. The record's start is when the slot was
+obtained and its end comes before the slot is given back, so the records of
+two tasks that held the same GPU never overlap in time.
 """
 
 from __future__ import annotations
 
 import collections
 import importlib
+import logging
 import os
 import pickle
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcorch.engine import watchdog
+from hpcorch.engine.placing import MpiStep, Placing, rank_nodes
 from hpcorch.engine.retry import TaskFailed
+from hpcorch.placement.request import Slot
 from hpcorch.spec import TaskRef
 
-__all__ = ["Payload", "TaskFailed", "drain", "execute", "load_result"]
+__all__ = ["Payload", "TaskFailed", "current_slot", "drain", "execute", "load_result"]
+
+logger = logging.getLogger(__name__)
 
 _BUFFER: collections.deque[dict[str, Any]] = collections.deque()
 _IDENTITY: dict[str, Any] = {}
+_LOCAL = threading.local()
+
+# Variables of the worker's own batch job that srun would read as options of
+# an MPI step (a whole-node job's --cpus-per-task, --mem, --ntasks-per-node).
+_JOB_OPTIONS = (
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_CPU_BIND",
+    "SLURM_DISTRIBUTION",
+    "SLURM_GPUS_PER_TASK",
+    "SLURM_MEM_PER_CPU",
+    "SLURM_MEM_PER_GPU",
+    "SLURM_MEM_PER_NODE",
+    "SLURM_NNODES",
+    "SLURM_NPROCS",
+    "SLURM_NTASKS",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_TRES_PER_TASK",
+    "SLURM_JWT",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +91,7 @@ class Payload:
     timeout: float | None = None
     memory: int = 0  # bytes an emulated task really allocates
     memory_request: int = 0  # bytes requested, for diagnosing a failure
+    placing: Placing | None = None  # a slot on the node, or an MPI step (engine.placing)
 
 
 def _identity() -> dict[str, Any]:
@@ -68,9 +106,82 @@ def _identity() -> dict[str, Any]:
             worker=worker,
             node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
             job_id=os.environ.get("SLURM_JOB_ID"),
-            gpus=os.environ.get("CUDA_VISIBLE_DEVICES"),
         )
     return _IDENTITY
+
+
+def current_slot() -> Slot | None:
+    """The slot (node, cores, GPUs) of the task running in this thread; None outside one."""
+    slot: Slot | None = getattr(_LOCAL, "slot", None)
+    return slot
+
+
+def _slot_plugin() -> Any:
+    """This worker's slot plugin, or None (no Dask worker, or no plugin registered)."""
+    from hpcorch.placement.plugin import PLUGIN_NAME
+
+    try:
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(PLUGIN_NAME)
+    except ValueError:
+        return None
+    if plugin is None or getattr(plugin, "allocator", None) is None:
+        return None
+    return plugin
+
+
+def _joined(values: Any) -> str:
+    return ",".join(map(str, values))
+
+
+@contextmanager
+def _placed(p: Payload, record: dict[str, Any]) -> Iterator[tuple[Slot | None, Any]]:
+    """Hold the attempt's slot on this node (when it has a request and the worker a plugin)."""
+    request = p.placing.request if p.placing is not None else None
+    plugin = _slot_plugin() if request is not None else None
+    if request is None or plugin is None:
+        if request is not None:
+            logger.debug("worker has no slot plugin; task %s runs unplaced", p.task_id)
+        yield None, None
+        return
+    slot = plugin.allocator.allocate(request)
+    try:
+        # The attempt starts when it holds its slot (it may have waited for one).
+        record.update(
+            start=time.time(), node=slot.node, cores=_joined(slot.cores), gpus=_joined(slot.gpus)
+        )
+        _BUFFER.append(dict(record))
+        yield slot, plugin
+    finally:
+        record["end"] = time.time()  # before the slot is free for the next task
+        plugin.allocator.release(slot)
+
+
+@contextmanager
+def _in_slot(slot: Slot | None, plugin: Any) -> Iterator[None]:
+    """Make ``slot`` this thread's :func:`current_slot`; select its GPU where CuPy has one."""
+    _LOCAL.slot = slot
+    try:
+        if slot is not None and slot.gpus:
+            _use_gpu(slot, plugin.gpu_names)
+        yield
+    finally:
+        _LOCAL.slot = None
+
+
+def _use_gpu(slot: Slot, names: tuple[str, ...]) -> None:
+    from hpcorch import gpu
+
+    if not gpu.gpu_available():
+        return
+    # CUDA numbers the devices this process sees (its CUDA_VISIBLE_DEVICES) from 0.
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
+    name = names[slot.gpus[0]] if names else str(slot.gpus[0])
+    ordinal = visible.index(name) if name in visible else slot.gpus[0]
+    import cupy
+
+    cupy.cuda.Device(ordinal).use()  # the current device is per thread
 
 
 def _resolve(target: Any) -> Callable[..., Any]:
@@ -113,27 +224,85 @@ def load_result(path: str | None) -> Any:
         return pickle.load(fh)  # written by this run's own workers
 
 
-def _run_command(p: Payload) -> None:
+def _task_env(p: Payload, run_dir: str | None) -> dict[str, str]:
+    env = {**os.environ, **p.env, "HPCORCH_RUN_ID": p.run_id, "HPCORCH_TASK_ID": p.task_id}
+    env["HPCORCH_ATTEMPT"] = str(p.n)
+    if run_dir is not None:
+        env["HPCORCH_RUN_DIR"] = run_dir
+    return env
+
+
+def _allocation_nodes() -> list[str]:
+    """The nodes of the Slurm allocation this worker runs in (empty outside Slurm)."""
+    from hpcorch.slurm.parse import expand_hostlist
+
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    return list(expand_hostlist(nodelist)) if nodelist else []
+
+
+def _step(
+    p: Payload, step: MpiStep, env: Mapping[str, str], record: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Options of the MPI step (for :func:`hpcorch.mpi.build_srun_step_argv`) and its env.
+
+    Records the node of each rank: the step runs on the allocation's first
+    nodes, ranks filling one node before the next.
+    """
+    job_id = os.environ.get("SLURM_JOB_ID")
+    options: dict[str, Any] = {"job_id": job_id, "launcher": step.launcher}
+    step_env = {k: v for k, v in {**env, **step.env}.items() if k not in _JOB_OPTIONS}
+    nodes = _allocation_nodes()
+    if job_id is not None and os.path.basename(step.launcher[0]) == "srun":
+        try:
+            ranks = rank_nodes(step, nodes)
+        except Exception as exc:
+            raise TaskFailed(
+                f"{exc}; the task went to a worker whose allocation is too small", None
+            ) from None
+        nodelist = nodes[: step.nodes]
+        options.update(memory=step.memory, nodelist=nodelist, job_name=f"hpcorch-{p.task_id}")
+    else:  # mpiexec on this machine
+        ranks = [str(record.get("node"))] * step.ranks
+    record.update(node=ranks[0], ranks=_joined(ranks))
+    _BUFFER.append(dict(record))
+    return options, step_env
+
+
+def _mpi_argv(p: Payload, step: MpiStep, options: Mapping[str, Any]) -> list[str]:
+    from hpcorch.mpi import build_srun_step_argv
+
+    return build_srun_step_argv(step, list(p.target), **options)
+
+
+def _run_command(
+    p: Payload,
+    slot: Slot | None = None,
+    gpu_names: tuple[str, ...] | None = None,
+    record: dict[str, Any] | None = None,
+) -> None:
     argv = list(p.target)
     log_dir = Path(p.log_dir or ".")
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stem = log_dir / f"{p.task_id}.{p.n}"
-    env = {
-        **os.environ,
-        **p.env,
-        "HPCORCH_RUN_ID": p.run_id,
-        "HPCORCH_RUN_DIR": str(log_dir.parent),
-        "HPCORCH_TASK_ID": p.task_id,
-        "HPCORCH_ATTEMPT": str(p.n),
-    }
+    env = _task_env(p, str(log_dir.parent))
+    step = p.placing.mpi if p.placing is not None else None
+    memory_limit = p.memory_request
+    if step is not None:
+        options, env = _step(p, step, env, record if record is not None else {})
+        argv = _mpi_argv(p, step, options)
+        memory_limit = 0  # srun --mem holds each node's ranks to it; srun itself is small
     with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
+        io: dict[str, Any] = {"stdout": out, "stderr": err, "stdin": subprocess.DEVNULL}
         try:
-            proc = subprocess.Popen(
-                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=p.cwd
-            )
+            if slot is not None:
+                from hpcorch.placement.plugin import start_in_slot
+
+                proc = start_in_slot(argv, slot, env, gpu_names, cwd=p.cwd, **io)
+            else:
+                proc = subprocess.Popen(argv, env=env, cwd=p.cwd, **io)
         except OSError as exc:
             raise TaskFailed(f"cannot start {argv[0]!r}: {exc.strerror}", 127) from None
-        ended = watchdog.wait(proc, timeout=p.timeout, memory_limit=p.memory_request)
+        ended = watchdog.wait(proc, timeout=p.timeout, memory_limit=memory_limit)
     returncode, peak = ended.returncode, ended.memory_peak
     if ended.timed_out:
         raise TaskFailed(
@@ -171,6 +340,32 @@ def _emulate(p: Payload) -> None:
     del ballast
 
 
+def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> Any:
+    fn = _resolve(p.target)
+    args, kwargs = p.args, p.kwargs
+    if p.has_refs:
+        results = dict(zip(p.deps, dep_values, strict=True))
+        args = _substitute(p.args, results)
+        kwargs = _substitute(p.kwargs, results)
+    step = p.placing.mpi if p.placing is not None else None
+    if step is None:
+        return fn(*args, **kwargs)
+    # An mpi4py function task: every rank calls fn(comm, *args, **kwargs).
+    from hpcorch.mpi import run_mpi_function
+
+    options, env = _step(p, step, _task_env(p, None), record)
+    return run_mpi_function(
+        fn,
+        step,
+        args=args,
+        kwargs=kwargs,
+        workdir=step.workdir,
+        env=env,
+        timeout=p.timeout,
+        **options,
+    )
+
+
 def execute(p: Payload, *dep_values: Any) -> Any:
     """Run one attempt of one task; parent values arrive as ``dep_values`` (see ``p.deps``)."""
     record: dict[str, Any] = {"task_id": p.task_id, "n": p.n, "run_id": p.run_id}
@@ -179,19 +374,14 @@ def execute(p: Payload, *dep_values: Any) -> Any:
     _BUFFER.append(dict(record))
     value: Any = None
     try:
-        if p.kind == "function":
-            fn = _resolve(p.target)
-            if p.has_refs:
-                results = dict(zip(p.deps, dep_values, strict=True))
-                args = _substitute(p.args, results)
-                kwargs = _substitute(p.kwargs, results)
-                value = fn(*args, **kwargs)
+        with _placed(p, record) as (slot, plugin):
+            if p.kind == "function":
+                with _in_slot(slot, plugin):
+                    value = _call(p, dep_values, record)
+            elif p.kind == "command":
+                _run_command(p, slot, plugin.gpu_names if plugin else None, record)
             else:
-                value = fn(*p.args, **p.kwargs)
-        elif p.kind == "command":
-            _run_command(p)
-        else:
-            _emulate(p)
+                _emulate(p)
     except Exception as exc:
         if isinstance(exc, TaskFailed):
             exc.node = record.get("node")
@@ -212,7 +402,7 @@ def execute(p: Payload, *dep_values: Any) -> Any:
             Path(p.memo_path + ".done").touch(mode=0o600)
         return value
     finally:
-        record["end"] = time.time()
+        record.setdefault("end", time.time())
         _BUFFER.append(record)
 
 
