@@ -123,6 +123,7 @@ class Monitor:
         self._records: dict[str, dict[str, Any]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._silent: set[str] = set()
+        self._announced: set[str] = set()
         self._next_slurm = 0.0
         self._last_refresh = -1e18
         self._nodes_seen = False
@@ -210,6 +211,39 @@ class Monitor:
         with self._lock:
             return [w for w in self._workers.values() if w.lost is None]
 
+    def saw(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Learn workers from attempt records (``worker``, ``node``, ``job_id``).
+
+        A worker that ran a task and died before the next tick is still placed
+        on its node and allocation: the evidence the recovery needs.
+        """
+        jobs = set()
+        with self._lock:
+            for rec in records:
+                address = rec.get("worker")
+                if not address or address in self._workers:
+                    continue
+                job = str(rec["job_id"]) if rec.get("job_id") else None
+                self._workers[address] = WorkerInfo(
+                    str(address), node=rec.get("node"), job_id=job, joined=self._clock()
+                )
+                if job:
+                    jobs.add(job)
+        if jobs:
+            self.watch_allocations(sorted(jobs))
+
+    # ------------------------------------------------------------------ AllocationStates
+
+    def watch(self, site: str, job_ids: Iterable[str]) -> None:
+        """Follow a pool's jobs (the scaler's ``AllocationStates``; one site per monitor)."""
+        self.watch_allocations(list(job_ids))
+
+    def job(self, site: str, job_id: str) -> JobInfo | None:
+        return self.allocation(job_id)
+
+    def close(self) -> None:
+        self.stop()
+
     # ------------------------------------------------------------------ one tick
 
     def tick(self) -> None:
@@ -232,20 +266,24 @@ class Monitor:
         now = self._clock()
         with self._lock:
             known = {a for a, w in self._workers.items() if w.lost is None}
-        new = [a for a in live if a not in known]
+            placed_before = {a: w for a, w in self._workers.items() if w.node is not None}
+        new = [a for a in live if a not in self._announced]
         gone = [a for a in known if a not in live]
-        placed = self._identify(new) if new else {}
+        unplaced = [a for a in new if a not in placed_before]
+        placed = self._identify(unplaced) if unplaced else {}
         events: list[MonitorEvent] = []
         with self._lock:
             for address in new:
+                before = placed_before.get(address)
                 where = placed.get(address, {})
                 worker = WorkerInfo(
                     address,
                     str(live[address].get("name", "")),
-                    where.get("node"),
-                    where.get("job_id"),
-                    joined=now,
+                    where.get("node") or (before.node if before else None),
+                    where.get("job_id") or (before.job_id if before else None),
+                    joined=before.joined if before else now,
                 )
+                self._announced.add(address)
                 self._workers[address] = worker
                 events.append(WorkerEvent(worker, "joined"))
             for address in gone:

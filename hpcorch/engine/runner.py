@@ -422,6 +422,8 @@ class Engine:
         records = [r for recs in per_worker.values() for r in recs]
         if not records:
             return
+        if self.recovery.monitor is not None:
+            self.recovery.monitor.saw(records)  # where each worker runs, before it may die
         with self._lock:
             self.journal.record_attempts(records)
             running = [

@@ -166,3 +166,23 @@ def test_a_watcher_that_raises_does_not_stop_the_others() -> None:
     monitor.watch_allocations([job, "cpu-0"])  # a name, not a Slurm id: ignored
     monitor.tick()
     assert len(got) == 1
+
+
+def test_a_worker_known_from_its_attempt_records_is_placed_even_if_it_dies_first() -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker"))
+    dask = FakeDask()
+    monitor = Monitor(None, slurm=client, dask_client=dask)
+    monitor.saw([{"worker": "tls://w9", "node": "cpu2", "job_id": job, "task_id": "t"}])
+    assert monitor.allocation_ids() == [job]
+    dask.workers["tls://w9"] = {"name": "cpu-0"}
+    monitor.tick()
+    assert dask.calls["run"] == 0  # already placed: not asked again
+    del dask.workers["tls://w9"]
+    monitor.tick()
+    info = monitor.worker("tls://w9")
+    assert info is not None and info.node == "cpu2" and info.lost is not None
+    # the scaler's AllocationStates protocol
+    monitor.watch("dev", [job])
+    assert monitor.job("dev", job) is not None
