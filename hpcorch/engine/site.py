@@ -106,10 +106,15 @@ def _no_fit(task: TaskSpec, site: Site) -> ResourceError:
 
 
 def check_fits(spec: WorkflowSpec, site: Site) -> None:
-    """Raise :class:`ResourceError` naming the first task no partition can run."""
+    """Raise :class:`ResourceError` naming the first task no partition can run:
+    its cores, memory, GPUs, nodes or walltime, then its layout on one node
+    (:func:`hpcorch.engine.placing.check_placeable`)."""
     for task in spec.tasks:
         if not any(_fits(task, p) for p in site.partitions):
             raise _no_fit(task, site)
+    from hpcorch.engine.placing import check_placeable
+
+    check_placeable(spec, site)
 
 
 def partition_for(task: TaskSpec, site: Site) -> Partition:
