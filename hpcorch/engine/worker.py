@@ -353,7 +353,8 @@ def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> An
     # An mpi4py function task: every rank calls fn(comm, *args, **kwargs).
     from hpcorch.mpi import run_mpi_function
 
-    options, env = _step(p, step, _task_env(p, None), record)
+    # The step's payload lies in <run dir>/mpi; its ranks know the run directory.
+    options, env = _step(p, step, _task_env(p, str(Path(step.workdir).parent)), record)
     return run_mpi_function(
         fn,
         step,
