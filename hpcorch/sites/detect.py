@@ -119,6 +119,11 @@ def build_site(
         data["limits"] = {"max_array_size": int(config["MaxArraySize"])}
     if re.search(r"\bpmix\b", mpi_list):
         data["mpi"] = {"launcher": ["srun", "--mpi=pmix"]}
+    addresses = re.findall(r"NodeAddr=(\S+)", nodes_text)
+    if len(addresses) > 1 and len(set(addresses)) == 1:
+        # Several nodes on one host (an emulated cluster): OpenMPI's shared-memory
+        # transport crashes between ranks of different "nodes" there; TCP works.
+        data.setdefault("mpi", {})["env"] = {"OMPI_MCA_btl": "self,tcp"}
     return Site.model_validate(data)
 
 
