@@ -59,11 +59,14 @@ class Outcome:
     evidence: Evidence
     job_id: str | None = None
     exclude_nodes: frozenset[str] = frozenset()
+    time: float | None = None
+    """When the failure was handled: the end of an attempt whose worker died with it."""
 
     @property
     def record(self) -> dict[str, Any]:
         """The attempt's journal fields this failure knows."""
         return {
+            "end": self.time if self.evidence.worker_lost else None,
             "exit_code": self.evidence.exit_code,
             "failure_class": str(self.diagnosis.failure),
             "node": self.evidence.node,
@@ -204,7 +207,7 @@ class Recovery:
             health = NodeHealth(health.unhealthy, struck_nodes(self.strikes, now, self.config))
         if decision.exclude_nodes or health.struck:
             state_.exclude = state_.exclude | decision.exclude_nodes | health.struck
-        return Outcome(diagnosis, decision, evidence, job_id, state_.exclude)
+        return Outcome(diagnosis, decision, evidence, job_id, state_.exclude, now)
 
     def excluded(self, task_id: str) -> frozenset[str]:
         state = self._tasks.get(task_id)
