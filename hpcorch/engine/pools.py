@@ -117,6 +117,11 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
 def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     if site.kind == "local":
         return LocalBackend(site)
+    from hpcorch.engine.inside import AllocationBackend, current_allocation
+
+    allocation = current_allocation() if site.allocation.use_current else None
+    if allocation is not None:  # inside a user's sbatch script: its nodes come first
+        return AllocationBackend(site, spec, run_dir, allocation)
     from hpcorch.engine.slurm import SlurmBackend
 
     backend: Backend = SlurmBackend(site, spec, run_dir)

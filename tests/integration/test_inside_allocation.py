@@ -1,0 +1,76 @@
+"""`hpcorch run` inside a user's sbatch script: the allocation's nodes run the tasks, and
+no other Slurm job is submitted."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO, DevCluster
+
+
+def _wait_for_job(dev_cluster: DevCluster, job_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        out = dev_cluster.run("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State").stdout
+        state = out.strip().split("\n")[0].split()[0] if out.strip() else ""
+        if state and state not in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING"):
+            return state
+        time.sleep(2)
+    dev_cluster.run("scancel", job_id, check=False)
+    raise AssertionError(f"job {job_id} still {state or 'unknown'} after {timeout:.0f}s")
+
+
+def test_run_in_an_sbatch_script_uses_the_allocation(
+    dev_cluster: DevCluster, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "hpcorch", "run", str(REPO / "workflows" / "cpu-pipeline.yaml")]
+    argv += ["--site", "dev", "--run-dir", str(run_dir)]
+    script = tmp_path / "job.sh"
+    script.write_text(
+        f"#!/bin/bash\nexport HPCORCH_HOME={shlex.quote(str(home))}\n{shlex.join(argv)}\n"
+    )
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    # --exclusive: whole nodes (the pipeline's `sum` task wants 2 cores on one node).
+    sbatch = dev_cluster.run(
+        "sbatch", "--parsable", "-N2", "-p", "cpu", "--exclusive", "-t", "10",
+        "-J", "user-script", "-o", str(tmp_path / "job.out"), f"--chdir={tmp_path}",
+        str(script),
+    )  # fmt: skip
+    job_id = sbatch.stdout.strip().split(";")[0]
+    # Other runs share the two cpu nodes: the script may queue a while.
+    state = _wait_for_job(dev_cluster, job_id, timeout=900)
+    output = (tmp_path / "job.out").read_text()
+    assert state == "COMPLETED", output
+
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "hpcorch", "status", str(run_dir), "--json"],
+            capture_output=True, text=True, check=True, env=dev_cluster.cli_env(),
+        ).stdout
+    )  # fmt: skip
+    assert status["state"] == "succeeded", output
+    nodes = set(dev_cluster.run("scontrol", "show", "hostnames", "cpu[1-2]").stdout.split())
+    attempts = [a for t in status["tasks"] for a in t["attempts"]]
+    assert attempts and all(a["job_id"] == job_id for a in attempts), attempts
+    assert {a["node"] for a in attempts} <= nodes
+    # The run's only allocation is the script's own.
+    assert [a["job_id"] for a in status["allocations"]] == [job_id]
+
+    # Slurm saw no other job from this directory: only the script's, whose workers
+    # were one job step on both nodes.
+    jobs = dev_cluster.run(
+        "sacct", "-n", "-P", "-S", started, "-o", "JobID,JobName,WorkDir,NodeList", "-X",
+    ).stdout.splitlines()  # fmt: skip
+    ours = [j.split("|") for j in jobs if j.split("|")[2] == str(tmp_path)]
+    assert [j[0] for j in ours] == [job_id], ours
+    steps = dev_cluster.run("sacct", "-n", "-P", "-j", job_id, "-o", "JobID,NodeList").stdout
+    worker_steps = [s.split("|") for s in steps.splitlines() if s.startswith(f"{job_id}.0")]
+    assert worker_steps and worker_steps[0][1] == "cpu[1-2]", steps
