@@ -43,6 +43,7 @@ from hpcorch.engine.horizon import tiers
 from hpcorch.policies.cost import AttemptRecord
 from hpcorch.policies.scale import (
     PoolHistory,
+    Release,
     ScaleConfig,
     ScalePlan,
     Submit,
@@ -161,8 +162,9 @@ class PoolRuntime(Protocol):
         """Retire the named jobs' workers gracefully, then end the jobs."""
         ...
 
-    def busy(self) -> dict[str, tuple[str, int]]:
-        """Per connected worker name: its address and the tasks processing on it."""
+    def busy(self) -> dict[str, tuple[str, int, int]]:
+        """Per connected worker name: its address, the tasks processing on it, and the
+        results only it holds that tasks still to run need."""
         ...
 
     def set_resources(self, address: str, resources: dict[str, float]) -> None:
@@ -243,6 +245,9 @@ class Scaler:
         self.lives: dict[str, AllocationLife] = {}
         """Every allocation of the run by its spec name, live or ended."""
         self.idle_since: dict[str, float] = {}
+        self.draining: dict[str, tuple[Release, float]] = {}
+        """Released by the policy, kept until the results they alone hold are needed no more."""
+        self._busy: dict[str, tuple[str, int, int]] = {}
         self._shown: dict[str, frozenset[str]] = {}
         self.submitted = 0
         self._seq = 0
@@ -281,13 +286,14 @@ class Scaler:
             hold = self.router.hold(list(self.lives.values()), now)
             demand, stranded = self._pool_demand(now)
             live = [life for life in self.lives.values() if life.end is None]
+            deciding = [life for life in live if life.name not in self.draining]
             if stranded and not live and self.on_stranded is not None:
                 why = hold or self.router.message or "no site can run them"
                 self._event("stranded", tasks=stranded, reason=why)
                 self.on_stranded(f"{stranded} queued task(s) cannot be submitted: {why}")
             plan = decide_scale(
                 demand,
-                [self._allocation(life) for life in live],
+                [self._allocation(life) for life in deciding],
                 [p.shape for p in self._pools.values()],
                 self.limits,
                 history=self.history,
@@ -307,7 +313,7 @@ class Scaler:
             return plan
 
     def _refresh(self, now: float) -> None:
-        busy = self.runtime.busy()
+        busy = self._busy = self.runtime.busy()
         for name, life in list(self.lives.items()):
             if life.end is not None or life.job_id is None:
                 continue
@@ -436,23 +442,21 @@ class Scaler:
 
     def _apply(self, plan: ScalePlan, now: float) -> None:
         for release in plan.releases:
-            life = self.lives.get(release.allocation)
-            self._event(
-                "release",
-                pool=release.pool,
-                allocation=release.allocation,
-                job_id=life.job_id if life else None,
-                reason=release.reason,
-            )
-            logger.info("releasing %s: %s", release.allocation, release.reason)
-        if plan.releases:
-            self.runtime.release([r.allocation for r in plan.releases])
-            for release in plan.releases:
-                self.idle_since.pop(release.allocation, None)
-                life = self.lives.get(release.allocation)
-                if life is not None and life.end is None:
-                    life.end, life.state = now, "CANCELLED"
-                    self._record(life)
+            holding = self._busy.get(release.allocation, ("", 0, 0))[2]
+            others = [n for n in self._busy if n != release.allocation and n not in self.draining]
+            if holding and not others:
+                # its results feed tasks still to run, and no other worker could take them
+                self.draining[release.allocation] = (release, now)
+                self._event(
+                    "drain",
+                    pool=release.pool,
+                    allocation=release.allocation,
+                    reason=f"{release.reason}; holds {holding} result(s) that tasks still to "
+                    "run need: released once another worker can take them",
+                )
+                continue
+            self._release(release, now)
+        self._drained(now)
         for submit in plan.submits:
             names = []
             for _ in range(submit.count):
@@ -486,6 +490,47 @@ class Scaler:
                 format_duration(submit.walltime_s),
                 submit.reason,
             )
+
+    def _drained(self, now: float) -> None:
+        """Release the draining allocations whose results are safe, or that drained too long.
+
+        A draining allocation may hold the very node its successor waits for (a
+        full partition): after ``idle_timeout_s`` it goes anyway, and Dask
+        recomputes the results it held.
+        """
+        for name, (release, since) in list(self.draining.items()):
+            holding = self._busy.get(name, ("", 0, 0))[2]
+            others = [n for n in self._busy if n != name and n not in self.draining]
+            life = self.lives.get(name)
+            if life is None or life.end is not None:
+                del self.draining[name]
+            elif not holding or others:
+                del self.draining[name]
+                self._release(release, now)
+            elif now - since >= self.settings.scale.idle_timeout_s:
+                del self.draining[name]
+                why = (
+                    f"{release.reason}; drained {now - since:.0f}s with no other worker to take "
+                    f"its {holding} result(s): they will be recomputed"
+                )
+                self._release(replace(release, reason=why), now)
+
+    def _release(self, release: Release, now: float) -> None:
+        life = self.lives.get(release.allocation)
+        self._event(
+            "release",
+            pool=release.pool,
+            allocation=release.allocation,
+            job_id=life.job_id if life else None,
+            reason=release.reason,
+        )
+        logger.info("releasing %s: %s", release.allocation, release.reason)
+        # retiring first hands its results to the other workers (dask's graceful retire)
+        self.runtime.release([release.allocation])
+        self.idle_since.pop(release.allocation, None)
+        if life is not None and life.end is None:
+            life.end, life.state = now, "CANCELLED"
+            self._record(life)
 
     # ------------------------------------------------------------------ records
 

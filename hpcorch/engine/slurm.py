@@ -242,16 +242,16 @@ class _DaskPools:
     def set_resources(self, address: str, resources: dict[str, float]) -> None:
         self.client.run(set_worker_resources, resources, workers=[address])
 
-    def busy(self) -> dict[str, tuple[str, int]]:
+    def busy(self) -> dict[str, tuple[str, int, int]]:
         scheduler = self.cluster.scheduler
 
-        async def snapshot() -> dict[str, tuple[str, int]]:
+        async def snapshot() -> dict[str, tuple[str, int, int]]:
             return {
-                str(ws.name): (str(ws.address), len(ws.processing))
+                str(ws.name): (str(ws.address), len(ws.processing), _holding(ws))
                 for ws in scheduler.workers.values()
             }
 
-        result: dict[str, tuple[str, int]] = self.cluster.sync(snapshot)
+        result: dict[str, tuple[str, int, int]] = self.cluster.sync(snapshot)
         return result
 
     def queued_keys(self) -> list[str]:
@@ -264,6 +264,16 @@ class _DaskPools:
 
         result: list[str] = self.cluster.sync(keys)
         return result
+
+
+def _holding(ws: Any) -> int:
+    """Results only this worker holds that a task still to run needs (lost if it goes)."""
+    done = ("memory", "erred", "forgotten")
+    return sum(
+        1
+        for ts in ws.has_what
+        if len(ts.who_has) == 1 and any(d.state not in done for d in ts.dependents)
+    )
 
 
 class _JournalDemand:

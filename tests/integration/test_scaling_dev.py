@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -12,52 +10,20 @@ import distributed  # noqa: F401  (its config defaults must exist before any das
 import pytest
 
 from hpcorch.engine.session import start_run
-from hpcorch.journal import JOURNAL_NAME, status
+from hpcorch.journal import status
 from hpcorch.spec import parse_workflow
+from tests.integration.scaling_helpers import IDLE_S, INTERVAL_S, burst, events, fast_scaling
 
 pytestmark = pytest.mark.slurm
 
-INTERVAL_S = 2.0
-IDLE_S = 10.0
-
 
 @pytest.fixture
-def fast_scaling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HPCORCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HPCORCH_SCALE_INTERVAL", str(INTERVAL_S))
-    monkeypatch.setenv("HPCORCH_IDLE_TIMEOUT", str(IDLE_S))
-    monkeypatch.setenv("HPCORCH_SCALE_COOLDOWN", "5")
-    monkeypatch.delenv("HPCORCH_REGIONS", raising=False)
-    monkeypatch.delenv("HPCORCH_BUDGET", raising=False)
-
-
-def scale_events(run_dir: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT time, payload FROM events WHERE kind = 'scale' ORDER BY id"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [{"time": t, **json.loads(p)} for t, p in rows]
-
-
-def burst(n: int, seconds: float, prefix: str = "t") -> dict[str, Any]:
-    return {
-        "name": "burst",
-        "tasks": [
-            {
-                "id": f"{prefix}{i}",
-                "command": ["sleep", str(seconds)],
-                "resources": {"cpus": 1, "walltime": f"{seconds:g}s"},
-            }
-            for i in range(n)
-        ],
-    }
+def fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fast_scaling(monkeypatch, tmp_path)
 
 
 def test_burst_scales_from_zero_to_the_partition_and_back(
-    dev_cluster: Any, fast_scaling: None, tmp_path: Path
+    dev_cluster: Any, fast: None, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     spec = parse_workflow(burst(200, 3.0))
@@ -73,11 +39,11 @@ def test_burst_scales_from_zero_to_the_partition_and_back(
                 break
             time.sleep(1)
         data = status(run_dir)
-        events = scale_events(run_dir)
+        scale = events(run_dir)
 
     assert first["allocations"] == []  # nothing submitted before there was work
-    submits = [e for e in events if e["action"] == "submit"]
-    releases = [e for e in events if e["action"] == "release"]
+    submits = [e for e in scale if e["action"] == "submit"]
+    releases = [e for e in scale if e["action"] == "release"]
     submitted = sum(e["count"] for e in submits)
     assert submitted == 2, submits  # the cpu partition's two nodes, once each: no thrashing
     assert all(e["walltime_s"] <= 15 * 60 for e in submits)  # sized to the burst, not the max

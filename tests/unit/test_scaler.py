@@ -31,7 +31,7 @@ class FakeRuntime:
 
     submitted: list[tuple[str, float]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
-    workers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    workers: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
@@ -46,7 +46,7 @@ class FakeRuntime:
             self.released.append(name)
             self.workers.pop(name, None)
 
-    def busy(self) -> dict[str, tuple[str, int]]:
+    def busy(self) -> dict[str, tuple[str, int, int]]:
         return dict(self.workers)
 
     def set_resources(self, address: str, resources: dict[str, float]) -> None:
@@ -119,7 +119,7 @@ def start_all(runtime: FakeRuntime, states: FakeStates, clock: Clock) -> None:
         job_id = str(101 + n)
         states.jobs[job_id] = JobInfo(job_id, JobState.RUNNING, start=clock.now)
         if name not in runtime.released:
-            runtime.workers[name] = (f"tcp://w{n}", 4)
+            runtime.workers[name] = (f"tcp://w{n}", 4, 0)
 
 
 def test_from_zero_to_the_partition_and_back_to_zero_without_thrashing() -> None:
@@ -132,7 +132,7 @@ def test_from_zero_to_the_partition_and_back_to_zero_without_thrashing() -> None
         assert scaler.step().empty
     loads.clear()  # the last task ended: the workers go idle
     for name in runtime.workers:
-        runtime.workers[name] = (runtime.workers[name][0], 0)
+        runtime.workers[name] = (runtime.workers[name][0], 0, 0)
     idle_at = clock.now
     released_at = None
     while released_at is None:
@@ -164,6 +164,28 @@ def test_walltime_tiers_shrink_as_the_allocation_runs_out() -> None:
     (pushed,) = runtime.resources.values()
     assert pushed[tier_name(60)] == CAPACITY and pushed[tier_name(120)] == 0.0
     assert any(k == "scale" and p["action"] == "tiers" for k, p in journal.events)
+
+
+def test_a_worker_holding_results_still_needed_drains_before_it_goes() -> None:
+    loads = [short(i) for i in range(8)]
+    scaler, runtime, states, journal, clock = make(loads)
+    scaler.step()
+    start_all(runtime, states, clock)
+    scaler.step()
+    # the burst is done; a long task waits for its results, which only cpu-1 holds
+    loads[:] = [Load("long", Resources(cpus=1), 600.0, False, (("dev", "cpu"),))]
+    runtime.workers["cpu-1"] = ("tcp://w0", 0, 8)
+    clock.now += 2
+    plan = scaler.step()
+    assert [r.allocation for r in plan.releases] == ["cpu-1"]  # too little time left for it
+    assert runtime.released == [] and "cpu-1" in scaler.draining
+    assert plan.submits and plan.submits[0].walltime_s >= 900  # a fresh one, long enough
+    runtime.workers["cpu-2"] = ("tcp://w1", 0, 0)  # the fresh one connects
+    clock.now += 2
+    scaler.step()
+    assert runtime.released == ["cpu-1"] and not scaler.draining
+    kinds = [p["action"] for k, p in journal.events if k == "scale"]
+    assert kinds.index("drain") < kinds.index("release")
 
 
 def test_tiers_and_restrictions() -> None:
