@@ -437,7 +437,14 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
     journal.flush()
     rows = [a for a in status(run_dir)["allocations"] if str(a["job_id"]).isdigit()]
-    open_ids = [str(a["job_id"]) for a in rows if str(a["state"]).split()[0] not in _ENDED]
+    # Never the job this process runs in: a user's allocation that `hpcorch run` used
+    # (hpcorch.engine.inside) and where it now resumes.
+    own = os.environ.get("SLURM_JOB_ID")
+    open_ids = [
+        str(a["job_id"])
+        for a in rows
+        if str(a["state"]).split()[0] not in _ENDED and str(a["job_id"]) != own
+    ]
     if not open_ids:
         return []
     client = connect(site)
