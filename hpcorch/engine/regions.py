@@ -199,14 +199,18 @@ class Router:
         self.message = status.message
         return status.message
 
-    def affordable(self, submit: Submit, lives: Sequence[AllocationLife], now: float) -> int:
+    def affordable(
+        self, submit: Submit, lives: Sequence[AllocationLife], now: float
+    ) -> tuple[int, str]:
+        """How many of the allocations the budget can pay for their whole walltime, and why."""
         if self.budget is None:
-            return submit.count
+            return submit.count, "no budget"
+        unit = self.budget.unit
         site, partition = next(c for c, p in self.pools.items() if p == submit.pool)
         part = self.sites[site].partition(partition)
         records = [life.record() for life in lives]
-        spent = amount_in(account(records, (), now).total, self.budget.unit)
-        held = amount_in(committed([r for r in records if r.end is None], now), self.budget.unit)
+        spent = amount_in(account(records, (), now).total, unit)
+        held = amount_in(committed([r for r in records if r.end is None], now), unit)
         one = amount_in(
             charge(
                 _rates(self.sites[site], partition),
@@ -214,12 +218,21 @@ class Router:
                 submit.nodes,
                 submit.nodes * part.node.gpus,
             ),
-            self.budget.unit,
+            unit,
         )
         left = self.budget.amount - spent - held
-        if one <= 0:
-            return submit.count
-        return max(0, min(submit.count, math.floor(left / one + 1e-9)))
+        count = submit.count if one <= 0 else max(0, min(submit.count, math.floor(left / one)))
+        note = (
+            f"the run budget of {self.budget.amount:,.4g} {unit} has {max(0.0, left):,.4g} {unit} "
+            f"left ({spent:,.4g} spent, {held:,.4g} committed) and one allocation of pool "
+            f"{submit.pool} for {submit.walltime_s:.0f}s costs {one:,.4g} {unit}: raise the "
+            "run's budget (HPCORCH_BUDGET) and resume it (`hpcorch resume RUN`)"
+        )
+        if count < submit.count and self.journal is not None and self.message != note:
+            self.journal.event("budget", message=note)
+        if count == 0:
+            self.message = note
+        return count, note
 
     # ------------------------------------------------------------------ routing
 

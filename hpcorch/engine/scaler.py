@@ -190,8 +190,10 @@ class Routing(Protocol):
         """Why nothing may be submitted now (the budget), or None."""
         ...
 
-    def affordable(self, submit: Submit, lives: Sequence[AllocationLife], now: float) -> int:
-        """How many of ``submit``'s allocations the budget still allows."""
+    def affordable(
+        self, submit: Submit, lives: Sequence[AllocationLife], now: float
+    ) -> tuple[int, str]:
+        """How many of ``submit``'s allocations the budget still allows, and the figures."""
         ...
 
 
@@ -252,6 +254,7 @@ class Scaler:
         self.submitted = 0
         self._seq = 0
         self._held: tuple[str, ...] = ()
+        self._stranded = False
         self._last_account = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -287,10 +290,6 @@ class Scaler:
             demand, stranded = self._pool_demand(now)
             live = [life for life in self.lives.values() if life.end is None]
             deciding = [life for life in live if life.name not in self.draining]
-            if stranded and not live and self.on_stranded is not None:
-                why = hold or self.router.message or "no site can run them"
-                self._event("stranded", tasks=stranded, reason=why)
-                self.on_stranded(f"{stranded} queued task(s) cannot be submitted: {why}")
             plan = decide_scale(
                 demand,
                 [self._allocation(life) for life in deciding],
@@ -301,7 +300,13 @@ class Scaler:
                 hold=hold,
                 config=self.settings.scale,
             )
-            plan = self._afford(plan, now)
+            plan, unaffordable = self._afford(plan, now)
+            if not live and not plan.submits:
+                queued = sum(d.queued for d in demand.values())
+                if stranded:
+                    self._strand(stranded, hold or self.router.message or "no site can run them")
+                elif queued and unaffordable:
+                    self._strand(queued, unaffordable)
             self._apply(plan, now)
             self.history = record(self.history, plan, now)
             if plan.held != self._held:
@@ -410,20 +415,29 @@ class Scaler:
             idle_since=self.idle_since.get(life.name) if running else None,
         )
 
-    def _afford(self, plan: ScalePlan, now: float) -> ScalePlan:
-        submits, held = [], list(plan.held)
+    def _afford(self, plan: ScalePlan, now: float) -> tuple[ScalePlan, str | None]:
+        """The plan with submissions trimmed to the budget, and why, when some were."""
+        submits, held, why = [], list(plan.held), None
         lives = list(self.lives.values())
         for s in plan.submits:
-            count = min(s.count, self.router.affordable(s, lives, now))
+            count, note = self.router.affordable(s, lives, now)
+            count = min(s.count, count)
             if count < s.count:
-                held.append(
-                    f"pool {s.pool}: {s.count} allocation(s) wanted, {count} within the run budget"
-                )
+                why = note
+                held.append(f"pool {s.pool}: {s.count} allocation(s) wanted, {count}: {note}")
             if count > 0:
                 submits.append(replace(s, count=count))
                 # what these commit counts against the next pool's submissions
                 lives = lives + [self._new_life(s, f"?{i}", now) for i in range(count)]
-        return ScalePlan(tuple(submits), plan.releases, tuple(held))
+        return ScalePlan(tuple(submits), plan.releases, tuple(held)), why
+
+    def _strand(self, count: int, why: str) -> None:
+        """Nothing live and nothing may be submitted: the queued tasks can never run."""
+        if self._stranded or self.on_stranded is None:
+            return
+        self._stranded = True
+        self._event("stranded", tasks=count, reason=why)
+        self.on_stranded(f"{count} queued task(s) cannot be submitted: {why}")
 
     def _new_life(self, s: Submit, name: str, now: float) -> AllocationLife:
         pool = self._pools[s.pool]

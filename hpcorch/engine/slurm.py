@@ -360,10 +360,10 @@ class _SpanRouter:
         held: str | None = self.router.hold(lives, now)
         return held
 
-    def affordable(self, submit: Any, lives: Sequence[Any], now: float) -> int:
+    def affordable(self, submit: Any, lives: Sequence[Any], now: float) -> tuple[int, str]:
         base = replace(submit, pool=self.base.get(submit.pool, submit.pool))
-        count: int = self.router.affordable(base, lives, now)
-        return count
+        answer: tuple[int, str] = self.router.affordable(base, lives, now)
+        return answer
 
 
 class SlurmBackend:

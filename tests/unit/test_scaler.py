@@ -202,7 +202,8 @@ def test_budget_holds_and_trims_submissions() -> None:
     router = Router({"dev": site}, {("dev", "cpu"): "cpu"}, budget=Budget(0.1))
     from hpcorch.policies.scale import Submit
 
-    assert router.affordable(Submit("cpu", 2, 1, 300.0, "x"), [], 0.0) == 1
+    count, note = router.affordable(Submit("cpu", 2, 1, 300.0, "x"), [], 0.0)
+    assert count == 1 and "raise the run's budget" in note
     assert router.hold([], 0.0) is None
 
 
