@@ -66,7 +66,7 @@ def test_status_object_shape(tmp_path: Path) -> None:
         )
         j.set_run_state("failed")
     data = status(run_dir)
-    assert set(data) == {"run_id", "state", "counts", "tasks", "allocations"}
+    assert set(data) >= {"run_id", "state", "counts", "tasks", "allocations"}
     assert data["run_id"] == "r1" and data["state"] == "failed"
     assert data["counts"]["succeeded"] == 1 and data["counts"]["upstream_failed"] == 1
     a = data["tasks"][0]

@@ -55,7 +55,7 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
 
 def test_yaml_errors_carry_the_file(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
-    path.write_text("tasks:\n  - {id: a, command: [true], after: [b]}\n")
+    path.write_text("tasks:\n  - {id: a, command: ['true'], after: [b]}\n")
     with pytest.raises(WorkflowError, match=r"wf\.yaml: task 'a' depends on unknown task 'b'"):
         load_workflow(path)
 
