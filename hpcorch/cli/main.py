@@ -17,7 +17,22 @@ from hpcorch.cli.submit import submit
 from hpcorch.errors import HpcorchError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Errors of hpcorch end the command with their exit code and one line on stderr.
+
+    Here rather than only in :func:`main`, so that click's test runner sees the
+    same exit codes as the console script.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except HpcorchError as exc:
+            click.echo(f"hpcorch: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hpcorch")
 def cli() -> None:
     """Run scientific workflows on Slurm clusters.

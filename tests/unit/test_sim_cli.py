@@ -89,5 +89,5 @@ def test_wfformat_workflow_writes_a_journal_status_reads(tmp_path: Path) -> None
 
 def test_missing_trace_says_what_to_do() -> None:
     result = CliRunner().invoke(cli, ["simulate", "--trace", "no-such-trace.swf", "--json"])
-    assert result.exit_code != 0
-    assert "HPCORCH_TRACES_DIR" in str(result.exception or result.output)
+    assert result.exit_code == 2
+    assert "HPCORCH_TRACES_DIR" in result.stderr
