@@ -51,7 +51,7 @@ def test_long_task_gets_a_fresh_allocation_with_time_for_it(
     assert fresh["walltime_s"] >= 600 and fits(600, fresh["walltime_s"])
     # the short allocation was let go for want of time (after handing over its results)
     retired = [
-        e for e in events if e["action"] in ("drain", "release") and "fit none" in e["reason"]
+        e for e in scale if e["action"] in ("drain", "release") and "fit none" in e["reason"]
     ]
-    assert retired, [e["reason"] for e in events if e["action"] == "release"]
+    assert retired, [e["reason"] for e in scale if e["action"] == "release"]
     assert restriction(600) == {"time_600": 1.0}
