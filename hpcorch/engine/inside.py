@@ -148,6 +148,11 @@ def worker_argv(
     tiers = resources_arg(_UNLIMITED_S)
     if tiers:
         resources += f",{tiers}"
+    # A task spanning k nodes runs as an srun step over the allocation's first k
+    # nodes (hpcorch.engine.placing); any worker may start it.
+    from hpcorch.engine.placing import span_resource
+
+    resources += "".join(f",{span_resource(k)}={cpus}" for k in range(2, len(allocation.nodes) + 1))
     argv = [
         "srun",
         f"--jobid={allocation.job_id}",

@@ -287,3 +287,13 @@ def test_journal_written_before_ranks_gains_the_column(tmp_path: Path) -> None:
     with Journal.open(tmp_path) as journal:
         journal.record_attempts([{"task_id": "a", "n": 2, "node": "cpu1", "ranks": "cpu1"}])
     assert status(tmp_path)["tasks"][0]["attempts"][1]["ranks"] == ["cpu1"]
+
+
+def test_workers_inside_a_users_allocation_take_tasks_spanning_its_nodes() -> None:
+    from hpcorch.engine.inside import Allocation, worker_argv
+
+    allocation = Allocation("376", ("cpu1", "cpu2"), (8, 8), 8000 * 1024**2, 0, "cpu")
+    argv = worker_argv(allocation, allocation.nodes, 8, "tls://10.0.0.1:8786")
+    resources = argv[argv.index("--resources") + 1].split(",")
+    assert f"{span_resource(2)}=8" in resources
+    assert not any(r.startswith("cpus_3nodes") for r in resources)
