@@ -28,8 +28,17 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except HpcorchError as exc:
-            click.echo(f"hpcorch: error: {exc}", err=True)
+            click.echo(f"hpcorch: error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a site file's several errors, a backend's report)."""
+    text = ""
+    for part in (p.strip() for p in str(exc).splitlines()):
+        if part:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + part
+    return text
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +87,6 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except HpcorchError as exc:
-        click.echo(f"hpcorch: error: {exc}", err=True)
+        click.echo(f"hpcorch: error: {_one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
