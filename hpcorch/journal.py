@@ -63,6 +63,16 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+_ALLOCATION_FIELDS = ("job_id", "site", "partition", "nodes", "state", "start", "end", "pool")
+_UPSERT_ALLOCATION = """
+INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id) DO UPDATE SET
+    site = COALESCE(excluded.site, site), partition = COALESCE(excluded.partition, partition),
+    nodes = COALESCE(excluded.nodes, nodes), state = COALESCE(excluded.state, state),
+    start = COALESCE(excluded.start, start), end = COALESCE(excluded.end, end),
+    pool = COALESCE(excluded.pool, pool)
+"""
+
 # An attempt row arrives in pieces (the driver knows the failure, the worker the
 # times), so each piece fills what it knows and keeps what is there.
 _UPSERT_ATTEMPT = """
@@ -194,24 +204,9 @@ class Journal:
             self._execute(_UPSERT_ATTEMPT, rows)
 
     def record_allocation(self, **alloc: Any) -> None:
-        self._execute(
-            "INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                tuple(
-                    alloc.get(k)
-                    for k in (
-                        "job_id",
-                        "site",
-                        "partition",
-                        "nodes",
-                        "state",
-                        "start",
-                        "end",
-                        "pool",
-                    )
-                )
-            ],
-        )
+        # Several writers know parts of a row (the scaler its site and pool, the monitor
+        # its Slurm state): each fills what it knows and keeps what is there.
+        self._execute(_UPSERT_ALLOCATION, [tuple(alloc.get(k) for k in _ALLOCATION_FIELDS)])
 
     def event(self, kind: str, **payload: Any) -> None:
         self._execute(

@@ -38,14 +38,17 @@ def events(run_dir: Path, kind: str = "scale") -> list[dict[str, Any]]:
 
 
 def burst(n: int, seconds: float, prefix: str = "t") -> dict[str, Any]:
-    """``n`` one-core tasks of ``seconds`` each (their estimate too)."""
+    """``n`` one-core tasks of ``seconds`` each, estimated (walltime) at twice that + 5 s.
+
+    The estimate is also the task's walltime, which the engine enforces: leave room.
+    """
     return {
         "name": "burst",
         "tasks": [
             {
                 "id": f"{prefix}{i}",
                 "command": ["sleep", str(seconds)],
-                "resources": {"cpus": 1, "walltime": f"{seconds:g}s"},
+                "resources": {"cpus": 1, "walltime": f"{2 * seconds + 5:g}s"},
             }
             for i in range(n)
         ],
