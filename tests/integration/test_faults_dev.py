@@ -261,3 +261,18 @@ def test_driver_sigkill_then_resume(dev_cluster: Any, tmp_path: Path) -> None:
     after = {t["id"]: len(t["attempts"]) for t in data["tasks"]}
     assert all(after[tid] == n for tid, n in done.items()), (done, after)
     assert not _wait_gone(dev_cluster, old_jobs | _job_ids(data), limit=30), "orphan allocation"
+
+
+def test_hpcorch_cancel_after_the_driver_died(dev_cluster: Any, tmp_path: Path) -> None:
+    run = Run(dev_cluster, tmp_path, "name: orphaned\ntasks:\n" + _sleeps(2, 120))
+    run.wait_for("running tasks", lambda d: d["counts"].get("running", 0) > 0)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.finish(30)
+    ids = _job_ids(run.status())
+    assert ids & _squeue_ids(dev_cluster), "the dead driver's jobs should still be queued"
+    cancelled = run.hpcorch("cancel", str(run.run_dir))
+    assert cancelled.returncode == 0, cancelled.stderr
+    data = run.status()
+    assert data["state"] == "cancelled"
+    assert all(t["state"] in ("cancelled", "succeeded") for t in data["tasks"])
+    assert not _wait_gone(dev_cluster, ids), "squeue still shows the dead driver's jobs"
