@@ -357,7 +357,10 @@ class Monitor:
                 row = dict(record)
             if self.journal is None:
                 return
-            self.journal.record_allocation(**row)
+            # Rows are owned by whoever submitted the job (the scaler): only a row given
+            # whole to watch_allocations is kept up to date here.
+            if row.get("site"):
+                self.journal.record_allocation(**row)
             self.journal.event(
                 "allocation",
                 job_id=job.job_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_site
 from hpcorch.errors import JournalError, RunError
-from hpcorch.journal import Journal, read_run, status, task_states
+from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
 from hpcorch.sites.model import Site
 from hpcorch.spec import WorkflowSpec
 
@@ -425,6 +426,15 @@ _ENDED = frozenset(
 )
 
 
+def _allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM allocations")]
+    finally:
+        conn.close()
+
+
 def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str) -> list[str]:
     """Cancel the run's Slurm jobs that the journal does not record as ended; return their ids.
 
@@ -436,7 +446,7 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
     from hpcorch.slurm.connect import connect
 
     journal.flush()
-    rows = [a for a in status(run_dir)["allocations"] if str(a["job_id"]).isdigit()]
+    rows = [a for a in _allocation_rows(run_dir) if str(a["job_id"]).isdigit()]
     # Never the job this process runs in: a user's allocation that `hpcorch run` used
     # (hpcorch.engine.inside) and where it now resumes.
     own = os.environ.get("SLURM_JOB_ID")
@@ -462,7 +472,6 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
                     **alloc,
                     "state": "CANCELLED" if alloc["job_id"] in live else "ENDED",
                     "end": alloc["end"] or now,
-                    "pool": alloc.get("pool"),
                 }
             )
     journal.event("allocations_cancelled", why=why, jobs=live, checked=open_ids)
