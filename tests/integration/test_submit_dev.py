@@ -3,10 +3,12 @@ submitting shell and its own walltime (it requeues itself and resumes from the j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import DevCluster
@@ -44,6 +46,19 @@ def write_workflow(path: Path, steps: int, seconds: int) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def submitted(
+    cluster: DevCluster, wf: Path, cwd: Path, env: dict[str, str], *extra: str
+) -> Iterator[dict[str, str]]:
+    """Submit; whatever happens, leave no driver or allocation of the run behind."""
+    job = submit(wf, cwd, env, *extra)
+    try:
+        yield job
+    finally:
+        hpcorch("cancel", job["run_id"], cwd=cwd, env=env)
+        cluster.run("scancel", job["job_id"], check=False)
+
+
 def submit(wf: Path, cwd: Path, env: dict[str, str], *extra: str) -> dict[str, str]:
     proc = hpcorch("submit", str(wf), "--site", "dev", "--partition", "gpu", "--json", *extra,
                    cwd=cwd, env=env)  # fmt: skip
@@ -56,11 +71,12 @@ def test_submit_runs_the_driver_as_a_job_and_the_run_completes(
 ) -> None:
     env = dev_cluster.cli_env()
     env["SLURM_JWT"] = dev_cluster.jwt  # a login shell after `eval "$(dev-cluster env)"`
-    job = submit(write_workflow(tmp_path / "wf.yaml", 3, 1), tmp_path, env)
-    # The submitting process has exited; the driver is a Slurm job of its own.
-    squeue = dev_cluster.run("squeue", "-h", "-j", job["job_id"], "-o", "%j %T").stdout
-    assert f"hpcorch-driver-{job['run_id']}" in squeue
-    status = wait_for_run(job["run_id"], tmp_path, env, timeout=240)
+    wf = write_workflow(tmp_path / "wf.yaml", 3, 1)
+    with submitted(dev_cluster, wf, tmp_path, env) as job:
+        # The submitting process has exited; the driver is a Slurm job of its own.
+        squeue = dev_cluster.run("squeue", "-h", "-j", job["job_id"], "-o", "%j %T").stdout
+        assert f"hpcorch-driver-{job['run_id']}" in squeue
+        status = wait_for_run(job["run_id"], tmp_path, env, timeout=300)
     assert status["state"] == "succeeded", status
     assert status["counts"]["succeeded"] == 3
     report = hpcorch("report", job["run_id"], "--png", str(tmp_path / "gantt.png"),
@@ -75,9 +91,9 @@ def test_driver_requeues_itself_at_its_walltime_and_resumes(
     env = dev_cluster.cli_env()
     # A 1-minute driver requeues itself after 45 s; the chain needs ~60 s of work.
     wf = write_workflow(tmp_path / "wf.yaml", 6, 10)
-    job = submit(wf, tmp_path, env, "--walltime", "1m")
-    # Slurm holds a requeued job for about two minutes before it may start again.
-    status = wait_for_run(job["run_id"], tmp_path, env, timeout=420)
+    with submitted(dev_cluster, wf, tmp_path, env, "--walltime", "1m") as job:
+        # Slurm holds a requeued job for about two minutes before it may start again.
+        status = wait_for_run(job["run_id"], tmp_path, env, timeout=480)
     assert status["state"] == "succeeded", status
     log = (Path(job["run_dir"]) / "driver.log").read_text()
     assert "requeueing job" in log
