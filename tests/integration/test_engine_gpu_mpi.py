@@ -172,3 +172,38 @@ def test_mpi_then_gpu_example_workflow(dev_cluster: Any, tmp_path: Path) -> None
     assert summary["backend"] == "numpy"  # stand-in GPUs: the NumPy fallback
     assert summary["gpus"] == str(analyse["gpus"][0])
     assert summary["cells"] == 8 * 50_000 and 0 < summary["peak"] < 1
+
+
+def test_mpi_ranks_get_their_own_gpus(dev_cluster: Any, tmp_path: Path) -> None:
+    show = (
+        "import os; from mpi4py import MPI; "
+        "print(MPI.COMM_WORLD.Get_rank(), os.environ['SLURMD_NODENAME'], "
+        "os.environ['CUDA_VISIBLE_DEVICES'])"
+    )
+    workflow = tmp_path / "gpu-mpi.yaml"
+    workflow.write_text(
+        yaml.safe_dump(
+            {
+                "name": "gpu-mpi",
+                "tasks": [
+                    {
+                        "id": "ranks",
+                        "command": [PYTHON, "-c", show],
+                        "mpi": {"ranks": 4, "ranks_per_node": 2, "gpus_per_rank": 1},
+                        "resources": {"walltime": "2m"},
+                    }
+                ],
+            }
+        )
+    )
+    run_dir = tmp_path / "run"
+    attempt = _last(_run(dev_cluster, workflow, run_dir))["ranks"]
+    assert collections.Counter(attempt["ranks"]) == {"gpu1": 2, "gpu2": 2}
+    rows = sorted(
+        line.split() for line in (run_dir / "logs" / "ranks.1.out").read_text().splitlines()
+    )
+    assert [r[1] for r in rows] == attempt["ranks"]  # rank i ran where the status says
+    for node in ("gpu1", "gpu2"):
+        gpus = [r[2] for r in rows if r[1] == node]
+        # one GPU each, two ranks of a node on an NVLink pair
+        assert len(gpus) == 2 and {int(g) for g in gpus} in NVLINK_PAIRS, rows
