@@ -144,6 +144,12 @@ def _sleeps(n: int, seconds: float, cpus: int = 2, prefix: str = "s") -> str:
     )
 
 
+# Waves of 2-core tasks on the two 8-core cpu nodes: some run on cpu2 whenever its
+# allocation starts, even after cpu1's.
+FAIL_NODE_WORKFLOW = "name: failnode\ntasks:\n" + _sleeps(16, 20)
+SCANCEL_WORKFLOW = "name: scancel\ntasks:\n" + _sleeps(16, 15)
+
+
 def test_oom_timeout_and_a_task_that_always_fails(dev_cluster: Any, tmp_path: Path) -> None:
     workflow = (
         "name: remedies\n"
@@ -168,8 +174,7 @@ def test_oom_timeout_and_a_task_that_always_fails(dev_cluster: Any, tmp_path: Pa
 
 
 def test_fail_node_under_running_tasks(dev_cluster: Any, tmp_path: Path) -> None:
-    workflow = "name: failnode\ntasks:\n" + _sleeps(8, 25)
-    run = Run(dev_cluster, tmp_path, workflow)
+    run = Run(dev_cluster, tmp_path, FAIL_NODE_WORKFLOW)
     try:
         run.wait_for("a task on cpu2", _running_on("cpu2"))
         dev_cluster.script_cmd("fail-node", "cpu2")
@@ -191,8 +196,7 @@ def test_fail_node_under_running_tasks(dev_cluster: Any, tmp_path: Path) -> None
 
 
 def test_scancel_of_one_allocation(dev_cluster: Any, tmp_path: Path) -> None:
-    workflow = "name: scancel\ntasks:\n" + _sleeps(8, 20)
-    run = Run(dev_cluster, tmp_path, workflow)
+    run = Run(dev_cluster, tmp_path, SCANCEL_WORKFLOW)
     data = run.wait_for("a task on cpu2", _running_on("cpu2"))
     victim = next(
         t["attempts"][-1]["job_id"] for t in data["tasks"] if _running_on("cpu2")({"tasks": [t]})
