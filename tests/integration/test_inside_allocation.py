@@ -74,3 +74,48 @@ def test_run_in_an_sbatch_script_uses_the_allocation(
     steps = dev_cluster.run("sacct", "-n", "-P", "-j", job_id, "-o", "JobID,NodeList").stdout
     worker_steps = [s.split("|") for s in steps.splitlines() if s.startswith(f"{job_id}.0")]
     assert worker_steps and worker_steps[0][1] == "cpu[1-2]", steps
+
+
+def test_add_allocations_lets_the_run_grow_past_the_script(
+    dev_cluster: DevCluster, tmp_path: Path
+) -> None:
+    site = (REPO / "site-configs" / "dev.yaml").read_text().replace("name: dev\n", "name: devadd\n")
+    (tmp_path / "devadd.yaml").write_text(site + "allocation: {add_allocations: true}\n")
+    tasks = "".join(
+        f"  - {{id: t{i}, command: [sleep, '8'], resources: {{cpus: 4, walltime: 2m}}}}\n"
+        for i in range(8)
+    )
+    (tmp_path / "wf.yaml").write_text(f"name: grow\ntasks:\n{tasks}")
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "hpcorch", "run", str(tmp_path / "wf.yaml")]
+    argv += ["--site", str(tmp_path / "devadd.yaml"), "--run-dir", str(run_dir)]
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"export HPCORCH_HOME={shlex.quote(str(tmp_path / 'home'))} HPCORCH_SCALE_INTERVAL=2\n"
+        f"{shlex.join(argv)}\n"
+    )
+    sbatch = dev_cluster.run(
+        "sbatch", "--parsable", "-N1", "-p", "cpu", "--exclusive", "-t", "10",
+        "-J", "user-script", "-o", str(tmp_path / "job.out"), f"--chdir={tmp_path}",
+        str(script),
+    )  # fmt: skip
+    job_id = sbatch.stdout.strip().split(";")[0]
+    state = _wait_for_job(dev_cluster, job_id, timeout=900)
+    output = (tmp_path / "job.out").read_text()
+    assert state == "COMPLETED", output
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "hpcorch", "status", str(run_dir), "--json"],
+            capture_output=True, text=True, check=True, env=dev_cluster.cli_env(),
+        ).stdout
+    )  # fmt: skip
+    assert status["state"] == "succeeded", output
+    allocations = status["allocations"]
+    assert job_id in [a["job_id"] for a in allocations]
+    # 8 four-core tasks on one 8-core node: the scaler asked for more, and ended them all.
+    added = [a for a in allocations if a["job_id"] != job_id]
+    assert added, "the run added no allocation"
+    assert all(a["end"] is not None for a in added), added
+    live = dev_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+    assert not {a["job_id"] for a in added} & set(live)
