@@ -248,14 +248,22 @@ class Workflow:
         check: bool = True,
         retry_config: Any = None,
     ) -> RunResult:
-        """Run to the end; fetch function results; raise :class:`RunError` if a task failed."""
+        """Run to the end; fetch function results; raise :class:`RunError` if a task failed.
+
+        Every function task's value comes back to this process; to fetch only
+        some, use :meth:`submit` and ``handle.result(task)``.
+        """
         with self.submit(site=site, run_dir=run_dir, retry_config=retry_config) as handle:
             summary = handle.wait()
-            values = {
-                tid: fut.result()
-                for tid, fut in handle.engine.futures.items()
-                if self._tasks[tid].function is not None and handle.engine.state[tid] == "succeeded"
+            engine = handle.engine
+            wanted = {
+                tid: fut
+                for tid, fut in engine.futures.items()
+                if self._tasks[tid].function is not None and engine.state[tid] == "succeeded"
             }
+            # One gather for all of them, not one round trip per task.
+            fetched = engine.client.gather(list(wanted.values()))
+            values = dict(zip(wanted, fetched, strict=True))
         self._result = RunResult(summary.run_id, summary.run_dir, summary.state, values)
         if check and not summary.ok:
             lines = "; ".join(
