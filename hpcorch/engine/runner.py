@@ -25,7 +25,7 @@ from hpcorch import dag
 from hpcorch.engine import horizon, retry
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
-from hpcorch.engine.placing import placing_for
+from hpcorch.engine.placing import Placing, placing_for
 from hpcorch.engine.pools import task_resources
 from hpcorch.engine.recovery import Recovery
 from hpcorch.engine.site import local_site, partition_for
@@ -217,7 +217,7 @@ class Engine:
             placing=self._placing(task),
         )
 
-    def _placing(self, task: TaskSpec) -> Any:
+    def _placing(self, task: TaskSpec) -> Placing:
         """Where the attempt goes on its node(s), with what the retry policy raised."""
         raised = self.override.get(task.id)
         if raised is None:
