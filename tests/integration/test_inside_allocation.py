@@ -13,10 +13,17 @@ from pathlib import Path
 from tests.conftest import REPO, DevCluster
 
 
-def _wait_for_job(dev_cluster: DevCluster, job_id: str, timeout: float) -> str:
+def _wait_for_job(
+    dev_cluster: DevCluster, job_id: str, timeout: float, seen: set[str] | None = None
+) -> str:
+    """Wait for the job to end; ``seen`` collects the queue's jobs from the job's directory."""
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
+        if seen is not None:
+            workdir = dev_cluster.run("squeue", "-h", "-j", job_id, "-o", "%Z").stdout.strip()
+            queue = dev_cluster.run("squeue", "-h", "-o", "%i %Z").stdout.splitlines()
+            seen |= {q.split()[0] for q in queue if workdir and q.split()[-1] == workdir}
         out = dev_cluster.run("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State").stdout
         state = out.strip().split("\n")[0].split()[0] if out.strip() else ""
         if state and state not in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING"):
@@ -46,7 +53,9 @@ def test_run_in_an_sbatch_script_uses_the_allocation(
     )  # fmt: skip
     job_id = sbatch.stdout.strip().split(";")[0]
     # Other runs share the two cpu nodes: the script may queue a while.
-    state = _wait_for_job(dev_cluster, job_id, timeout=900)
+    seen: set[str] = set()
+    state = _wait_for_job(dev_cluster, job_id, timeout=900, seen=seen)
+    assert seen == {job_id}, f"jobs besides the script's were queued: {seen}"
     output = (tmp_path / "job.out").read_text()
     assert state == "COMPLETED", output
 
