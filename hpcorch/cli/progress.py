@@ -96,6 +96,10 @@ def _done(counts: Mapping[str, int]) -> int:
     return sum(counts.get(s, 0) for s in _FINISHED)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _timestamp(now: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
 
@@ -125,7 +129,7 @@ def plain_line(
     if snap.allocations:
         jobs = sum(j for j, _ in snap.allocations.values())
         nodes = sum(n for _, n in snap.allocations.values())
-        extra.append(f"{jobs} allocations ({nodes} nodes)")
+        extra.append(f"{_plural(jobs, 'allocation')} ({_plural(nodes, 'node')})")
     busy = _gpus_busy(snap.running, gpus or {})
     if busy:
         extra.append(f"{busy:g} GPUs busy")

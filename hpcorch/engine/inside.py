@@ -281,7 +281,8 @@ class AllocationBackend:
                         host=_listen_host(site),
                         protocol="tls://",
                         security=security,
-                        dashboard_address=None,
+                        # Its HTTP server serves no route; keep it off the network.
+                        dashboard_address="127.0.0.1:0",
                         scheduler_kwargs={"dashboard": False},
                     )
                 self._client = Client(  # type: ignore[no-untyped-call]

@@ -52,7 +52,7 @@ def test_plain_line_mentions_allocations_and_gpus() -> None:
     line = plain_line("r1", 5, snap, 0.0, gpus={"t": 2.0})
     assert LINE.match(line)
     assert "3/5 done, 1 failed, 1 running" in line
-    assert "1 allocations (2 nodes)" in line and "2 GPUs busy" in line
+    assert "1 allocation (2 nodes)" in line and "2 GPUs busy" in line
 
 
 def test_snapshot_reads_the_journal(journal: Journal) -> None:
