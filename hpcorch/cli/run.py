@@ -51,16 +51,32 @@ def _progress(spec: Any, site: str | None) -> Progress:
     return Progress(len(spec.tasks), gpus=gpus, site=resolved)
 
 
-def _finish(summary: Any) -> None:
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()) if n)
-    click.echo(f"run {summary.run_id} {summary.state} in {summary.seconds:.1f}s: {counts}")
-    click.echo(f"run directory: {summary.run_dir}")
+def _finish(summary: Any, as_json: bool = False) -> None:
+    if as_json:
+        record = {
+            "run_id": summary.run_id,
+            "state": summary.state,
+            "counts": summary.counts,
+            "seconds": summary.seconds,
+            "run_dir": str(summary.run_dir),
+            "failures": [
+                {"task": f.task_id, "failure_class": f.failure_class, "message": f.message}
+                for f in summary.failures
+            ],
+        }
+        click.echo(json.dumps(record))
+    else:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()) if n)
+        click.echo(f"run {summary.run_id} {summary.state} in {summary.seconds:.1f}s: {counts}")
+        click.echo(f"run directory: {summary.run_dir}")
     if summary.ok:
         return
-    for failure in summary.failures[:20]:
-        click.echo(f"  {failure.task_id}: {failure.failure_class}: {failure.message}")
-    if len(summary.failures) > 20:
-        click.echo(f"  ... and {len(summary.failures) - 20} more (hpcorch status {summary.run_id})")
+    if not as_json:
+        for failure in summary.failures[:20]:
+            click.echo(f"  {failure.task_id}: {failure.failure_class}: {failure.message}")
+        if len(summary.failures) > 20:
+            more = len(summary.failures) - 20
+            click.echo(f"  ... and {more} more (hpcorch status {summary.run_id})")
     raise RunError(
         f"run {summary.run_id} {summary.state}; see 'hpcorch status {summary.run_id}' "
         f"and 'hpcorch logs {summary.run_id} TASK'"
@@ -83,6 +99,9 @@ def _finish(summary: Any) -> None:
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
 @click.option("--run-id", default=None, help="Run id (default: a new one from the name).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
+)
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
 def run(
     workflow: Path,
@@ -90,6 +109,7 @@ def run(
     run_dir: Path | None,
     time_scale: float | None,
     run_id: str | None,
+    as_json: bool,
     verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
@@ -126,7 +146,7 @@ def run(
         )
     finally:
         progress.close()
-    _finish(summary)
+    _finish(summary, as_json)
 
 
 @click.command()
@@ -158,8 +178,11 @@ def status(run_ref: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("run_ref", metavar="RUN")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
+)
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
-def resume(run_ref: str, verbose: int) -> None:
+def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     """Finish RUN after its driver died; completed tasks do not run again.
 
     \b
@@ -180,7 +203,7 @@ def resume(run_ref: str, verbose: int) -> None:
         summary = resume_run(run_dir, on_progress=progress)
     finally:
         progress.close()
-    _finish(summary)
+    _finish(summary, as_json)
 
 
 @click.command()

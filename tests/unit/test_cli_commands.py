@@ -117,6 +117,24 @@ def test_run_with_failed_tasks_exits_1(tmp_path: Path) -> None:
     assert re.search(r"task boom attempt 1 failed \(user_error\)", result.stderr)
 
 
+def test_run_json_prints_the_summary_alone(tmp_path: Path) -> None:
+    wf = tmp_path / "ok.yaml"
+    wf.write_text(OK)
+    result = invoke("run", wf, "--site", "local", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # nothing else on stdout
+    assert data["state"] == "succeeded" and data["counts"] == {"succeeded": 2}
+    assert Path(data["run_dir"]).is_dir() and data["failures"] == []
+
+    wf.write_text(FAILING)
+    result = invoke("run", wf, "--site", "local", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["state"] == "failed"
+    assert data["failures"][0]["task"] == "boom"
+    assert data["failures"][0]["failure_class"] == "user_error"
+
+
 @pytest.mark.parametrize("which", ["missing", "malformed_yaml", "malformed_json", "unknown_key"])
 def test_run_refuses_bad_files(files: dict[str, Path], which: str, home: Path) -> None:
     before = set((home / "runs").glob("*"))
