@@ -14,6 +14,7 @@ timer through its own read-only connection, so the view never slows the engine.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import sys
 import threading
@@ -238,6 +239,7 @@ class Progress:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._live: Any = None
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     # -- the engine's side ------------------------------------------------------
 
@@ -256,11 +258,14 @@ class Progress:
             from rich.live import Live
 
             console = Console(file=self.stream)
-            # Logging keeps its own handle on stderr: leave it alone, do not redirect.
+            # Lines written to stderr meanwhile (logging, warnings) go above the view.
+            redirect = self.stream is sys.stderr
             self._live = Live(
-                console=console, refresh_per_second=2, redirect_stderr=False, transient=False
+                console=console, refresh_per_second=2, redirect_stderr=redirect, transient=False
             )
             self._live.start()
+            if redirect:
+                self._handlers = _point_handlers(self.stream, sys.stderr)
         self._thread = threading.Thread(target=self._loop, name="hpcorch-progress", daemon=True)
         self._thread.start()
 
@@ -274,6 +279,9 @@ class Progress:
         if self._live is not None:
             self._live.stop()
             self._live = None
+        for handler, stream in self._handlers:
+            handler.setStream(stream)
+        self._handlers = []
 
     def _loop(self) -> None:
         period = 0.5 if self.live else min(1.0, self.interval_s)
@@ -347,3 +355,15 @@ class Progress:
     def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def _point_handlers(old: Any, new: Any) -> list[tuple[logging.StreamHandler[Any], Any]]:
+    """Make the root logger's handlers that write to ``old`` write to ``new``; undo list."""
+    moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+    if new is old:
+        return moved
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+            handler.setStream(new)
+            moved.append((handler, old))
+    return moved
