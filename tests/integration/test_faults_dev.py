@@ -189,7 +189,8 @@ def test_fail_node_under_running_tasks(dev_cluster: Any, tmp_path: Path) -> None
         if any(a["failure_class"] == "node_failure" and a["node"] == "cpu2" for a in t["attempts"])
     ]
     assert moved, "no task lost its node"
-    assert all(a[-1]["node"] == "cpu1" for a in moved), moved
+    # elsewhere: cpu1, or a gpu node when the scaler routes the rerun there
+    assert all(a[-1]["node"] not in (None, "cpu2") for a in moved), moved
     kinds = {kind for kind, _ in _events(run.run_dir)}
     assert {"retry", "worker_lost", "exclude"} <= kinds, kinds
     assert not _wait_gone(dev_cluster, _job_ids(data))
