@@ -447,13 +447,15 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
     journal.flush()
     rows = [a for a in _allocation_rows(run_dir) if str(a["job_id"]).isdigit()]
-    # Never the job this process runs in: a user's allocation that `hpcorch run` used
-    # (hpcorch.engine.inside) and where it now resumes.
+    # Never a user's allocation that `hpcorch run` ran in (pool "current",
+    # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     open_ids = [
         str(a["job_id"])
         for a in rows
-        if str(a["state"]).split()[0] not in _ENDED and str(a["job_id"]) != own
+        if str(a["state"]).split()[0] not in _ENDED
+        and str(a["job_id"]) != own
+        and a.get("pool") != "current"
     ]
     if not open_ids:
         return []

@@ -156,3 +156,36 @@ def test_site_allocation_defaults() -> None:
     site = load_site("dev")
     assert site.allocation.use_current is True
     assert site.allocation.add_allocations is False
+
+
+def test_cancel_never_cancels_the_users_allocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpcorch.engine.session import cancel_allocations
+    from hpcorch.journal import Journal
+    from hpcorch.slurm.models import JobInfo
+    from hpcorch.slurm.states import JobState
+
+    cancelled: list[str] = []
+
+    class Client:
+        def jobs(self, ids: Any) -> list[JobInfo]:
+            return [JobInfo(job_id=i, state=JobState.RUNNING) for i in ids]
+
+        def cancel(self, ids: Any) -> None:
+            cancelled.extend(ids)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: Client())
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    journal = Journal.create(
+        tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
+    )
+    row = {"site": "dev", "partition": "cpu", "nodes": 1, "state": "RUNNING", "start": 1.0}
+    journal.record_allocation(job_id="376", pool="current", **row)
+    journal.record_allocation(job_id="377", pool="cpu", **row)
+    assert cancel_allocations(tmp_path, load_site("dev"), journal, why="cancel") == ["377"]
+    journal.close()
+    assert cancelled == ["377"]
