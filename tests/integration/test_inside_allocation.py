@@ -128,3 +128,40 @@ def test_add_allocations_lets_the_run_grow_past_the_script(
     assert all(a["end"] is not None for a in added), added
     live = dev_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
     assert not {a["job_id"] for a in added} & set(live)
+
+
+def test_gpu_tasks_inside_an_allocation_get_their_own_gpus(
+    dev_cluster: DevCluster, tmp_path: Path
+) -> None:
+    task = "command: [bash, -c, 'echo $CUDA_VISIBLE_DEVICES; sleep 3']"
+    (tmp_path / "wf.yaml").write_text(
+        "name: gpus\ntasks:\n"
+        f"  - {{id: one, {task}, resources: {{gpus: 1, walltime: 1m}}}}\n"
+        f"  - {{id: two, {task}, resources: {{gpus: 2, walltime: 1m}}}}\n"
+        f"  - {{id: other, {task}, resources: {{gpus: 1, walltime: 1m}}}}\n"
+    )
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "hpcorch", "run", str(tmp_path / "wf.yaml"), "--site", "dev"]
+    argv += ["--run-dir", str(run_dir)]
+    script = tmp_path / "job.sh"
+    script.write_text(
+        f"#!/bin/bash\nexport HPCORCH_HOME={shlex.quote(str(tmp_path / 'home'))}\n"
+        f"{shlex.join(argv)}\n"
+    )
+    sbatch = dev_cluster.run(
+        "sbatch", "--parsable", "-N1", "-p", "gpu", "--exclusive", "--gres=gpu:sim:4",
+        "-t", "10", "-J", "user-script", "-o", str(tmp_path / "job.out"),
+        f"--chdir={tmp_path}", str(script),
+    )  # fmt: skip
+    job_id = sbatch.stdout.strip().split(";")[0]
+    assert _wait_for_job(dev_cluster, job_id, timeout=900) == "COMPLETED", (
+        tmp_path / "job.out"
+    ).read_text()
+    seen = {
+        t: (run_dir / "logs" / f"{t}.1.out").read_text().strip() for t in ("one", "two", "other")
+    }
+    gpus = {t: set(v.split(",")) for t, v in seen.items()}
+    assert len(gpus["one"]) == 1 and len(gpus["two"]) == 2 and len(gpus["other"]) == 1, seen
+    # They ran at once on one 4-GPU node: no GPU was given twice; the pair is NVLinked.
+    assert not (gpus["one"] & gpus["two"]) and not (gpus["other"] & gpus["two"]), seen
+    assert gpus["two"] in ({"0", "1"}, {"2", "3"}), seen
