@@ -178,7 +178,8 @@ class Monitor:
             return None
         self.watch_allocations([job_id])
         with self._lock:
-            fresh = self._clock() - self._last_refresh < max_age_s
+            # While Slurm is failing, the last answer will do: never block the engine on it.
+            fresh = self._clock() - self._last_refresh < max_age_s or self.poller.core.failures > 0
             if not fresh:
                 self._last_refresh = self._clock()
         if not fresh and self.poller.poll_once():
