@@ -412,6 +412,7 @@ def _sweep(run_dir: Path, site_name: str) -> None:
 _ENDED = frozenset(
     {
         "CLOSED",
+        "ENDED",
         "CANCELLED",
         "COMPLETED",
         "FAILED",

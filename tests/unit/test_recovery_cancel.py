@@ -1,0 +1,62 @@
+"""Resume and cancel: the run's allocations left in Slurm are cancelled, none twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpcorch.engine.session import cancel_allocations
+from hpcorch.engine.site import resolve_site
+from hpcorch.journal import Journal, status
+from hpcorch.slurm.fake import FakeSlurm
+from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.states import JobState
+
+
+def test_only_the_allocations_still_in_slurm_are_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    running, done, closed = (client.submit(JobRequest(command="w")) for _ in range(3))
+    fake.start(running, "cpu1")
+    fake.start(done, "cpu2")
+    fake.finish(done)
+    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: fake.client())
+    journal = Journal.create(
+        tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
+    )
+    for job, state in ((running, "RUNNING"), (done, "PENDING"), (closed, "CLOSED")):
+        journal.record_allocation(
+            job_id=job,
+            site="dev",
+            partition="cpu",
+            nodes=1,
+            state=state,
+            start=1.0,
+            end=None,
+            pool="cpu",
+        )
+    fake.calls.clear()
+    cancelled = cancel_allocations(tmp_path, resolve_site("dev"), journal, why="resume")
+    journal.flush()
+    assert cancelled == [running]
+    assert fake.jobs[running].state is JobState.CANCELLED
+    assert fake.calls == {"jobs": 1, "cancel": 1}  # one query, one cancel
+    rows = {a["job_id"]: a for a in status(tmp_path)["allocations"]}
+    assert rows[running]["state"] == "CANCELLED" and rows[running]["end"] is not None
+    assert rows[done]["state"] == "ENDED" and rows[closed]["state"] == "CLOSED"
+    # a second call finds nothing left to do
+    fake.calls.clear()
+    assert cancel_allocations(tmp_path, resolve_site("dev"), journal, why="cancel") == []
+    assert not fake.calls
+    journal.close()
+
+
+def test_local_runs_have_nothing_to_cancel(tmp_path: Path) -> None:
+    journal = Journal.create(
+        tmp_path, run_id="r", name="r", source=None, site="local", time_scale=None
+    )
+    assert cancel_allocations(tmp_path, resolve_site("local"), journal, why="resume") == []
+    journal.close()
