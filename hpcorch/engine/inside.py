@@ -338,6 +338,12 @@ class AllocationBackend:
     def client(self) -> Any:
         return self._client
 
+    def use_monitor(self, monitor: Any) -> None:
+        """Hand the run's monitor to the added allocations' scaler, where there is one."""
+        hand_over = getattr(self._added, "use_monitor", None)
+        if hand_over is not None:
+            hand_over(monitor)
+
     def allocations(self) -> list[dict[str, Any]]:
         """The current allocation (its nodes, not submitted by this run), and any added."""
         rows = [
