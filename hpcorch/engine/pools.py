@@ -73,7 +73,8 @@ class LocalBackend:
                 threads_per_worker=node.cores,
                 processes=True,
                 resources=resources,
-                dashboard_address=None,
+                # A free port on loopback: no clash with other runs, nothing exposed.
+                dashboard_address="127.0.0.1:0",
                 # Task errors reach the journal and the summary; worker logs
                 # only add noise unless hpcorch itself is logging verbosely.
                 silence_logs=logging.WARNING
