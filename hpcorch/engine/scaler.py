@@ -59,6 +59,7 @@ __all__ = [
     "AllocationStates",
     "Candidate",
     "Load",
+    "MonitorStates",
     "PollerStates",
     "PoolRuntime",
     "Scaler",
@@ -149,6 +150,37 @@ class PollerStates:
     def close(self) -> None:
         for poller in self._pollers.values():
             poller.stop()
+
+    def drop(self, site: str) -> None:
+        """Stop following ``site`` (another source follows it now)."""
+        poller = self._pollers.pop(site, None)
+        if poller is not None:
+            poller.stop()
+
+
+class MonitorStates:
+    """:class:`AllocationStates` from the run's :class:`~hpcorch.engine.monitor.Monitor` for
+    its site (one batched poll for the whole run), and from ``others`` for the other sites."""
+
+    def __init__(self, monitor: Any, site: str, others: AllocationStates) -> None:
+        self.monitor = monitor
+        self.site = site
+        self.others = others
+
+    def watch(self, site: str, job_ids: Iterable[str]) -> None:
+        if site == self.site:
+            self.monitor.watch_allocations(list(job_ids))
+        else:
+            self.others.watch(site, job_ids)
+
+    def job(self, site: str, job_id: str) -> JobInfo | None:
+        if site == self.site:
+            info: JobInfo | None = self.monitor.allocation(job_id)
+            return info
+        return self.others.job(site, job_id)
+
+    def close(self) -> None:
+        self.others.close()  # the monitor belongs to the run
 
 
 class PoolRuntime(Protocol):
@@ -594,6 +626,16 @@ class Scaler:
             payload = self.account(now)
         self.states.close()
         return payload
+
+    def use_states(self, states: AllocationStates) -> None:
+        """Follow the allocations through ``states`` from now on (e.g. the run's monitor)."""
+        with self._lock:
+            old, self.states = self.states, states
+            for life in self.lives.values():
+                if life.job_id is not None and life.end is None:
+                    states.watch(life.site, [life.job_id])
+        if not isinstance(states, MonitorStates) or states.others is not old:
+            old.close()
 
     def live_rows(self) -> list[dict[str, Any]]:
         with self._lock:

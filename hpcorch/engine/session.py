@@ -170,6 +170,8 @@ def _engine(
         journal.record_allocation(**alloc)
     try:
         monitor = open_monitor(site, backend.client, journal, allocations)
+        if hasattr(backend, "use_monitor"):  # the scaler follows its allocations through it
+            backend.use_monitor(monitor)
     except BaseException:
         backend.close()
         raise

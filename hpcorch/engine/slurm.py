@@ -198,9 +198,10 @@ class _DaskPools:
     def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
         cluster = self.cluster
         options = dict(self.options[pool])
-        args = list(options["worker_extra_args"])
-        # the node's resources, then the walltime tiers it starts with (hpcorch.engine.horizon)
-        args[1] = f"{args[1]},{resources_arg(walltime_s)}"
+        args = list(options.get("worker_extra_args") or ())
+        if "--resources" in args:  # hpcorch's pools: the walltime tiers it starts with
+            at = args.index("--resources") + 1
+            args[at] = f"{args[at]},{resources_arg(walltime_s)}"
         options.update(walltime=format_duration(walltime_s), worker_extra_args=args)
         spec = {"cls": self.classes[pool], "options": options}
 
@@ -240,7 +241,8 @@ class _DaskPools:
             logger.warning("ending job(s) %s failed: %s; check squeue", ", ".join(names), exc)
 
     def set_resources(self, address: str, resources: dict[str, float]) -> None:
-        self.client.run(set_worker_resources, resources, workers=[address])
+        if self.client is not None:  # hpcorch's pools; plain dask-jobqueue tasks ask no tier
+            self.client.run(set_worker_resources, resources, workers=[address])
 
     def busy(self) -> dict[str, tuple[str, int, int]]:
         scheduler = self.cluster.scheduler
@@ -512,6 +514,16 @@ class SlurmBackend:
         if keys:
             futures: list[Any] = [Future(k, self._client) for k in keys]
             self._client.cancel(futures, force=True)
+
+    def use_monitor(self, monitor: Any) -> None:
+        """Follow this site's allocations through the run's monitor (one poll for the run)."""
+        from hpcorch.engine.scaler import MonitorStates
+
+        if self.scaler is None:
+            return
+        others = self.scaler.states
+        others.drop(self.site.name)
+        self.scaler.use_states(MonitorStates(monitor, self.site.name, others))
 
     @property
     def client(self) -> Any:
