@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hpcorch.engine.horizon import CAPACITY, restriction, tier_name, tiers
-from hpcorch.engine.regions import Router, parse_budget, parse_test_only
+from hpcorch.engine.regions import Router, parse_budget, parse_test_only, probe_queue
 from hpcorch.engine.scaler import Load, Scaler, ScalerSettings
 from hpcorch.policies.scale import ScaleConfig
 from hpcorch.policies.state import (
@@ -21,6 +24,7 @@ from hpcorch.policies.state import (
     site_limits,
 )
 from hpcorch.sites import load_site
+from hpcorch.slurm.cli import Completed
 from hpcorch.slurm.models import JobInfo
 from hpcorch.slurm.states import JobState
 
@@ -235,9 +239,43 @@ def test_parsers() -> None:
     assert parse_budget("3 eur") == Budget(3.0, "EUR")
     with pytest.raises(ValueError, match="amount and a unit"):
         parse_budget("lots")
-    from datetime import datetime
-
     now = datetime(2026, 11, 25, 19, 0, 0).timestamp()
     line = "sbatch: Job 365 to start at 2026-11-25T19:10:00 using 8 processors on nodes cpu1"
     assert parse_test_only(line, now) == 600.0
     assert parse_test_only("sbatch: error: nothing", now) is None
+
+
+DATA = Path(__file__).parent / "data" / "slurm-22.05"
+
+
+def test_probe_queue_reads_idle_nodes_pending_work_and_slurms_start_estimate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLURM_JWT", "secret")
+    site = load_site("dev")
+    squeue = (DATA / "squeue.json").read_text()
+    sinfo = json.loads((DATA / "sinfo.json").read_text())
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def runner(argv: list[str], stdin: str | None, env: dict[str, str], timeout: float) -> Any:
+        calls.append((argv, env))
+        out = {"squeue": squeue, "sinfo": json.dumps(sinfo)}.get(argv[0], "")
+        err = (
+            "sbatch: Job 9 to start at 2026-11-25T19:10:00 using 8 processors"
+            if argv[0] == "sbatch"
+            else ""
+        )
+        return Completed(0, out, err)
+
+    now = datetime(2026, 11, 25, 19, 0, 0).timestamp()
+    idle = probe_queue(site, site.partition("cpu"), 600, now=now, runner=runner)
+    assert (idle.idle_nodes, idle.pending_node_s, idle.slurm_start_s) == (2, 60.0, None)
+    assert [argv[0] for argv, _ in calls] == ["squeue", "sinfo"]  # idle nodes: no estimate needed
+    for node in sinfo["nodes"]:
+        node["state"] = "allocated"
+    calls.clear()
+    busy = probe_queue(site, site.partition("cpu"), 600, now=now, runner=runner)
+    assert busy.idle_nodes == 0 and busy.slurm_start_s == 600.0
+    argv, env = calls[-1]
+    assert argv[:2] == ["sbatch", "--test-only"] and "--time=10" in argv
+    assert "SLURM_JWT" not in env
