@@ -46,11 +46,11 @@ _SITE = "slurm"
 _WAITING = ("no-worker", "queued", "waiting")
 
 
-def scheduler_demand(cluster: Any, threads: int) -> list[Load]:
+def scheduler_demand(cluster: Any) -> list[Load]:
     """The scheduler's runnable-but-waiting and processing tasks, as scaler demand.
 
-    Each task is one thread of a ``threads``-thread worker; its estimate is
-    Dask's duration estimate for its task group.
+    Each task takes one core (one worker thread); its estimate is Dask's
+    duration estimate for its task prefix.
     """
     scheduler = cluster.scheduler
 
@@ -69,7 +69,6 @@ def scheduler_demand(cluster: Any, threads: int) -> list[Load]:
     return [
         Load(key, Resources(cpus=1), max(estimate, 1.0), running, candidates)
         for key, running, estimate in rows
-        if threads > 0
     ]
 
 
@@ -155,13 +154,12 @@ class HpcorchSLURMCluster(SLURMCluster):
                 drain_target_s=_seconds(drain_target),
             ),
         )
-        threads = max(1, cores // processes)
         scaler = Scaler(
             [(shape, ChargeRates())],
             {_SITE: limits},
             runtime,
             PollerStates({_SITE: CliClient()}, settings.interval_s),
-            lambda: scheduler_demand(self, threads),
+            lambda: scheduler_demand(self),
             _OnePool(),
             settings=settings,
         )

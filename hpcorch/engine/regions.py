@@ -24,12 +24,13 @@ whole-node job like ours: Slurm's own estimate of when it would start.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ from hpcorch.errors import SlurmError
 from hpcorch.policies.cost import Usage, account, amount_in, budget_status, charge, committed
 from hpcorch.policies.region import RegionConfig, choose_site, update_wait
 from hpcorch.policies.scale import Submit
-from hpcorch.policies.state import Budget, ChargeRates, SiteQueue
+from hpcorch.policies.state import Budget, ChargeRates, SiteQueue, charge_rates
 from hpcorch.sites.model import Partition, Site
 from hpcorch.slurm.cli import SECRET_ENV, run_command
 from hpcorch.slurm.connect import slurm_conf_path
@@ -92,8 +93,6 @@ def probe_queue(
     runner: Callable[..., Any] = run_command,
 ) -> SiteQueue:
     """The partition's queue now: idle nodes, work pending ahead, Slurm's start estimate."""
-    import json
-
     env = _slurm_env(site)
 
     def call(*argv: str) -> Any:
@@ -302,12 +301,8 @@ class Router:
 
 
 def _with_wait(queue: SiteQueue, wait: float) -> SiteQueue:
-    from dataclasses import replace
-
     return replace(queue, observed_wait_s=wait)
 
 
 def _rates(site: Site, partition: str) -> ChargeRates:
-    from hpcorch.policies.state import charge_rates
-
     return charge_rates(site, partition)

@@ -51,7 +51,15 @@ from hpcorch.policies.scale import (
     pool_demand,
     record,
 )
-from hpcorch.policies.state import Allocation, PoolDemand, PoolShape, Resources, SiteLimits
+from hpcorch.policies.state import (
+    Allocation,
+    ChargeRates,
+    PoolDemand,
+    PoolShape,
+    Resources,
+    SiteLimits,
+)
+from hpcorch.slurm.client import SlurmClient
 from hpcorch.slurm.models import JobInfo
 from hpcorch.units import format_duration, parse_duration
 
@@ -131,7 +139,7 @@ class AllocationStates(Protocol):
 class PollerStates:
     """:class:`AllocationStates` over one :class:`~hpcorch.slurm.poller.Poller` per site."""
 
-    def __init__(self, clients: Mapping[str, Any], interval_s: float) -> None:
+    def __init__(self, clients: Mapping[str, SlurmClient], interval_s: float) -> None:
         from hpcorch.slurm.poller import Poller
 
         self._pollers = {site: Poller(c, interval_s=interval_s) for site, c in clients.items()}
@@ -235,8 +243,7 @@ class _Pool:
     cores_per_node: int
     gpus_per_node: int
     memory_per_node: int
-    rates: Any
-    """:class:`~hpcorch.policies.state.ChargeRates` of the pool's partition."""
+    rates: ChargeRates
 
 
 class Scaler:
@@ -244,7 +251,7 @@ class Scaler:
 
     def __init__(
         self,
-        pools: Sequence[tuple[PoolShape, Any]],
+        pools: Sequence[tuple[PoolShape, ChargeRates]],
         limits: Mapping[str, SiteLimits],
         runtime: PoolRuntime,
         states: AllocationStates,
