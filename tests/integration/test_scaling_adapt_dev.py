@@ -35,7 +35,7 @@ def test_adapt_scales_a_jobqueue_cluster_up_and_back_to_zero(
             python=sys.executable,
             log_directory=str(tmp_path / "logs"),
             job_script_prologue=["unset SLURM_JWT"],
-            scheduler_options={"dashboard_address": None},
+            scheduler_options={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -58,5 +58,13 @@ def test_burst_scales_from_zero_to_the_partition_and_back(
     # poll that first sees the worker idle, and the step's own time)
     assert max(e["time"] for e in releases) <= last_end + IDLE_S + 2 * INTERVAL_S + 2.0
     assert all(a["end"] is not None for a in data["allocations"])
+    # accounting (status --json): the allocations' core-hours, and the tasks' within them
+    total = data["accounting"]["total"]
+    held = sum(8 * (a["end"] - a["start"]) for a in data["allocations"]) / 3600
+    used = sum(a["end"] - a["start"] for t in data["tasks"] for a in t["attempts"]) / 3600
+    assert total["core_hours_allocated"] == pytest.approx(held, rel=0.1)
+    assert total["core_hours_used"] == pytest.approx(used, rel=0.1)
+    assert total["core_hours_idle"] == pytest.approx(held - used, rel=0.3)
+    assert data["accounting"]["per_site"]["dev"]["su"] == pytest.approx(held / 8, rel=0.1)
     jobs = {a["job_id"] for a in data["allocations"]}
     assert {a["job_id"] for t in data["tasks"] for a in t["attempts"]} <= jobs
