@@ -107,8 +107,11 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     backend = _open_backend(site, spec, run_dir)
     from hpcorch.engine.placing import register_slots
 
+    from hpcorch.engine.rebalance import Rebalancer
+
     try:
         register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
+        backend.client.register_plugin(Rebalancer())
     except BaseException:
         backend.close()
         raise

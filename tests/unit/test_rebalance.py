@@ -1,0 +1,40 @@
+"""plan_moves: oversubscribed workers give up the tasks they would run last."""
+
+from __future__ import annotations
+
+from hpcorch.engine.rebalance import WorkerLoad, plan_moves
+
+
+def test_queue_on_first_worker_is_shared_with_a_late_one() -> None:
+    four = {"cpus": 4.0}
+    first = WorkerLoad("w1", {"cpus": 8.0}, [("a", four), ("b", four), ("c", four), ("d", four)])
+    late = WorkerLoad("w2", {"cpus": 8.0}, [])
+    moves = plan_moves([first, late])
+    assert moves == [("d", "w1", "w2"), ("c", "w1", "w2")]
+
+
+def test_no_move_without_room_or_without_oversubscription() -> None:
+    eight = {"cpus": 8.0}
+    busy = WorkerLoad("w1", {"cpus": 8.0}, [("a", eight), ("b", eight)])
+    full = WorkerLoad("w2", {"cpus": 8.0}, [("c", eight)])
+    assert plan_moves([busy, full]) == []
+    fine = WorkerLoad("w1", {"cpus": 8.0}, [("a", {"cpus": 4.0})])
+    idle = WorkerLoad("w2", {"cpus": 8.0}, [])
+    assert plan_moves([fine, idle]) == []
+
+
+def test_every_resource_must_fit_the_thief() -> None:
+    gpu_task = {"cpus": 1.0, "gpus": 2.0}
+    victim = WorkerLoad(
+        "g1", {"cpus": 8.0, "gpus": 4.0}, [("a", gpu_task)] * 1 + [("b", gpu_task), ("c", gpu_task)]
+    )
+    cpu_only = WorkerLoad("c1", {"cpus": 8.0}, [])
+    gpu_idle = WorkerLoad("g2", {"cpus": 8.0, "gpus": 4.0}, [])
+    assert plan_moves([victim, cpu_only, gpu_idle]) == [("c", "g1", "g2")]
+
+
+def test_incoming_tasks_count_on_the_thief() -> None:
+    four = {"cpus": 4.0}
+    victim = WorkerLoad("w1", {"cpus": 8.0}, [("a", four), ("b", four), ("c", four)])
+    thief = WorkerLoad("w2", {"cpus": 4.0}, [("moving", four)])
+    assert plan_moves([victim, thief]) == []
