@@ -42,6 +42,7 @@ from hpcorch.engine.accounting import AllocationLife, accounts_payload
 from hpcorch.engine.horizon import tiers
 from hpcorch.policies.cost import AttemptRecord
 from hpcorch.policies.scale import (
+    DEFAULT_INTERVAL_S,
     PoolHistory,
     Release,
     ScaleConfig,
@@ -104,7 +105,7 @@ class ScalerSettings:
             cooldown_s=seconds("HPCORCH_SCALE_COOLDOWN", base.cooldown_s),
             drain_target_s=seconds("HPCORCH_DRAIN_TARGET", base.drain_target_s),
         )
-        return cls(seconds("HPCORCH_SCALE_INTERVAL", 5.0), config)
+        return cls(seconds("HPCORCH_SCALE_INTERVAL", DEFAULT_INTERVAL_S), config)
 
 
 @dataclass(frozen=True, slots=True)

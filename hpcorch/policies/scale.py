@@ -77,6 +77,10 @@ __all__ = [
 _EPS = 1e-9
 
 
+DEFAULT_INTERVAL_S = 5.0
+"""Seconds between two scaling decisions, live and in the simulator alike."""
+
+
 @dataclass(frozen=True, slots=True)
 class ScaleConfig:
     idle_timeout_s: float = 60.0

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from hpcorch.failures import Diagnosis, Evidence, FailureClass
 from hpcorch.placement import Request
 from hpcorch.policies.retry import NodeStrike, struck_nodes
-from hpcorch.policies.scale import PoolHistory
+from hpcorch.policies.scale import DEFAULT_INTERVAL_S, PoolHistory
 from hpcorch.policies.state import (
     Allocation,
     Attempt,
@@ -98,7 +98,7 @@ class Region:
 class DriverConfig:
     nodes_per_allocation: int = 1
     max_allocations: int | None = None
-    poll_s: float = 30.0
+    poll_s: float = DEFAULT_INTERVAL_S
     user_error_rate: float = 0.0
     """Probability that an attempt fails with a user error (partway through)."""
     oom_rate: float = 0.0

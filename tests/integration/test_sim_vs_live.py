@@ -1,8 +1,8 @@
 """The simulator against the real thing: one small workflow, same cluster shape, same makespan.
 
-The workflow runs live on the dev cluster's ``cpu`` partition (2 nodes x 8
-cores) with ``sleep`` commands, and in the simulator as emulated tasks of the
-same durations on a simulated 2 x 8-core cluster. Both makespans are read the
+The same workflow of emulated tasks runs live on the dev cluster's ``cpu``
+partition (2 nodes x 8 cores) and in the simulator on a simulated 2 x 8-core
+cluster. Both makespans are read the
 same way (``hpcorch report RUN --json``); they must agree within 15 %.
 """
 
@@ -33,30 +33,21 @@ TASKS = [
 ]
 
 
-def _workflow(live: bool) -> str:
-    tasks = []
-    for task_id, seconds, cpus, after in TASKS:
-        task: dict[str, object] = {
+def _workflow() -> str:
+    """Emulated tasks: live workers hold the cores for ``duration`` seconds, the simulator
+    advances its clock by as much, and both tell the policies the same estimates."""
+    tasks = [
+        {
             "id": task_id,
             "after": after,
+            "duration": seconds,
             "resources": {"cpus": cpus, "walltime": "5m"},
         }
-        if live:
-            task["command"] = ["python3", "-c", f"import time; time.sleep({seconds})"]
-        else:
-            task["duration"] = seconds
-        tasks.append(task)
+        for task_id, seconds, cpus, after in TASKS
+    ]
     return yaml.safe_dump({"name": "sim-vs-live", "tasks": tasks})
 
 
-@pytest.mark.xfail(
-    reason=(
-        "the live engine does not call hpcorch.policies.scale yet, and in a dev run it put every "
-        "task on the first of its two whole-node workers (cpu1): live 112 s vs a 60 s critical "
-        "path, simulated 80 s under decide_scale. Remove once the engine shares the policies."
-    ),
-    strict=False,
-)
 def test_simulated_and_live_makespans_agree(dev_cluster: DevCluster, tmp_path: Path) -> None:
     env = {**dev_cluster.cli_env(), "HPCORCH_HOME": str(tmp_path / ".hpcorch")}
     env["SLURMRESTD_URL"] = dev_cluster.rest_url
@@ -74,14 +65,13 @@ def test_simulated_and_live_makespans_agree(dev_cluster: DevCluster, tmp_path: P
         assert proc.returncode == 0, proc.stderr[-4000:]
         return proc
 
-    (tmp_path / "live.yaml").write_text(_workflow(live=True))
-    (tmp_path / "sim.yaml").write_text(_workflow(live=False))
-    run_id = run_id_of(hpcorch("run", "live.yaml", "--site", "dev"))
+    (tmp_path / "wf.yaml").write_text(_workflow())
+    run_id = run_id_of(hpcorch("run", "wf.yaml", "--site", "dev"))
     live = json.loads(hpcorch("report", run_id, "--json").stdout)["makespan_s"]
     hpcorch(
         "simulate",
         "--trace",
-        "sim.yaml",
+        "wf.yaml",
         "--nodes",
         "2",
         "--cores-per-node",
