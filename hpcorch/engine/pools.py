@@ -106,7 +106,6 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     workers hand out their nodes' cores and GPUs (:mod:`hpcorch.engine.placing`)."""
     backend = _open_backend(site, spec, run_dir)
     from hpcorch.engine.placing import register_slots
-
     from hpcorch.engine.rebalance import Rebalancer
 
     try:
