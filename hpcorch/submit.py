@@ -142,7 +142,7 @@ def submit_driver(
     spec = load_workflow(workflow, time_scale=time_scale)
     validate_run(spec, site.name)
     run_id = new_run_id(spec.name)
-    path = run_dir or runs_root() / run_id
+    path = (run_dir or runs_root() / run_id).resolve()
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     request = driver_request(
