@@ -72,7 +72,12 @@ def driver_script(
             "  exit 0",
             "}",
             "trap requeue USR1",
+            # The timer must not outlive the job: Slurm loses track of orphaned processes.
             f"(sleep {requeue_after_s(walltime_s)} && kill -USR1 $$) &",
+            "timer=$!",
+            'stop_timer() { pkill -P "$timer" 2>/dev/null; kill "$timer" 2>/dev/null; }',
+            "trap stop_timer EXIT",
+            "trap 'stop_timer; exit 143' TERM",
             f"if [ -f {shlex.quote(str(journal))} ]; then",
             f"  {shlex.join(resume_argv)} &",
             "else",

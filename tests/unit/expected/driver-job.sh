@@ -22,6 +22,10 @@ requeue() {
 }
 trap requeue USR1
 (sleep 3480 && kill -USR1 $$) &
+timer=$!
+stop_timer() { pkill -P "$timer" 2>/dev/null; kill "$timer" 2>/dev/null; }
+trap stop_timer EXIT
+trap 'stop_timer; exit 143' TERM
 if [ -f /work/runs/demo-1/journal.sqlite ]; then
   /venv/bin/hpcorch resume /work/runs/demo-1 &
 else
