@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,21 @@ def fill(cluster: DevCluster, partition: str = "cpu") -> list[str]:
             "--wrap=sleep 1800",
         )
         ids.append(done.stdout.strip().split(";")[0])
-    return ids
+    # Only running jobs make the partition busy to the queue probe (sinfo's idle count).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = cluster.run("squeue", "-h", "-j", ",".join(ids), "-o", "%T").stdout.split()
+        if states.count("RUNNING") == len(ids):
+            return ids
+        time.sleep(0.5)
+    raise AssertionError(f"the filler jobs {ids} did not start within 60 s")
 
 
 def run(spec: dict[str, Any], site: Path, run_dir: Path) -> dict[str, Any]:
     with start_run(parse_workflow(spec), site=str(site), run_dir=run_dir) as handle:
         summary = handle.wait(timeout=900)
-        data = status(run_dir)
+    # Closing the run releases its allocations and writes the final accounting.
+    data = status(run_dir)
     data["ok"] = summary.ok
     return data
 
