@@ -77,6 +77,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Seconds between steps while the run has no allocation yet (see Scaler._run).
+FIRST_STEP_S = 0.5
+
 _ACCOUNT_EVERY_S = 10.0
 
 
@@ -307,12 +310,19 @@ class Scaler:
         self._thread.start()
 
     def _run(self) -> None:
+        started = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.step()
             except Exception:
                 logger.exception("scaling step failed; trying again next interval")
-            self._stop.wait(self.settings.interval_s)
+            # Until the first allocation is asked for, look again soon: the engine's first
+            # ready tasks reach the journal just after the scaler starts, and the first
+            # result should not wait a whole interval for them.
+            first = not self.lives and time.monotonic() - started < 2 * self.settings.interval_s
+            self._stop.wait(
+                min(FIRST_STEP_S, self.settings.interval_s) if first else self.settings.interval_s
+            )
 
     def stop(self) -> None:
         self._stop.set()
