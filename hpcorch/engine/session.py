@@ -196,20 +196,23 @@ def _engine(
     return engine, backend
 
 
-def start_run(
+def _open_run(
     spec: WorkflowSpec,
     *,
-    site: str | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
-    source: str | None = None,
-    time_scale: float | None = None,
-    keep_results: bool = True,
-    on_progress: Progress | None = None,
+    site: str | None,
+    run_dir: str | os.PathLike[str] | None,
+    source: str | None,
+    time_scale: float | None,
+    keep_results: bool,
+    on_progress: Progress | None,
     retry_config: RetryConfig | None = None,
-) -> RunHandle:
-    """Validate, then start the run in the background and return its handle."""
+    run_id: str | None = None,
+    on_start: Callable[[str, Path], None] | None = None,
+) -> tuple[Engine, Backend, Journal]:
+    """Validate, create the run's journal and start its engine; a failed start marks the
+    run failed."""
     resolved = validate_run(spec, site)
-    run_id = new_run_id(spec.name)
+    run_id = run_id or new_run_id(spec.name)
     path = Path(run_dir) if run_dir is not None else runs_root() / run_id
     journal = Journal.create(
         path,
@@ -219,6 +222,8 @@ def start_run(
         site=resolved.name,
         time_scale=time_scale,
     )
+    if on_start is not None:
+        on_start(run_id, path)
     try:
         engine, backend = _engine(
             spec,
@@ -236,6 +241,31 @@ def start_run(
         journal.set_run_state("failed")
         journal.close()
         raise
+    return engine, backend, journal
+
+
+def start_run(
+    spec: WorkflowSpec,
+    *,
+    site: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    time_scale: float | None = None,
+    keep_results: bool = True,
+    on_progress: Progress | None = None,
+    retry_config: RetryConfig | None = None,
+) -> RunHandle:
+    """Validate, then start the run in the background and return its handle."""
+    engine, backend, journal = _open_run(
+        spec,
+        site=site,
+        run_dir=run_dir,
+        source=source,
+        time_scale=time_scale,
+        keep_results=keep_results,
+        on_progress=on_progress,
+        retry_config=retry_config,
+    )
     return RunHandle(engine, backend, journal)._start()
 
 
@@ -284,35 +314,17 @@ def run_workflow(
     run_id: str | None = None,
 ) -> RunSummary:
     """Run ``spec`` to the end in this thread and return the summary."""
-    resolved = validate_run(spec, site)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
-    journal = Journal.create(
-        path,
-        run_id=run_id,
-        name=spec.name,
+    engine, backend, journal = _open_run(
+        spec,
+        site=site,
+        run_dir=run_dir,
         source=source,
-        site=resolved.name,
         time_scale=time_scale,
+        keep_results=False,
+        on_progress=on_progress,
+        run_id=run_id,
+        on_start=on_start,
     )
-    if on_start is not None:
-        on_start(run_id, path)
-    try:
-        engine, backend = _engine(
-            spec,
-            resolved,
-            path,
-            run_id,
-            journal,
-            done=set(),
-            attempts={},
-            keep_results=False,
-            on_progress=on_progress,
-        )
-    except BaseException:
-        journal.set_run_state("failed")
-        journal.close()
-        raise
     return _run_in_foreground(engine, backend, journal)
 
 
