@@ -29,6 +29,7 @@ from dask_jobqueue.slurm import SLURMCluster
 
 from hpcorch.engine.accounting import AllocationLife
 from hpcorch.engine.scaler import Load, PollerStates, Scaler, ScalerSettings
+from hpcorch.policies.region import update_wait
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     ChargeRates,
@@ -73,14 +74,25 @@ def scheduler_demand(cluster: Any) -> list[Load]:
 
 
 class _OnePool:
-    """Routing for one pool and no budget."""
+    """Routing for one pool and no budget; keeps the pool's observed wait."""
 
     message: str | None = None
+
+    def __init__(self) -> None:
+        self.wait: float | None = None
+        self._seen: set[str] = set()
 
     def route(self, load: Load, now: float) -> str | None:
         return _POOL
 
+    def expected_wait(self, site: str) -> float | None:
+        return self.wait
+
     def hold(self, lives: Sequence[AllocationLife], now: float) -> str | None:
+        for life in lives:
+            if life.start is not None and life.name not in self._seen:
+                self._seen.add(life.name)
+                self.wait = update_wait(self.wait, max(0.0, life.start - life.submitted_at))
         return None
 
     def affordable(
@@ -104,7 +116,7 @@ class HpcorchSLURMCluster(SLURMCluster):
         interval: str | float = "5s",
         idle_timeout: str | float = "60s",
         cooldown: str | float = "30s",
-        drain_target: str | float = "60s",
+        drain_target: str | float = "5s",
         **_ignored: Any,
     ) -> Scaler:
         """Scale between ``minimum`` and ``maximum`` jobs with hpcorch's policy; see the module."""

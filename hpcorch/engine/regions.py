@@ -233,6 +233,10 @@ class Router:
             self.message = note
         return count, note
 
+    def expected_wait(self, site: str) -> float | None:
+        """The site's observed allocation wait, exponentially weighted (None: none yet)."""
+        return self.waits.get(site)
+
     # ------------------------------------------------------------------ routing
 
     def route(self, load: Load, now: float) -> str | None:

@@ -25,7 +25,8 @@ live run scale the same way.
 Settings (:class:`ScalerSettings`) come from the environment so that a run
 started from the CLI can be tuned: ``HPCORCH_SCALE_INTERVAL`` (default 5s),
 ``HPCORCH_IDLE_TIMEOUT`` (60s), ``HPCORCH_SCALE_COOLDOWN`` (30s),
-``HPCORCH_DRAIN_TARGET`` (60s), as seconds or durations (``2m``).
+``HPCORCH_DRAIN_TARGET`` (5s), ``HPCORCH_LOOKAHEAD`` (30s), as seconds or durations
+(``2m``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class ScalerSettings:
             idle_timeout_s=seconds("HPCORCH_IDLE_TIMEOUT", base.idle_timeout_s),
             cooldown_s=seconds("HPCORCH_SCALE_COOLDOWN", base.cooldown_s),
             drain_target_s=seconds("HPCORCH_DRAIN_TARGET", base.drain_target_s),
+            lookahead_s=seconds("HPCORCH_LOOKAHEAD", base.lookahead_s),
         )
         return cls(seconds("HPCORCH_SCALE_INTERVAL", DEFAULT_INTERVAL_S), config)
 
@@ -229,6 +231,10 @@ class Routing(Protocol):
     """Why tasks can go nowhere (the budget's message), once that happened."""
 
     def route(self, load: Load, now: float) -> str | None: ...
+
+    def expected_wait(self, site: str) -> float | None:
+        """The wait observed for the site's allocations so far (None: none started yet)."""
+        ...
 
     def hold(self, lives: Sequence[AllocationLife], now: float) -> str | None:
         """Why nothing may be submitted now (the budget), or None."""
@@ -443,12 +449,15 @@ class Scaler:
         for name, shape in self._pools.items():
             part = self.limits[shape.shape.site].partition(shape.shape.partition)
             assert part is not None
-            out[name] = pool_demand(
-                name,
-                part,
-                queued.get(name, ()),
-                running.get(name, ()),
-                default_estimate_s=default,
+            out[name] = replace(
+                pool_demand(
+                    name,
+                    part,
+                    queued.get(name, ()),
+                    running.get(name, ()),
+                    default_estimate_s=default,
+                ),
+                expected_wait_s=self.router.expected_wait(shape.shape.site) or 0.0,
             )
         return out, stranded
 

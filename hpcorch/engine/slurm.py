@@ -33,6 +33,7 @@ from typing import Any
 from hpcorch.engine.horizon import resources_arg, set_worker_resources, task_estimate
 from hpcorch.engine.site import partition_for
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.policies.scale import ScaleConfig, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
 from hpcorch.sites.model import Partition, Site
@@ -279,17 +280,25 @@ def _holding(ws: Any) -> int:
 
 
 class _JournalDemand:
-    """The engine's ready and running tasks, read from the run's journal.
+    """The engine's ready and running tasks, read from the run's journal, plus the tasks
+    about to be ready (:func:`hpcorch.policies.scale.about_ready`), counted as queued.
 
     The engine writes every task's state there (``pending``, ``running``, then
     a terminal one); a pending task whose parents all succeeded is ready.
     Reading the journal keeps the scaler independent of the engine loop.
     """
 
-    def __init__(self, spec: WorkflowSpec, run_dir: Path, sites: Sequence[Site]) -> None:
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        run_dir: Path,
+        sites: Sequence[Site],
+        config: ScaleConfig | None = None,
+    ) -> None:
         from hpcorch.engine.scaler import Load
 
         self.run_dir = run_dir
+        self.config = config or ScaleConfig()
         self.parents = {t.id: tuple(t.after) for t in spec.tasks}
         self.loads: dict[str, Load] = {}
         for task in spec.tasks:
@@ -311,20 +320,32 @@ class _JournalDemand:
                 task_estimate(task),
                 candidates=tuple(candidates),
             )
+        self.estimates = {tid: load.estimate_s for tid, load in self.loads.items()}
 
     def __call__(self) -> list[Any]:
         from hpcorch.journal import task_states
 
         states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
+        phase: dict[str, str] = {}
+        for tid, state in states.items():
+            if state == "succeeded":
+                phase[tid] = "done"
+            elif state == "running":
+                phase[tid] = "running"
+            elif state == "pending" and all(
+                states.get(p) == "succeeded" for p in self.parents.get(tid, ())
+            ):
+                phase[tid] = "ready"
         out = []
         for tid, state in states.items():
             load = self.loads.get(tid)
             if load is None:
                 continue
-            if state == "running":
+            if phase.get(tid) == "running":
                 out.append(replace(load, running=True))
-            elif state == "pending" and all(
-                states.get(p) == "succeeded" for p in self.parents[tid]
+            elif phase.get(tid) == "ready" or (
+                state == "pending"
+                and about_ready(self.parents[tid], phase, self.estimates, self.config)
             ):
                 out.append(load)
         return out
@@ -361,6 +382,10 @@ class _SpanRouter:
     def hold(self, lives: Sequence[Any], now: float) -> str | None:
         held: str | None = self.router.hold(lives, now)
         return held
+
+    def expected_wait(self, site: str) -> float | None:
+        wait: float | None = self.router.expected_wait(site)
+        return wait
 
     def affordable(self, submit: Any, lives: Sequence[Any], now: float) -> tuple[int, str]:
         base = replace(submit, pool=self.base.get(submit.pool, submit.pool))
@@ -495,7 +520,7 @@ class SlurmBackend:
             PollerStates(
                 {name: connect(s) for name, s in self.sites.items()}, self.settings.interval_s
             ),
-            _JournalDemand(spec, self.run_dir, list(self.sites.values())),
+            _JournalDemand(spec, self.run_dir, list(self.sites.values()), self.settings.scale),
             router,
             journal=self._journal,
             attempts=lambda lives: journal_attempts(self.run_dir, lives, cpus),

@@ -8,12 +8,17 @@ what it held back and why. The engine and the simulator apply the plan and
 keep the history with :func:`record`.
 
 Demand (:func:`estimate_nodes`): nodes to run the running tasks plus enough to
-finish the queued work within ``drain_target_s``:
-``running_share + min(queued_share, max(queued_node_s / drain_target_s,
-widest))``; never fewer than the widest queued task needs, never more than
-running everything queued at once. :func:`target_allocations` turns that into
-allocations, between the pool's ``min_allocations`` and its
-``max_allocations`` and the partition's size.
+finish the queued work within ``horizon = max(drain_target_s, expected_wait_s)``:
+``running_share + min(queued_share, max(queued_node_s / horizon, widest))``;
+never fewer than the widest queued task needs, never more than running
+everything queued at once. ``drain_target_s`` is short (Dask's adaptive
+``target_duration`` is 5 s too); the pool's observed wait stretches it, since
+an allocation that starts after the queued work has drained only sits idle.
+The engine counts as queued the tasks about to be ready (their unfinished
+parents are all ready or running and each expected to take at most
+``lookahead_s``), so the nodes for a fan-out are asked for with its parent's.
+:func:`target_allocations` turns that into allocations, between the pool's
+``min_allocations`` and its ``max_allocations`` and the partition's size.
 
 Never thrash:
 
@@ -66,6 +71,7 @@ __all__ = [
     "ScaleConfig",
     "ScalePlan",
     "Submit",
+    "about_ready",
     "decide_scale",
     "estimate_nodes",
     "pool_demand",
@@ -86,8 +92,12 @@ class ScaleConfig:
     idle_timeout_s: float = 60.0
     cooldown_s: float = 30.0
     hysteresis: float = 0.1
-    drain_target_s: float = 60.0
-    """Aim to run the queued work within this time, as parallel as limits allow."""
+    drain_target_s: float = 5.0
+    """Aim to run the queued work within this time (at least the pool's expected wait), as
+    parallel as limits allow."""
+    lookahead_s: float = 30.0
+    """Tasks whose unfinished parents are all ready or running, each expected to take at
+    most this long, count as queued demand (see :func:`about_ready`)."""
     walltime: WalltimeConfig = field(default_factory=WalltimeConfig)
 
     def __post_init__(self) -> None:
@@ -95,6 +105,8 @@ class ScaleConfig:
             raise ValueError("idle_timeout_s, cooldown_s and hysteresis must not be negative")
         if self.drain_target_s <= 0:
             raise ValueError("drain_target_s must be positive")
+        if self.lookahead_s < 0:
+            raise ValueError("lookahead_s must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +213,34 @@ def pool_demand(
     )
 
 
+def about_ready(
+    parents: Sequence[str],
+    state: Mapping[str, str],
+    estimate_s: Mapping[str, float | None],
+    config: ScaleConfig = _DEFAULT,
+) -> bool:
+    """Whether a waiting task is about to be ready: every parent has succeeded or is ready
+    or running (``state``: ``"done"``, ``"ready"``, ``"running"``; anything else: not yet),
+    and each unfinished parent is expected to take at most ``lookahead_s``."""
+    for parent in parents:
+        s = state.get(parent)
+        if s == "done":
+            continue
+        if s not in ("ready", "running"):
+            return False
+        estimate = estimate_s.get(parent)
+        if estimate is None or estimate > config.lookahead_s:
+            return False
+    return True
+
+
 def estimate_nodes(demand: PoolDemand, config: ScaleConfig = _DEFAULT) -> float:
-    """Nodes the pool needs now: the running tasks plus the queued work over ``drain_target_s``."""
+    """Nodes the pool needs now: the running tasks plus the queued work over the horizon
+    (``drain_target_s``, or the pool's expected wait when longer)."""
     queued = 0.0
     if demand.queued > 0:
-        by_time = demand.queued_node_s / config.drain_target_s
+        horizon = max(config.drain_target_s, demand.expected_wait_s)
+        by_time = demand.queued_node_s / horizon
         queued = min(demand.queued_share, max(by_time, demand.widest))
     return demand.running_share + queued
 

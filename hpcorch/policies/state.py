@@ -170,6 +170,9 @@ class PoolDemand:
     """Largest single queued task's share (an 8-node MPI task needs 8 nodes at once)."""
     running: int = 0
     running_share: float = 0.0
+    expected_wait_s: float = 0.0
+    """How long a new allocation of this pool is expected to wait before it starts (observed
+    waits): queued work that drains sooner than that is not worth a new allocation."""
 
 
 @dataclass(frozen=True, slots=True)

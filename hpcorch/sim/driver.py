@@ -203,6 +203,14 @@ class WorkflowSim:
         self._ready_longest = 0.0
         self._ready_shortest = math.inf
         self._ready_widest = 0.0
+        # tasks about to be ready (policies.scale.about_ready), counted as queued demand:
+        # t_block counts the parents still in the way (not yet ready; long ones until done)
+        self._lookahead_s = policies.scale_config.lookahead_s
+        self.t_block = array("q", workload.n_parents)
+        self.t_soon = bytearray(n)
+        self._soon_n = 0
+        self._soon_share = 0.0
+        self._soon_node_s = 0.0
         self._running_share = 0.0
         self.running = 0
         self.finished = 0
@@ -283,6 +291,16 @@ class WorkflowSim:
     # -- demand and scaling -----------------------------------------------------------
 
     def _make_ready(self, t: int) -> None:
+        if self.t_soon[t]:
+            self.t_soon[t] = 0
+            self._soon_n -= 1
+            share = min(1.0, self._key_of(t)[0] / self._cores)
+            self._soon_share -= share
+            self._soon_node_s -= share * self.w.estimate[t]
+        if self.t_attempt[t] == 0 and self.w.estimate[t] <= self._lookahead_s:
+            w = self.w
+            for c in w.child_idx[w.child_ptr[t] : w.child_ptr[t + 1]]:
+                self._unblock(c)
         self.t_state[t] = READY
         self.t_ready_at[t] = self.loop.now
         key = self._key_of(t)
@@ -300,6 +318,21 @@ class WorkflowSim:
         self._ready_longest = max(self._ready_longest, est)
         self._ready_shortest = min(self._ready_shortest, est)
         self._ready_widest = max(self._ready_widest, share)
+
+    def _unblock(self, c: int) -> None:
+        """One parent of ``c`` is out of the way: ready and short, or done."""
+        left = self.t_block[c] - 1
+        self.t_block[c] = left
+        if left == 0 and self.t_state[c] == WAITING and self.t_pending[c] > 0:
+            self.t_soon[c] = 1
+            self._soon_n += 1
+            share = min(1.0, self._key_of(c)[0] / self._cores)
+            est = self.w.estimate[c]
+            self._soon_share += share
+            self._soon_node_s += share * est
+            self._ready_longest = max(self._ready_longest, est)
+            self._ready_shortest = min(self._ready_shortest, est)
+            self._ready_widest = max(self._ready_widest, share)
 
     def _unready(self, t: int, cpus: int) -> None:
         share = min(1.0, cpus / self._cores)
@@ -327,19 +360,20 @@ class WorkflowSim:
             for a in (self.allocs[i],)
             if not a.draining
         ]
-        queued = self.n_ready
+        queued = self.n_ready + self._soon_n
         # Running minima and maxima since the queue last emptied: they only widen, which
         # errs towards keeping an allocation and asking for enough walltime.
         demand = PoolDemand(
             pool=_POOL,
             queued=queued,
-            queued_share=max(0.0, self._ready_share) if queued else 0.0,
-            queued_node_s=max(0.0, self._ready_node_s) if queued else 0.0,
+            queued_share=max(0.0, self._ready_share + self._soon_share) if queued else 0.0,
+            queued_node_s=max(0.0, self._ready_node_s + self._soon_node_s) if queued else 0.0,
             shortest_s=self._ready_shortest if queued else 0.0,
             longest_s=self._ready_longest if queued else 0.0,
             widest=self._ready_widest if queued else 0.0,
             running=self.running,
             running_share=max(0.0, self._running_share),
+            expected_wait_s=min((w for w in self._observed_wait if w is not None), default=0.0),
         )
         plan = self.policies.scale(
             {_POOL: demand},
@@ -753,11 +787,14 @@ class WorkflowSim:
             self._finish_task(t)
             ptr = w.child_ptr
             pending = self.t_pending
+            long = w.estimate[t] > self._lookahead_s
             for c in w.child_idx[ptr[t] : ptr[t + 1]]:
                 left = pending[c] - 1
                 pending[c] = left
                 if left == 0 and self.t_state[c] == WAITING:
                     self._make_ready(c)
+                elif long:
+                    self._unblock(c)
             return
         self._retry_or_fail(t, node, start, diagnosis)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from hpcorch.policies.scale import (
     PoolHistory,
     ScaleConfig,
     ScalePlan,
+    about_ready,
     decide_scale,
     estimate_nodes,
     pool_demand,
@@ -132,6 +135,34 @@ def test_estimate_nodes_between_widest_and_all_at_once() -> None:
     assert estimate_nodes(demand(queued=1, share_each=8.0, estimate=1), CONFIG) == 8.0
     assert estimate_nodes(demand(queued=0, running=8), CONFIG) == 1.0
     assert estimate_nodes(PoolDemand("cpu"), CONFIG) == 0.0
+
+
+def test_a_pool_that_waits_long_asks_for_fewer_nodes() -> None:
+    # 750 node-s of queued work: drained in 60 s by 12.5 nodes; when allocations of
+    # the pool have waited 300 s, 2.5 nodes (more would start after the work is done)
+    busy = demand(queued=200, estimate=30)
+    waits = replace(busy, expected_wait_s=300.0)
+    assert estimate_nodes(waits, CONFIG) == pytest.approx(2.5)
+    quick = replace(busy, expected_wait_s=2.0)
+    assert estimate_nodes(quick, CONFIG) == pytest.approx(12.5)  # the drain target still holds
+
+
+def test_default_drain_target_asks_for_a_burst_at_once() -> None:
+    # 195 half-second tasks (Blast's fan-out): 12 node-s, drained in 5 s by 2.4 nodes
+    assert estimate_nodes(demand(queued=195, estimate=0.5)) == pytest.approx(195 * 0.0625 / 5)
+    assert ScaleConfig().drain_target_s == 5.0
+
+
+def test_about_ready_looks_one_level_ahead_over_short_parents() -> None:
+    estimates: dict[str, float | None] = {"a": 1.0, "b": 10.0, "long": 3600.0, "unknown": None}
+    state = {"a": "ready", "b": "running", "long": "running", "unknown": "ready", "d": "done"}
+    assert about_ready(("a", "b", "d"), state, estimates)
+    assert about_ready((), state, estimates)
+    assert not about_ready(("a", "long"), state, estimates)  # its parent ends in an hour
+    assert not about_ready(("unknown",), state, estimates)
+    assert not about_ready(("a", "waiting"), state, estimates)  # two levels ahead
+    assert about_ready(("long",), state, estimates, ScaleConfig(lookahead_s=7200))
+    assert not about_ready(("a",), state, estimates, ScaleConfig(lookahead_s=0))
 
 
 def test_target_allocations_bounds() -> None:
@@ -335,3 +366,5 @@ def test_config_is_checked() -> None:
         ScaleConfig(cooldown_s=-1)
     with pytest.raises(ValueError, match="positive"):
         ScaleConfig(drain_target_s=0)
+    with pytest.raises(ValueError):
+        ScaleConfig(lookahead_s=-1)

@@ -279,3 +279,45 @@ def test_probe_queue_reads_idle_nodes_pending_work_and_slurms_start_estimate(
     argv, env = calls[-1]
     assert argv[:2] == ["sbatch", "--test-only"] and "--time=10" in argv
     assert "SLURM_JWT" not in env
+
+
+def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -> None:
+    from hpcorch.engine.slurm import _JournalDemand
+    from hpcorch.journal import Journal
+    from hpcorch.spec import parse_workflow
+
+    def task(tid: str, seconds: float, *after: str) -> dict[str, Any]:
+        return {"id": tid, "after": list(after), "duration": seconds}
+
+    spec = parse_workflow(
+        {
+            "name": "fan",
+            "tasks": [
+                task("split", 1),
+                *(task(f"part{i}", 2, "split") for i in range(3)),
+                task("merge", 1, *(f"part{i}" for i in range(3))),
+                task("slow", 3600),
+                task("after-slow", 1, "slow"),
+            ],
+        }
+    )
+    journal = Journal.create(
+        tmp_path, run_id="r", name="fan", source=None, site="dev", time_scale=None
+    )
+    journal.add_tasks((t.id, "command", "pending", 0) for t in spec.tasks)
+    journal.set_states([("slow", "running")])
+    journal.flush()
+    demand = _JournalDemand(spec, tmp_path, [load_site("dev")])
+
+    def loads() -> dict[str, bool]:
+        return {load.task_id: load.running for load in demand()}
+
+    # split is ready, its parts come right after it (one level, short parent); merge is two
+    # levels away and after-slow waits on an hour-long task
+    assert loads() == {"split": False, "part0": False, "part1": False, "part2": False,
+                       "slow": True}  # fmt: skip
+    journal.set_states([("split", "succeeded"), ("part0", "running")])
+    journal.flush()
+    assert loads() == {"part0": True, "part1": False, "part2": False, "merge": False,
+                       "slow": True}  # fmt: skip
+    journal.close()
