@@ -219,3 +219,14 @@ def test_topology_placement_gives_each_task_its_own_cores_and_gpus(tmp_path: Pat
             if overlap and b["start"] < a["end"]:
                 assert not set(a["gpus"]) & set(b["gpus"])
                 assert not set(a["cores"]) & set(b["cores"])
+
+
+def test_a_fan_out_gets_its_nodes_asked_for_with_its_parent() -> None:
+    # a 10 s split, then 64 one-core tasks: the first poll already counts the fan-out
+    # (policies.scale.about_ready) and asks for every node, not one for the split alone
+    tasks = [WfTask("split", (), 1, 0, 10.0)]
+    tasks += [WfTask(f"part{i}", ("split",), 1, 0, 20.0) for i in range(64)]
+    sim = simulate_workflow(from_wftasks(tasks), nodes=4, cores_per_node=8)
+    assert [a.submitted for a in sim.allocs] == [0.0] * 4
+    assert sim.succeeded == 65
+    assert summary(sim)["makespan_s"] == 10.0 + 2 * 20.0
