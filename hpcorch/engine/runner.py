@@ -113,6 +113,7 @@ class Engine:
         retry_config: retry.RetryConfig | None = None,
         on_progress: Callable[[dict[str, int]], None] | None = None,
         monitor: Monitor | None = None,
+        on_submitted: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
@@ -126,6 +127,8 @@ class Engine:
         self.retry_config = retry_config or retry.RetryConfig()
         self.recovery = Recovery(self.site, monitor=monitor, config=self.retry_config)
         self.on_progress = on_progress
+        self.on_submitted = on_submitted
+        """Called once the tasks' states are in the journal (the scaler looks at once)."""
         # On Slurm every task also asks for a walltime tier (hpcorch.engine.horizon):
         # it never starts on a worker whose time left is below its estimate.
         self.tiers = self.site.kind == "slurm"
@@ -485,6 +488,9 @@ class Engine:
         )
         self.journal.set_states((tid, self.state[tid]) for tid in self.order)
         self.journal.event("submit", tasks=len(todo), skipped=len(self.order) - len(todo))
+        if self.on_submitted is not None:
+            self.journal.flush()
+            self.on_submitted()
         self._collector = threading.Thread(target=self._collect_loop, name="hpcorch-collect")
         self._collector.daemon = True
         self._collector.start()

@@ -307,6 +307,7 @@ class Scaler:
         self._last_account = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ loop
@@ -326,12 +327,18 @@ class Scaler:
             # ready tasks reach the journal just after the scaler starts, and the first
             # result should not wait a whole interval for them.
             first = not self.lives and time.monotonic() - started < 2 * self.settings.interval_s
-            self._stop.wait(
+            self._wake.wait(
                 min(FIRST_STEP_S, self.settings.interval_s) if first else self.settings.interval_s
             )
+            self._wake.clear()
+
+    def kick(self) -> None:
+        """Take the next step now (e.g. the engine has just submitted its tasks)."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None

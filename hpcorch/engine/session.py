@@ -192,6 +192,7 @@ def _engine(
         retry_config=retry_config,
         on_progress=on_progress,
         monitor=monitor,
+        on_submitted=getattr(backend, "kick", None),
     )
     return engine, backend
 

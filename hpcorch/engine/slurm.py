@@ -540,6 +540,11 @@ class SlurmBackend:
             futures: list[Any] = [Future(k, self._client) for k in keys]
             self._client.cancel(futures, force=True)
 
+    def kick(self) -> None:
+        """Scale now rather than at the next interval (the run's tasks were just submitted)."""
+        if self.scaler is not None:
+            self.scaler.kick()
+
     def use_monitor(self, monitor: Any) -> None:
         """Follow this site's allocations through the run's monitor (one poll for the run)."""
         from hpcorch.engine.scaler import MonitorStates
