@@ -10,8 +10,9 @@ join a second later sit idle (a dev run: four 4-core tasks queued on one
 This scheduler plugin fixes that: every interval it finds workers whose
 assigned restricted tasks need more than they have, and asks the stealing
 extension's protocol (``steal-request``: the victim gives a task up only if
-it has not started it) to move the ones it would run last to workers with
-room. :func:`plan_moves` is the pure decision; the plugin applies it.
+it has not started it) to move the ones it would run last to less loaded
+workers, until the backlogs are even. :func:`plan_moves` is the pure
+decision; the plugin applies it.
 """
 
 from __future__ import annotations
@@ -37,39 +38,54 @@ class WorkerLoad:
     tasks: Sequence[tuple[str, Mapping[str, float]]] = field(default_factory=tuple)
 
 
-def _fits(need: Mapping[str, float], free: Mapping[str, float]) -> bool:
-    return all(free.get(r, 0.0) >= amount for r, amount in need.items())
+def _level(load: Mapping[str, float], capacity: Mapping[str, float]) -> float:
+    """How loaded a worker is: its assigned tasks' dominant share of its resources."""
+    return max((load.get(r, 0.0) / c for r, c in capacity.items() if c > 0), default=0.0)
+
+
+def _holds(need: Mapping[str, float], capacity: Mapping[str, float]) -> bool:
+    """Whether the worker could ever run the task (every resource, in full)."""
+    return all(capacity.get(r, 0.0) >= amount for r, amount in need.items())
 
 
 def plan_moves(workers: Sequence[WorkerLoad]) -> list[tuple[str, str, str]]:
-    """``(key, victim, thief)`` moves that bring oversubscribed workers within capacity.
+    """``(key, victim, thief)`` moves that even out the backlogs of oversubscribed workers.
 
-    A victim keeps the tasks it runs first (they may already run) and gives up
-    the last ones, each to the first worker with room for all of its needs.
+    A victim is a worker whose assigned tasks need more than it has: it keeps
+    the tasks it runs first (they may already run) and gives up the last ones,
+    each to the least loaded worker that could run it, while that leaves the
+    thief less loaded than the victim was. Filling a thief only up to its free
+    room would leave it idle between two rebalancing rounds while the victim
+    still holds a long queue.
     """
-    free: dict[str, dict[str, float]] = {}
+    load: dict[str, dict[str, float]] = {}
     for w in workers:
-        left = dict(w.capacity)
+        assigned: dict[str, float] = {}
         for _, need in w.tasks:
             for r, amount in need.items():
-                left[r] = left.get(r, 0.0) - amount
-        free[w.address] = left
+                assigned[r] = assigned.get(r, 0.0) + amount
+        load[w.address] = assigned
+
+    def level(w: WorkerLoad, extra: Mapping[str, float] | None = None) -> float:
+        assigned = load[w.address]
+        if extra:
+            assigned = {r: assigned.get(r, 0.0) + extra.get(r, 0.0) for r in {*assigned, *extra}}
+        return _level(assigned, w.capacity)
+
     moves: list[tuple[str, str, str]] = []
-    for victim in workers:
-        over = free[victim.address]
+    for victim in sorted(workers, key=level, reverse=True):
         for key, need in reversed(victim.tasks):
-            if all(v >= 0 for v in over.values()):
+            before = level(victim)
+            if before <= 1.0:
                 break
-            thief = next(
-                (t.address for t in workers if t is not victim and _fits(need, free[t.address])),
-                None,
-            )
-            if thief is None:
+            thieves = [t for t in workers if t is not victim and _holds(need, t.capacity)]
+            thief = min(thieves, key=lambda t: level(t, need), default=None)
+            if thief is None or level(thief, need) >= before:
                 continue
-            moves.append((key, victim.address, thief))
+            moves.append((key, victim.address, thief.address))
             for r, amount in need.items():
-                over[r] = over.get(r, 0.0) + amount
-                free[thief][r] -= amount
+                load[victim.address][r] = load[victim.address].get(r, 0.0) - amount
+                load[thief.address][r] = load[thief.address].get(r, 0.0) + amount
     return moves
 
 

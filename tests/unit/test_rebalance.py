@@ -38,3 +38,16 @@ def test_incoming_tasks_count_on_the_thief() -> None:
     victim = WorkerLoad("w1", {"cpus": 8.0}, [("a", four), ("b", four), ("c", four)])
     thief = WorkerLoad("w2", {"cpus": 4.0}, [("moving", four)])
     assert plan_moves([victim, thief]) == []
+
+
+def test_a_long_queue_is_split_evenly_not_just_up_to_the_thiefs_free_room() -> None:
+    one = {"cpus": 1.0, "time_30": 1.0}
+    tasks = [(f"t{i}", one) for i in range(180)]
+    first = WorkerLoad("w1", {"cpus": 8.0, "time_30": 1e6}, tasks)
+    late = WorkerLoad("w2", {"cpus": 8.0, "time_30": 1e6}, [])
+    moves = plan_moves([first, late])
+    assert len(moves) == 90
+    assert [key for key, _, _ in moves[:2]] == ["t179", "t178"]  # what w1 would run last
+    # a second round with the moves applied finds nothing left to even out
+    assert plan_moves([WorkerLoad("w1", first.capacity, tasks[:90]),
+                       WorkerLoad("w2", late.capacity, tasks[90:])]) == []  # fmt: skip
