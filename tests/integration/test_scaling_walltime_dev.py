@@ -26,8 +26,10 @@ def fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_long_task_gets_a_fresh_allocation_with_time_for_it(
     dev_cluster: Any, fast: None, tmp_path: Path
 ) -> None:
+    # estimated at 40 s each (beyond the scaler's 30 s look-ahead, so the long task is not
+    # counted before they end), they really take 2 s
     shorts = [
-        {"id": f"s{i}", "command": ["sleep", "2"], "resources": {"walltime": "5s"}}
+        {"id": f"s{i}", "command": ["sleep", "2"], "resources": {"walltime": "40s"}}
         for i in range(8)
     ]
     # estimated at 10 minutes (it really takes a second): more than a short allocation has
@@ -44,7 +46,7 @@ def test_long_task_gets_a_fresh_allocation_with_time_for_it(
         scale = events(run_dir)
 
     submits = [e for e in scale if e["action"] == "submit"]
-    assert submits[0]["walltime_s"] == 300  # eight 2-second tasks: the smallest bucket
+    assert submits[0]["walltime_s"] == 300  # eight 40-second tasks: the smallest bucket
     long_job = next(t for t in data["tasks"] if t["id"] == "long")["attempts"][-1]["job_id"]
     (fresh,) = [e for e in submits if long_job in e["job_ids"]]
     assert fresh is not submits[0]
