@@ -321,3 +321,41 @@ def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -
     assert loads() == {"part0": True, "part1": False, "part2": False, "merge": False,
                        "slow": True}  # fmt: skip
     journal.close()
+
+
+def test_kick_steps_at_once_instead_of_waiting_out_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    import hpcorch.engine.scaler as scaler_module
+
+    monkeypatch.setattr(scaler_module, "FIRST_STEP_S", 60.0)  # no step but the first by itself
+    loads: list[Load] = []
+    scaler, runtime, _, _, _ = make(loads)
+    scaler.settings = ScalerSettings(60.0, scaler.settings.scale)
+    scaler.start()
+    try:
+        time.sleep(0.3)  # the first step found nothing queued
+        assert not runtime.submitted
+        loads.extend(short(i) for i in range(16))
+        scaler.kick()
+        deadline = time.monotonic() + 5
+        while not runtime.submitted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runtime.submitted, "the kicked step did not submit"
+    finally:
+        scaler.stop()
+
+
+def test_observed_waits_reach_the_pools_demand() -> None:
+    scaler, runtime, states, _, clock = make([short(i) for i in range(60)])
+    scaler.step()
+    assert len(runtime.submitted) == 2
+    demand, _ = scaler._pool_demand(clock.now)
+    assert demand["cpu"].expected_wait_s == 0.0  # nothing started yet
+    clock.now += 100
+    start_all(runtime, states, clock)
+    scaler.step()  # the router sees both allocations start, 100 s after their submission
+    demand, _ = scaler._pool_demand(clock.now)
+    assert demand["cpu"].expected_wait_s == pytest.approx(100.0)
