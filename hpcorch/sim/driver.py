@@ -315,6 +315,10 @@ class WorkflowSim:
         est = self.w.estimate[t]
         self._ready_share += share
         self._ready_node_s += share * est
+        self._widen(est, share)
+
+    def _widen(self, est: float, share: float) -> None:
+        """The queued work's extremes now include a task of ``est`` seconds and ``share``."""
         self._ready_longest = max(self._ready_longest, est)
         self._ready_shortest = min(self._ready_shortest, est)
         self._ready_widest = max(self._ready_widest, share)
@@ -330,9 +334,7 @@ class WorkflowSim:
             est = self.w.estimate[c]
             self._soon_share += share
             self._soon_node_s += share * est
-            self._ready_longest = max(self._ready_longest, est)
-            self._ready_shortest = min(self._ready_shortest, est)
-            self._ready_widest = max(self._ready_widest, share)
+            self._widen(est, share)
 
     def _unready(self, t: int, cpus: int) -> None:
         share = min(1.0, cpus / self._cores)
