@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from hpcorch.cli.options import apply_regions_budget, regions_budget_options
 from hpcorch.cli.progress import Progress
 from hpcorch.errors import RunError
 
@@ -102,6 +103,7 @@ def _finish(summary: Any, as_json: bool = False) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
 )
+@regions_budget_options
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
 def run(
     workflow: Path,
@@ -110,6 +112,8 @@ def run(
     time_scale: float | None,
     run_id: str | None,
     as_json: bool,
+    regions: str | None,
+    budget: str | None,
     verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
@@ -126,6 +130,7 @@ def run(
     from hpcorch.loaders import load_workflow
 
     _logging(verbose)
+    apply_regions_budget(regions, budget)
     spec = load_workflow(workflow, time_scale=time_scale)
     progress = _progress(spec, site)
 

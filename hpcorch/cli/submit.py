@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hpcorch.cli.options import apply_regions_budget, regions_budget_options
 from hpcorch.units import parse_duration
 
 __all__ = ["submit"]
@@ -36,6 +37,7 @@ __all__ = ["submit"]
     default=None,
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
+@regions_budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print {run_id, job_id, run_dir} only.")
 def submit(
     workflow: Path,
@@ -44,6 +46,8 @@ def submit(
     partition: str | None,
     walltime: str,
     time_scale: float | None,
+    regions: str | None,
+    budget: str | None,
     as_json: bool,
 ) -> None:
     """Submit WORKFLOW as a Slurm driver job; print the run id and the driver's job id.
@@ -60,6 +64,7 @@ def submit(
         walltime_s = parse_duration(walltime)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--walltime") from None
+    apply_regions_budget(regions, budget)  # the driver job inherits them (sbatch --export=ALL)
     job = submit_driver(
         workflow,
         load_site(site),
