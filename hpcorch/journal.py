@@ -52,22 +52,28 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT, n INTEGER, start REAL, end REAL, exit_code INTEGER, failure_class TEXT,
     worker TEXT, job_id TEXT, node TEXT, gpus TEXT, cores TEXT, message TEXT, ranks TEXT,
+    site TEXT,
     PRIMARY KEY (task_id, n)
-);
-CREATE TABLE IF NOT EXISTS allocations (
-    job_id TEXT PRIMARY KEY, site TEXT, partition TEXT, nodes INTEGER, state TEXT,
-    start REAL, end REAL, pool TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, kind TEXT, payload TEXT
 );
 """
 
+# Job ids are per Slurm cluster: a run spanning sites keys its allocations by
+# both. The site is '' when unknown (never NULL: NULLs never conflict in a key).
+_ALLOCATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS {name} (
+    job_id TEXT, site TEXT NOT NULL DEFAULT '', partition TEXT, nodes INTEGER, state TEXT,
+    start REAL, end REAL, pool TEXT, PRIMARY KEY (site, job_id)
+)
+"""
+
 _ALLOCATION_FIELDS = ("job_id", "site", "partition", "nodes", "state", "start", "end", "pool")
 _UPSERT_ALLOCATION = """
-INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (job_id) DO UPDATE SET
-    site = COALESCE(excluded.site, site), partition = COALESCE(excluded.partition, partition),
+INSERT INTO allocations VALUES (?, coalesce(?, ''), ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, job_id) DO UPDATE SET
+    partition = COALESCE(excluded.partition, partition),
     nodes = COALESCE(excluded.nodes, nodes), state = COALESCE(excluded.state, state),
     start = COALESCE(excluded.start, start), end = COALESCE(excluded.end, end),
     pool = COALESCE(excluded.pool, pool)
@@ -77,8 +83,8 @@ ON CONFLICT (job_id) DO UPDATE SET
 # times), so each piece fills what it knows and keeps what is there.
 _UPSERT_ATTEMPT = """
 INSERT INTO attempts (task_id, n, start, end, exit_code, failure_class, worker, job_id,
-                      node, gpus, cores, message, ranks)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      node, gpus, cores, message, ranks, site)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (task_id, n) DO UPDATE SET
     start = coalesce(excluded.start, start), end = coalesce(excluded.end, end),
     exit_code = coalesce(excluded.exit_code, exit_code),
@@ -86,7 +92,7 @@ ON CONFLICT (task_id, n) DO UPDATE SET
     worker = coalesce(excluded.worker, worker), job_id = coalesce(excluded.job_id, job_id),
     node = coalesce(excluded.node, node), gpus = coalesce(excluded.gpus, gpus),
     cores = coalesce(excluded.cores, cores), message = coalesce(excluded.message, message),
-    ranks = coalesce(excluded.ranks, ranks)
+    ranks = coalesce(excluded.ranks, ranks), site = coalesce(excluded.site, site)
 """
 _ATTEMPT_FIELDS = (
     "task_id",
@@ -102,6 +108,7 @@ _ATTEMPT_FIELDS = (
     "cores",
     "message",
     "ranks",
+    "site",  # the Slurm site whose job ran the attempt (its job_id is that site's)
 )
 
 
@@ -111,10 +118,30 @@ def _create_private(path: Path) -> None:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Add the columns later versions added to a journal an older hpcorch wrote."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
-    if "ranks" not in columns:  # the node of each MPI rank, comma-separated
-        conn.execute("ALTER TABLE attempts ADD COLUMN ranks TEXT")
+    """Bring a journal an older hpcorch wrote to this schema (added columns, new keys)."""
+    # The write lock first: several processes of a run may open an old journal at once.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
+        if "ranks" not in columns:  # the node of each MPI rank, comma-separated
+            conn.execute("ALTER TABLE attempts ADD COLUMN ranks TEXT")
+        if "site" not in columns:
+            conn.execute("ALTER TABLE attempts ADD COLUMN site TEXT")
+        # PRAGMA table_info's pk: the column's place in the primary key, 0 if not in it
+        key = {row[1]: row[5] for row in conn.execute("PRAGMA table_info(allocations)")}
+        if not key.get("site"):
+            # Keyed by job_id alone; SQLite cannot change a key in place: rebuild.
+            conn.execute(_ALLOCATIONS_DDL.format(name="allocations_new"))
+            conn.execute(
+                "INSERT INTO allocations_new SELECT job_id, coalesce(site, ''), partition, "
+                "nodes, state, start, end, pool FROM allocations"
+            )
+            conn.execute("DROP TABLE allocations")
+            conn.execute("ALTER TABLE allocations_new RENAME TO allocations")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -241,7 +268,7 @@ class Journal:
     def _write_loop(self) -> None:
         try:
             conn = _connect(self.path)
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + _ALLOCATIONS_DDL.format(name="allocations"))
             _migrate(conn)
             conn.commit()
         except sqlite3.Error as exc:
@@ -334,10 +361,15 @@ def _split(value: str | None) -> list[int] | None:
     return [int(x) for x in value.split(",") if x != ""]
 
 
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column older journals lack (read-only readers do not migrate): None there."""
+    # a Row's "in" looks at values, hence keys()
+    return row[name] if name in row.keys() else None  # noqa: SIM118
+
+
 def _ranks(attempt: sqlite3.Row) -> dict[str, list[str]]:
     """``{"ranks": [node of rank 0, ...]}`` for an MPI attempt, else nothing."""
-    # older journals lack the column; a Row's "in" looks at values, hence keys()
-    value = attempt["ranks"] if "ranks" in attempt.keys() else None  # noqa: SIM118
+    value = _column(attempt, "ranks")
     return {"ranks": value.split(",")} if value else {}
 
 
@@ -365,6 +397,8 @@ def status(run_dir: Path) -> dict[str, Any]:
                 "exit_code": a["exit_code"],
                 "failure_class": a["failure_class"],
                 "job_id": a["job_id"],
+                # the site whose job it is: job ids repeat across sites
+                "site": _column(a, "site"),
                 "node": a["node"],
                 "gpus": _split(a["gpus"]),
                 "cores": _split(a["cores"]),
@@ -386,7 +420,7 @@ def status(run_dir: Path) -> dict[str, Any]:
         "allocations": [
             {
                 "job_id": a["job_id"],
-                "site": a["site"],
+                "site": a["site"] or None,
                 "partition": a["partition"],
                 "nodes": a["nodes"],
                 "state": a["state"],

@@ -78,6 +78,7 @@ def test_status_object_shape(tmp_path: Path) -> None:
         "exit_code": 1,
         "failure_class": "user_error",
         "job_id": None,
+        "site": None,
         "node": None,
         "gpus": None,
         "cores": None,
@@ -122,3 +123,100 @@ def test_missing_run_dir_is_a_clear_error(tmp_path: Path) -> None:
         status(tmp_path)
     with pytest.raises(JournalError, match="no journal found"):
         Journal.open(tmp_path)
+
+
+def _alloc(job_id: str, site: str, **more: object) -> dict[str, object]:
+    row: dict[str, object] = {"job_id": job_id, "site": site, "partition": "cpu", "nodes": 1}
+    row.update(state="RUNNING", start=5.0, end=None, pool="cpu")
+    return {**row, **more}
+
+
+def test_same_job_id_on_two_sites_keeps_both(tmp_path: Path) -> None:
+    # Job ids are per Slurm cluster: job 685 of dev and job 685 of dev2 are two allocations.
+    run_dir = tmp_path / "run"
+    with _journal(run_dir) as j:
+        j.record_allocation(**_alloc("685", "dev"))
+        j.record_allocation(**_alloc("685", "dev2", partition="gpu", nodes=2))
+        j.record_allocation(job_id="685", site="dev2", state="COMPLETED", end=9.0)
+        j.record_attempts([{"task_id": "a", "n": 1, "start": 6.0, "job_id": "685", "site": "dev2"}])
+        j.record_attempts([{"task_id": "a", "n": 1, "end": 8.0}])  # the site is kept
+    data = status(run_dir)
+    by_site = {a["site"]: a for a in data["allocations"]}
+    assert set(by_site) == {"dev", "dev2"}
+    assert by_site["dev"]["state"] == "RUNNING" and by_site["dev"]["partition"] == "cpu"
+    assert by_site["dev2"]["state"] == "COMPLETED" and by_site["dev2"]["nodes"] == 2
+    assert by_site["dev2"]["end"] == 9.0
+    assert data["tasks"] == []  # attempts of a task not registered are not listed
+    conn = sqlite3.connect(run_dir / "journal.sqlite")
+    assert conn.execute("SELECT site, end FROM attempts").fetchall() == [("dev2", 8.0)]
+
+
+# The tables as hpcorch wrote them before allocations were keyed by site.
+_OLD_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, name TEXT, source TEXT, site TEXT, time_scale REAL,
+    state TEXT, created REAL, ended REAL, driver_pid INTEGER, driver_host TEXT
+);
+CREATE TABLE tasks (
+    task_id TEXT PRIMARY KEY, kind TEXT, state TEXT, priority INTEGER,
+    result TEXT, memo_key TEXT, updated REAL
+);
+CREATE TABLE attempts (
+    task_id TEXT, n INTEGER, start REAL, end REAL, exit_code INTEGER, failure_class TEXT,
+    worker TEXT, job_id TEXT, node TEXT, gpus TEXT, cores TEXT, message TEXT,
+    PRIMARY KEY (task_id, n)
+);
+CREATE TABLE allocations (
+    job_id TEXT PRIMARY KEY, site TEXT, partition TEXT, nodes INTEGER, state TEXT,
+    start REAL, end REAL, pool TEXT
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, kind TEXT, payload TEXT
+);
+INSERT INTO runs VALUES ('old', 'demo', NULL, 'dev', NULL, 'running', 1.0, NULL, 1, 'h');
+INSERT INTO tasks VALUES ('a', 'command', 'succeeded', 0, NULL, NULL, 2.0);
+INSERT INTO attempts VALUES ('a', 1, 3.0, 4.0, 0, NULL, 'tcp://w', '685', 'c1', NULL, NULL,
+                             NULL);
+INSERT INTO allocations VALUES ('685', 'dev', 'cpu', 1, 'COMPLETED', 2.0, 5.0, 'cpu');
+INSERT INTO allocations VALUES ('686', NULL, 'cpu', 1, 'COMPLETED', 2.0, 5.0, 'cpu');
+"""
+
+
+def _old_journal(run_dir: Path) -> None:
+    run_dir.mkdir(mode=0o700)
+    conn = sqlite3.connect(run_dir / "journal.sqlite")
+    conn.executescript(_OLD_SCHEMA)
+    conn.close()
+
+
+def test_old_journal_is_read_as_it_is(tmp_path: Path) -> None:
+    # status opens journals read-only: an old one, not migrated yet, still reads.
+    run_dir = tmp_path / "run"
+    _old_journal(run_dir)
+    data = status(run_dir)
+    assert data["tasks"][0]["attempts"][0]["job_id"] == "685"
+    assert data["tasks"][0]["attempts"][0]["site"] is None
+    assert [a["site"] for a in data["allocations"]] == ["dev", None]
+
+
+def test_old_journal_is_migrated_to_site_keys(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _old_journal(run_dir)
+    with Journal.open(run_dir) as j:
+        j.record_allocation(**_alloc("685", "dev2", start=6.0))
+        j.record_allocation(job_id="686", state="CANCELLED")  # the old row with no site
+        j.record_attempts([{"task_id": "a", "n": 2, "start": 7.0, "job_id": "685", "site": "dev2"}])
+    with Journal.open(run_dir) as j:  # a second open finds the new schema and keeps it
+        pass
+    data = status(run_dir)
+    rows = {(a["site"], a["job_id"]): a for a in data["allocations"]}
+    assert set(rows) == {("dev", "685"), ("dev2", "685"), (None, "686")}
+    assert rows[("dev", "685")]["end"] == 5.0 and rows[("dev2", "685")]["start"] == 6.0
+    assert rows[(None, "686")]["state"] == "CANCELLED"
+    attempts = data["tasks"][0]["attempts"]
+    assert [(a["job_id"], a["site"]) for a in attempts] == [("685", None), ("685", "dev2")]
+    conn = sqlite3.connect(run_dir / "journal.sqlite")
+    pk = {r[1]: r[5] for r in conn.execute("PRAGMA table_info(allocations)")}
+    assert pk["site"] == 1 and pk["job_id"] == 2
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "allocations_new" not in tables
