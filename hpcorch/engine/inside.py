@@ -315,6 +315,8 @@ class AllocationBackend:
         conf = slurm_conf_path(self.site)
         if conf and "SLURM_CONF" not in env:
             env["SLURM_CONF"] = conf
+        # The workers' attempt records name the site of this job (engine.worker).
+        env["HPCORCH_SITE"] = self.site.name
         for n, (cpus, nodes) in enumerate(self.allocation.groups()):
             argv = worker_argv(
                 self.allocation,

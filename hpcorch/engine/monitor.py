@@ -58,6 +58,8 @@ class WorkerInfo:
     job_id: str | None = None
     joined: float | None = None
     lost: float | None = None
+    site: str | None = None
+    """The site of ``job_id`` (its job's ``HPCORCH_SITE``): job ids repeat across sites."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +84,11 @@ MonitorEvent = AllocationEvent | NodeEvent | WorkerEvent
 
 
 def whoami() -> dict[str, str | None]:
-    """Run on a worker: its node and Slurm job (from the job's environment)."""
+    """Run on a worker: its node, Slurm job and that job's site (from the job's environment)."""
     return {
         "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
         "job_id": os.environ.get("SLURM_JOB_ID"),
+        "site": os.environ.get("HPCORCH_SITE") or None,
     }
 
 
@@ -226,7 +229,11 @@ class Monitor:
                     continue
                 job = str(rec["job_id"]) if rec.get("job_id") else None
                 self._workers[address] = WorkerInfo(
-                    str(address), node=rec.get("node"), job_id=job, joined=self._clock()
+                    str(address),
+                    node=rec.get("node"),
+                    job_id=job,
+                    joined=self._clock(),
+                    site=rec.get("site"),
                 )
                 if job:
                     jobs.add(job)
@@ -283,6 +290,7 @@ class Monitor:
                     where.get("node") or (before.node if before else None),
                     where.get("job_id") or (before.job_id if before else None),
                     joined=before.joined if before else now,
+                    site=where.get("site") or (before.site if before else None),
                 )
                 self._announced.add(address)
                 self._workers[address] = worker
@@ -396,6 +404,7 @@ class Monitor:
                     name=w.name,
                     node=w.node,
                     job_id=w.job_id,
+                    site=w.site,
                 )
 
     # ------------------------------------------------------------------ thread

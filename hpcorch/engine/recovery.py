@@ -61,6 +61,8 @@ class Outcome:
     exclude_nodes: frozenset[str] = frozenset()
     time: float | None = None
     """When the failure was handled: the end of an attempt whose worker died with it."""
+    site: str | None = None
+    """The site of ``job_id`` (job ids repeat across sites)."""
 
     @property
     def record(self) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class Outcome:
             "failure_class": str(self.diagnosis.failure),
             "node": self.evidence.node,
             "job_id": self.job_id,
+            "site": self.site,
             "message": self.diagnosis.reason[:500],
         }
 
@@ -152,7 +155,7 @@ class Recovery:
     ) -> Outcome:
         """Classify attempt ``n`` of ``task`` that raised ``exc`` and decide its retry."""
         now = self._clock()
-        node, job_id, healthy, state, reason = self._monitor_view(exc)
+        node, job_id, site, healthy, state, reason = self._monitor_view(exc)
         evidence = evidence_of(
             exc,
             memory_requested=request.memory,
@@ -207,7 +210,7 @@ class Recovery:
             health = NodeHealth(health.unhealthy, struck_nodes(self.strikes, now, self.config))
         if decision.exclude_nodes or health.struck:
             state_.exclude = state_.exclude | decision.exclude_nodes | health.struck
-        return Outcome(diagnosis, decision, evidence, job_id, state_.exclude, now)
+        return Outcome(diagnosis, decision, evidence, job_id, state_.exclude, now, site)
 
     def excluded(self, task_id: str) -> frozenset[str]:
         state = self._tasks.get(task_id)
@@ -235,17 +238,18 @@ class Recovery:
 
     def _monitor_view(
         self, exc: BaseException | None
-    ) -> tuple[str | None, str | None, bool | None, str | None, str | None]:
-        """(node, job id, node healthy, allocation state, reason) of the attempt's worker."""
+    ) -> tuple[str | None, str | None, str | None, bool | None, str | None, str | None]:
+        """(node, job id, its site, node healthy, allocation state, reason) of the worker."""
         if self.monitor is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         address = _lost_worker_address(exc)
         worker = self.monitor.worker(address) if address else None
         if worker is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         state = reason = None
         if worker.job_id:
             job = self.monitor.refresh(worker.job_id)
             if job is not None and job.terminal:
                 state, reason = job.state.value, job.reason
-        return worker.node, worker.job_id, self.monitor.node_healthy(worker.node), state, reason
+        healthy = self.monitor.node_healthy(worker.node)
+        return worker.node, worker.job_id, worker.site, healthy, state, reason

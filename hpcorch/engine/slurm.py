@@ -129,6 +129,8 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     prologue += list(site.prologue.commands)
     # slurmrestd's token breaks srun inside the job; workers never need it.
     prologue.append("unset SLURM_JWT")
+    # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
+    prologue.append(f"export HPCORCH_SITE={shlex.quote(site.name)}")
     options: dict[str, Any] = {
         "queue": plan.partition.name,
         "cores": node.cores,

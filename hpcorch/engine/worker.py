@@ -106,6 +106,8 @@ def _identity() -> dict[str, Any]:
             worker=worker,
             node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
             job_id=os.environ.get("SLURM_JOB_ID"),
+            # the site of that job (job ids are per cluster); set by the job's prologue
+            site=os.environ.get("HPCORCH_SITE") or None,
         )
     return _IDENTITY
 

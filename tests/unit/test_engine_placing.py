@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hpcorch.engine import worker
+from hpcorch.engine.monitor import whoami
 from hpcorch.engine.placing import (
     MpiStep,
     Placing,
@@ -204,6 +205,23 @@ def test_without_a_slot_plugin_tasks_run_unplaced(tmp_path: Path) -> None:
     worker.execute(p)
     (record,) = worker.drain("r")
     assert record["exit_code"] == 0 and "gpus" not in record and "cores" not in record
+
+
+def test_attempt_records_name_the_site_of_the_workers_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Job ids are per Slurm cluster: the job's prologue exports its site (engine.slurm).
+    monkeypatch.setattr(worker, "_IDENTITY", {})
+    monkeypatch.setenv("SLURM_JOB_ID", "685")
+    monkeypatch.setenv("HPCORCH_SITE", "dev2")
+    worker.execute(_payload(tmp_path, [sys.executable, "-c", "pass"], Placing()))
+    (record,) = worker.drain("r")
+    assert record["job_id"] == "685" and record["site"] == "dev2"
+    assert whoami()["site"] == "dev2"  # what the monitor learns of a new worker
+    monkeypatch.setattr(worker, "_IDENTITY", {})
+    monkeypatch.delenv("HPCORCH_SITE")
+    worker.execute(_payload(tmp_path, [sys.executable, "-c", "pass"], Placing()))
+    assert worker.drain("r")[0]["site"] is None  # not in a job hpcorch submitted
 
 
 def test_mpi_command_is_an_srun_step_in_the_worker_allocation(

@@ -45,6 +45,8 @@ def test_job_options_carry_resources_gres_and_no_token(tmp_path: Path) -> None:
         f"cpus=8,memory={8000 * 1024**2},gpus=4",
     ]
     assert "unset SLURM_JWT" in opts["job_script_prologue"]
+    # job ids repeat across sites: the workers' attempt records name theirs
+    assert "export HPCORCH_SITE=dev" in opts["job_script_prologue"]
     assert opts["walltime"] == "00:15:00"  # the default 10 min estimate, padded, rounded
 
 
