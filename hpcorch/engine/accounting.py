@@ -80,24 +80,28 @@ def journal_attempts(
     """The journal's started attempts as accounting records, each tied to its allocation.
 
     An attempt is tied by its worker's address (unique in the run), else by its
-    Slurm job id on the run's sites. ``cpus`` gives each task's cores where the
-    record lists none.
+    site and Slurm job id (job ids repeat across sites), or by its job id alone
+    when it has no site (recorded by an older hpcorch). ``cpus`` gives each
+    task's cores where the record lists none.
     """
     from hpcorch.journal import JOURNAL_NAME
 
     by_address = {life.address: life for life in lives if life.address}
+    by_key = {(life.site, life.job_id): life for life in lives if life.job_id}
     by_job = {life.job_id: life for life in lives if life.job_id}
     conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True, timeout=30)
     try:
         rows = conn.execute(
-            "SELECT task_id, start, end, worker, job_id, gpus, cores FROM attempts "
+            "SELECT task_id, start, end, worker, job_id, site, gpus, cores FROM attempts "
             "WHERE start IS NOT NULL"
         ).fetchall()
     finally:
         conn.close()
     out = []
-    for task_id, start, end, worker, job_id, gpus, cores in rows:
-        life = by_address.get(worker) or by_job.get(job_id)
+    for task_id, start, end, worker, job_id, site, gpus, cores in rows:
+        life = by_address.get(worker) or (
+            by_key.get((site, job_id)) if site else by_job.get(job_id)
+        )
         out.append(
             AttemptRecord(
                 site=life.site if life else "?",

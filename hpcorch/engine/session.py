@@ -462,7 +462,12 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
     from hpcorch.slurm.connect import connect
 
     journal.flush()
-    rows = [a for a in _allocation_rows(run_dir) if str(a["job_id"]).isdigit()]
+    # Only this site's jobs: job ids repeat across sites ('' is an older journal's row).
+    rows = [
+        a
+        for a in _allocation_rows(run_dir)
+        if str(a["job_id"]).isdigit() and a.get("site") in ("", None, site.name)
+    ]
     # Never a user's allocation that `hpcorch run` ran in (pool "current",
     # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")

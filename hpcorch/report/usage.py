@@ -2,11 +2,13 @@
 
 This module only turns the ``status --json`` object into the accounting
 records: each allocation with its partition's node shape and charge rates,
-each attempt with its cores and GPUs and the allocation that hosted it (by job
-id). A run on a ``local`` site records no allocation; its machine counts as
-one allocation held from the first attempt's start to the last one's end, so
-utilization means the same there. Allocations on a site without a model are
-counted in node-hours only, and the report says so.
+each attempt with its cores and GPUs and the allocation that hosted it (by
+site and job id, as job ids repeat across sites; by job id alone for an
+attempt an older hpcorch recorded without its site). A run on a ``local``
+site records no allocation; its machine counts as one allocation held from
+the first attempt's start to the last one's end, so utilization means the
+same there. Allocations on a site without a model are counted in node-hours
+only, and the report says so.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def run_usage(
 ) -> RunUsage:
     records: list[AllocationRecord] = []
     unknown: dict[str, tuple[int, float]] = {}
-    alloc_site: dict[str, str] = {}
+    alloc_site: dict[str, str] = {}  # record id -> site
+    by_key: dict[tuple[str, str], str] = {}  # (site, job id) -> record id
+    by_job: dict[str, str] = {}  # job id -> record id, for attempts without a site
     for alloc in allocations:
         if alloc.get("start") is None:
             continue
@@ -89,10 +93,15 @@ def run_usage(
             unknown[name] = (count + 1, hours + nodes * max(0.0, end - alloc["start"]) / _HOUR)
             continue
         job_id = str(alloc["job_id"])
-        alloc_site[job_id] = name
+        rid = f"{name}:{job_id}"
+        alloc_site[rid] = name
+        by_key[(name, job_id)] = rid
+        # The run's own site wins a job id two sites share: older runs had no other.
+        if job_id not in by_job or name == run_site:
+            by_job[job_id] = rid
         records.append(
             AllocationRecord(
-                id=job_id,
+                id=rid,
                 site=name,
                 nodes=nodes,
                 cores_per_node=partition.node.cores,
@@ -130,15 +139,22 @@ def run_usage(
     for task, a in started:
         held = holding(a, decls.get(str(task["id"])))
         overstated += held.overstated
-        job_id = _LOCAL if implicit else str(a.get("job_id"))
+        ran_on = a.get("site")  # None in journals of older hpcorch versions
+        if implicit:
+            hosted: str | None = _LOCAL
+            name = local.name if local else "?"
+        else:
+            job_id = str(a.get("job_id"))
+            hosted = by_key.get((str(ran_on), job_id)) if ran_on else by_job.get(job_id)
+            name = alloc_site[hosted] if hosted else str(ran_on or run_site or "?")
         attempts.append(
             AttemptRecord(
-                site=alloc_site.get(job_id, local.name if implicit and local else run_site or "?"),
+                site=name,
                 start=float(a["start"]),
                 end=None if a.get("end") is None else float(a["end"]),
                 cores=held.cores,
                 gpus=held.gpus,
-                allocation=job_id if job_id in alloc_site or implicit else None,
+                allocation=hosted,
             )
         )
 

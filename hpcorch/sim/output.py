@@ -119,6 +119,7 @@ def _attempt_rows(sim: WorkflowSim, epoch: float) -> list[dict[str, Any]]:
                 "job_id": None
                 if alloc is None
                 else f"{sim.regions[alloc.region].name}:{alloc.jid}",
+                "site": None if alloc is None else sim.regions[alloc.region].name,
                 "node": sim.node_name(sim.a_node[i]),
                 "cores": (slot := sim.a_slot.get(i, (None, None)))[0],
                 "gpus": slot[1],

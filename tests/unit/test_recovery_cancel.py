@@ -54,6 +54,26 @@ def test_only_the_allocations_still_in_slurm_are_cancelled(
     journal.close()
 
 
+def test_another_sites_job_with_the_same_id_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Job ids are per cluster: dev2's job 1 is not dev's job 1 (each site cancels its own).
+    fake = FakeSlurm()
+    job = fake.client().submit(JobRequest(command="w"))
+    fake.start(job, "cpu1")
+    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: fake.client())
+    journal = Journal.create(
+        tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
+    )
+    journal.record_allocation(job_id=job, site="dev2", state="RUNNING", start=1.0, pool="cpu")
+    assert cancel_allocations(tmp_path, resolve_site("dev"), journal, why="cancel") == []
+    journal.close()
+    assert fake.jobs[job].state is JobState.RUNNING
+    assert [(a["site"], a["state"]) for a in status(tmp_path)["allocations"]] == [
+        ("dev2", "RUNNING")
+    ]
+
+
 def test_local_runs_have_nothing_to_cancel(tmp_path: Path) -> None:
     journal = Journal.create(
         tmp_path, run_id="r", name="r", source=None, site="local", time_scale=None

@@ -215,3 +215,59 @@ def test_to_dict_is_json_ready(report) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(json.dumps(report.to_dict()))
     assert data["critical_path"] == ["prep", "sim", "analyse"]
     assert data["sites"][0]["site"] == "dev"
+
+
+def _two_sites() -> dict[str, Any]:
+    text = """
+name: {name}
+kind: slurm
+slurm: {{backends: [cli]}}
+charge: {{su_per_node_hour: {su}}}
+partitions:
+  - {{name: cpu, nodes: 2, node: {{sockets: 1, cores_per_socket: {cores}, memory: 4G}}}}
+"""
+    return {
+        "east": parse_site(text.format(name="east", su=1, cores=4)),
+        "west": parse_site(text.format(name="west", su=3, cores=8)),
+    }
+
+
+def _attempt(task: str, start: float, end: float, site: str | None) -> dict[str, Any]:
+    return {"id": task, "state": "succeeded", "attempts": [
+        {"n": 1, "start": start, "end": end, "exit_code": 0, "failure_class": None,
+         "job_id": "685", "site": site, "node": "n1", "gpus": None, "cores": [0, 1]}]}  # fmt: skip
+
+
+def _collision(east: str | None, west: str | None) -> dict[str, Any]:
+    # Job 685 on east and job 685 on west: job ids are per Slurm cluster.
+    return {
+        "run_id": "r",
+        "state": "succeeded",
+        "counts": {"succeeded": 2},
+        "tasks": [_attempt("a", T0, T0 + 3600, east), _attempt("b", T0, T0 + 1800, west)],
+        "allocations": [
+            {"job_id": "685", "site": "east", "partition": "cpu", "nodes": 1,
+             "state": "COMPLETED", "start": T0, "end": T0 + 3600},
+            {"job_id": "685", "site": "west", "partition": "cpu", "nodes": 1,
+             "state": "COMPLETED", "start": T0, "end": T0 + 3600},
+        ],
+    }  # fmt: skip
+
+
+def test_same_job_id_on_two_sites_is_accounted_to_each_site() -> None:
+    report = build_report(_collision("east", "west"), sites=_two_sites(), run_site="east")
+    usage = {u.site: u for u in report.sites}
+    assert usage["east"].allocations == 1 and usage["west"].allocations == 1
+    assert usage["east"].core_hours == pytest.approx(4.0)
+    assert usage["west"].core_hours == pytest.approx(8.0)
+    assert usage["east"].core_hours_used == pytest.approx(2.0)  # a: 2 cores, 1 h
+    assert usage["west"].core_hours_used == pytest.approx(1.0)  # b: 2 cores, 0.5 h
+    assert usage["east"].su == pytest.approx(1.0) and usage["west"].su == pytest.approx(3.0)
+
+
+def test_attempt_without_a_site_falls_back_to_its_job_id() -> None:
+    # Older journals record no site for attempts: the run's own site has the job id.
+    report = build_report(_collision(None, None), sites=_two_sites(), run_site="east")
+    usage = {u.site: u for u in report.sites}
+    assert usage["east"].core_hours_used == pytest.approx(3.0)
+    assert usage["west"].core_hours_used == pytest.approx(0.0)
