@@ -137,8 +137,10 @@ def test_work_goes_to_the_cheaper_cluster_when_both_can_start_it(
     data = run(burst(24, 2.0), here, tmp_path / "run")
     assert data["ok"]
     assert {a["site"] for a in data["allocations"]} == {"dev2"}, data["allocations"]
-    jobs = {a["job_id"] for a in data["allocations"]}
-    assert {a["job_id"] for t in data["tasks"] for a in t["attempts"]} <= jobs
+    # job ids are per cluster: each attempt names the site of its job (HPCORCH_SITE)
+    jobs = {(a["site"], a["job_id"]) for a in data["allocations"]}
+    attempts = {(a["site"], a["job_id"]) for t in data["tasks"] for a in t["attempts"]}
+    assert attempts and attempts <= jobs, (attempts, jobs)
     assert data["accounting"]["per_site"]["dev2"]["su"] > 0
 
 
