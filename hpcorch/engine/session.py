@@ -26,7 +26,7 @@ from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_site
-from hpcorch.errors import JournalError, RunError
+from hpcorch.errors import JournalError, RunError, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
 from hpcorch.sites.model import Site
 from hpcorch.spec import WorkflowSpec
@@ -454,50 +454,68 @@ def _allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
 def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str) -> list[str]:
     """Cancel the run's Slurm jobs that the journal does not record as ended; return their ids.
 
-    One ``jobs`` query for all of them, one ``cancel`` for those still queued or
-    running; each is recorded ended, with a ``allocations_cancelled`` event.
+    Per site of the run (its own, and the regions it sent work to): one ``jobs``
+    query for that site's jobs, one ``cancel`` for those still queued or running,
+    each through that site's Slurm (job ids repeat across clusters). Each is
+    recorded ended, with an ``allocations_cancelled`` event.
     """
     if site.kind != "slurm":
         return []
-    from hpcorch.slurm.connect import connect
-
     journal.flush()
-    # Only this site's jobs: job ids repeat across sites ('' is an older journal's row).
-    rows = [
-        a
-        for a in _allocation_rows(run_dir)
-        if str(a["job_id"]).isdigit() and a.get("site") in ("", None, site.name)
-    ]
     # Never a user's allocation that `hpcorch run` ran in (pool "current",
     # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
-    open_ids = [
-        str(a["job_id"])
-        for a in rows
-        if str(a["state"]).split()[0] not in _ENDED
-        and str(a["job_id"]) != own
-        and a.get("pool") != "current"
-    ]
-    if not open_ids:
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for alloc in _allocation_rows(run_dir):
+        if (
+            str(alloc["job_id"]).isdigit()
+            and str(alloc["state"]).split()[0] not in _ENDED
+            and str(alloc["job_id"]) != own
+            and alloc.get("pool") != "current"
+        ):
+            # '' or None: an older journal's row, written before rows named their site
+            by_site.setdefault(alloc.get("site") or site.name, []).append(alloc)
+    live: list[str] = []
+    checked: list[str] = []
+    for name, rows in by_site.items():
+        try:
+            where = site if name == site.name else resolve_site(name)
+        except SpecError as exc:
+            logger.warning(
+                "cannot cancel the run's jobs on site %s (%s); check squeue there", name, exc
+            )
+            continue
+        ids = [str(a["job_id"]) for a in rows]
+        ended = _cancel_on(where, ids)
+        live.extend(ended)
+        checked.extend(ids)
+        now = time.time()
+        for alloc in rows:
+            journal.record_allocation(
+                **{
+                    **alloc,
+                    "site": alloc.get("site") or name,
+                    "state": "CANCELLED" if str(alloc["job_id"]) in ended else "ENDED",
+                    "end": alloc["end"] or now,
+                }
+            )
+    if not checked:
         return []
+    journal.event("allocations_cancelled", why=why, jobs=live, checked=checked)
+    if live:
+        logger.info("cancelled %d allocation(s) left by the run: %s", len(live), ", ".join(live))
+    return live
+
+
+def _cancel_on(site: Site, job_ids: list[str]) -> list[str]:
+    """Cancel those of ``job_ids`` still queued or running on ``site``; return them."""
+    from hpcorch.slurm.connect import connect
+
     client = connect(site)
     try:
-        live = [j.job_id for j in client.jobs(open_ids) if not j.terminal]
+        live = [j.job_id for j in client.jobs(job_ids) if not j.terminal]
         if live:
             client.cancel(live)
     finally:
         client.close()
-    now = time.time()
-    for alloc in rows:
-        if str(alloc["job_id"]) in open_ids:
-            journal.record_allocation(
-                **{
-                    **alloc,
-                    "state": "CANCELLED" if alloc["job_id"] in live else "ENDED",
-                    "end": alloc["end"] or now,
-                }
-            )
-    journal.event("allocations_cancelled", why=why, jobs=live, checked=open_ids)
-    if live:
-        logger.info("cancelled %d allocation(s) left by the run: %s", len(live), ", ".join(live))
     return live

@@ -54,23 +54,39 @@ def test_only_the_allocations_still_in_slurm_are_cancelled(
     journal.close()
 
 
-def test_another_sites_job_with_the_same_id_is_left_alone(
+def test_each_sites_jobs_are_cancelled_on_that_site(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Job ids are per cluster: dev2's job 1 is not dev's job 1 (each site cancels its own).
-    fake = FakeSlurm()
-    job = fake.client().submit(JobRequest(command="w"))
-    fake.start(job, "cpu1")
-    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: fake.client())
+    # Job ids are per cluster: dev2's job 1 is not dev's job 1, and each is cancelled
+    # through its own site's Slurm; a site the run cannot resolve is skipped, not guessed.
+    fakes = {"dev": FakeSlurm(), "dev2": FakeSlurm()}
+    jobs = {}
+    for name, fake in fakes.items():
+        jobs[name] = fake.client().submit(JobRequest(command="w"))
+        fake.start(jobs[name], "cpu1")
+    assert jobs["dev"] == jobs["dev2"]
+    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: fakes[site.name].client())
+    dev2 = resolve_site("dev").model_copy(update={"name": "dev2"})
+    monkeypatch.setattr(
+        "hpcorch.engine.session.resolve_site",
+        lambda name: dev2 if name == "dev2" else resolve_site(name),
+    )
     journal = Journal.create(
         tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
     )
-    journal.record_allocation(job_id=job, site="dev2", state="RUNNING", start=1.0, pool="cpu")
-    assert cancel_allocations(tmp_path, resolve_site("dev"), journal, why="cancel") == []
+    for name in ("dev", "dev2", "gone"):
+        journal.record_allocation(job_id=jobs["dev"], site=name, state="RUNNING", start=1.0,
+                                  pool="cpu")  # fmt: skip
+    assert cancel_allocations(tmp_path, resolve_site("dev"), journal, why="cancel") == [
+        jobs["dev"],
+        jobs["dev2"],
+    ]
     journal.close()
-    assert fake.jobs[job].state is JobState.RUNNING
-    assert [(a["site"], a["state"]) for a in status(tmp_path)["allocations"]] == [
-        ("dev2", "RUNNING")
+    assert all(fake.jobs[jobs[n]].state is JobState.CANCELLED for n, fake in fakes.items())
+    assert sorted((a["site"], a["state"]) for a in status(tmp_path)["allocations"]) == [
+        ("dev", "CANCELLED"),
+        ("dev2", "CANCELLED"),
+        ("gone", "RUNNING"),  # no site called 'gone': left as it was, with a warning
     ]
 
 
