@@ -110,8 +110,11 @@ class Monitor:
         max_interval_s: float = 60.0,
         silent_after_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        site: str | None = None,
     ) -> None:
         self.journal = journal
+        self.site = site
+        """The site whose Slurm ``slurm`` is (None: any; workers of other sites are not its)."""
         self.dask_client = dask_client
         self.interval_s = interval_s
         self.silent_after_s = silent_after_s
@@ -205,6 +208,14 @@ class Monitor:
         if self.poller is None:
             return frozenset()
         return frozenset(n.name for n in self.poller.core.nodes.values() if n.failed)
+
+    def follows(self, site: str | None) -> bool:
+        """Whether a job or node of ``site`` is this monitor's to look up in its Slurm.
+
+        Job ids and node names repeat across clusters: another site's job 685 is
+        not this site's job 685.
+        """
+        return site is None or self.site is None or site == self.site
 
     def worker(self, address: str) -> WorkerInfo | None:
         """A worker seen during the run, live or lost."""
@@ -309,7 +320,10 @@ class Monitor:
         jobs = {
             e.worker.job_id
             for e in events
-            if isinstance(e, WorkerEvent) and e.change == "joined" and e.worker.job_id
+            if isinstance(e, WorkerEvent)
+            and e.change == "joined"
+            and e.worker.job_id
+            and self.follows(e.worker.site)
         }
         if jobs:
             self.watch_allocations(sorted(j for j in jobs if j is not None))
@@ -442,7 +456,7 @@ def open_monitor(
         from hpcorch.slurm.connect import connect
 
         slurm = connect(site)
-    monitor = Monitor(journal, slurm=slurm, dask_client=dask_client)
+    monitor = Monitor(journal, slurm=slurm, dask_client=dask_client, site=site.name)
     monitor.watch_allocations(allocations)
     monitor.start()
     return monitor

@@ -246,6 +246,9 @@ class Recovery:
         worker = self.monitor.worker(address) if address else None
         if worker is None:
             return None, None, None, None, None, None
+        if not self.monitor.follows(worker.site):
+            # another site's worker: its job and node are not in this monitor's Slurm
+            return worker.node, worker.job_id, worker.site, None, None, None
         state = reason = None
         if worker.job_id:
             job = self.monitor.refresh(worker.job_id)

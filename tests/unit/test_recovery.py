@@ -24,14 +24,18 @@ MIB = 2**20
 
 
 class FakeDask:
-    def __init__(self, workers: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, workers: dict[str, tuple[str, str]], sites: dict[str, str] | None = None):
         self.workers = workers  # address -> (node, job id)
+        self.sites = sites or {}  # address -> its job's site (HPCORCH_SITE)
 
     def scheduler_info(self, n_workers: int = -1) -> dict[str, Any]:
         return {"workers": {a: {"name": a} for a in self.workers}}
 
     def run(self, fn: Any, workers: list[str], on_error: str) -> dict[str, Any]:
-        return {a: {"node": self.workers[a][0], "job_id": self.workers[a][1]} for a in workers}
+        return {
+            a: {"node": self.workers[a][0], "job_id": self.workers[a][1], "site": self.sites.get(a)}
+            for a in workers
+        }
 
 
 def _task(**kw: Any) -> TaskSpec:
@@ -111,6 +115,27 @@ def test_lost_worker_of_a_cancelled_allocation_is_requeued_without_excluding_the
     assert out.diagnosis.failure is FailureClass.CANCELLED
     assert out.diagnosis.scope == "allocation"
     assert out.decision.retry and not out.exclude_nodes
+
+
+def test_another_sites_worker_is_not_judged_by_this_sites_slurm() -> None:
+    # dev2's worker runs dev2's job 1; dev's own job 1 was cancelled. That says nothing
+    # about the dev2 worker (job ids repeat across clusters): its loss is judged on what
+    # Dask saw alone, not as an allocation cancelled
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker", partition="cpu"))
+    fake.start(job, "cpu1")
+    dask = FakeDask({"tcp://w1": ("cpu1", job)}, sites={"tcp://w1": "dev2"})
+    monitor = Monitor(None, slurm=client, dask_client=dask, site="dev")
+    monitor.tick()
+    assert monitor.allocation(job) is None  # not watched: it is dev2's job
+    client.cancel([job])
+    recovery = Recovery(resolve_site("dev"), monitor=monitor)
+    task = _task()
+    out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
+    assert out.diagnosis.failure is not FailureClass.CANCELLED
+    assert out.diagnosis.reason.startswith("worker lost")
+    assert out.job_id == job and out.site == "dev2"
 
 
 def test_cancel_requested_by_the_run_is_not_retried() -> None:
