@@ -13,8 +13,11 @@ from hpcorch.cli.main import cli
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HPCORCH_BUDGET", raising=False)
-    monkeypatch.delenv("HPCORCH_REGIONS", raising=False)
+    # setenv first: delenv of an unset variable records nothing, so what the options
+    # export would leak into the tests that run after these
+    for name in ("HPCORCH_BUDGET", "HPCORCH_REGIONS"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def _wf(tmp_path: Path) -> str:
