@@ -388,7 +388,13 @@ class Scaler:
             info = self.states.job(life.site, life.job_id)
             changed = False
             if info is not None:
-                if info.start is not None and life.start is None and info.state.name != "PENDING":
+                # Slurm's start is the real one: it also corrects the estimate taken when
+                # the worker connected before a poll saw the job run (always later)
+                if (
+                    info.start is not None
+                    and info.state.name != "PENDING"
+                    and (life.start is None or info.start < life.start)
+                ):
                     life.start, changed = info.start, True
                 if info.terminal:
                     life.end = info.end or now

@@ -359,3 +359,18 @@ def test_observed_waits_reach_the_pools_demand() -> None:
     scaler.step()  # the router sees both allocations start, 100 s after their submission
     demand, _ = scaler._pool_demand(clock.now)
     assert demand["cpu"].expected_wait_s == pytest.approx(100.0)
+
+
+def test_slurms_start_corrects_the_start_seen_when_the_worker_connected_first() -> None:
+    scaler, runtime, states, journal, clock = make([short(i) for i in range(8)])
+    scaler.step()
+    (name, _), job_id = runtime.submitted[0], "101"
+    clock.now += 5
+    runtime.workers[name] = ("tcp://w0", 4, 0)  # connected; the poll has not seen it run
+    scaler.step()
+    assert scaler.lives[name].start == clock.now
+    states.jobs[job_id] = JobInfo(job_id, JobState.RUNNING, start=clock.now - 4)
+    scaler.step()
+    # attempts are clipped to their allocation: a late start would cut their used hours
+    assert scaler.lives[name].start == clock.now - 4
+    assert journal.rows[-1]["start"] == clock.now - 4
