@@ -28,8 +28,8 @@ from typing import Any
 from dask_jobqueue.slurm import SLURMCluster
 
 from hpcorch.engine.accounting import AllocationLife
+from hpcorch.engine.regions import ObservedWaits
 from hpcorch.engine.scaler import Load, PollerStates, Scaler, ScalerSettings
-from hpcorch.policies.region import update_wait
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     ChargeRates,
@@ -79,20 +79,16 @@ class _OnePool:
     message: str | None = None
 
     def __init__(self) -> None:
-        self.wait: float | None = None
-        self._seen: set[str] = set()
+        self.waits = ObservedWaits()
 
     def route(self, load: Load, now: float) -> str | None:
         return _POOL
 
     def expected_wait(self, site: str) -> float | None:
-        return self.wait
+        return self.waits.get(site)
 
     def hold(self, lives: Sequence[AllocationLife], now: float) -> str | None:
-        for life in lives:
-            if life.start is not None and life.name not in self._seen:
-                self._seen.add(life.name)
-                self.wait = update_wait(self.wait, max(0.0, life.start - life.submitted_at))
+        self.waits.observe(lives)
         return None
 
     def affordable(

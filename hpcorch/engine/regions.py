@@ -47,7 +47,7 @@ from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.parse import parse_jobs_json, parse_nodes_json
 from hpcorch.slurm.states import JobState, NodeState
 
-__all__ = ["Candidate", "Router", "parse_budget", "parse_test_only", "probe_queue"]
+__all__ = ["Candidate", "ObservedWaits", "Router", "parse_budget", "parse_test_only", "probe_queue"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,26 @@ class _Probe:
     at: float
 
 
+class ObservedWaits:
+    """Each site's allocation wait (submission to start), exponentially weighted; every
+    allocation counts once, when it is first seen started."""
+
+    def __init__(self, config: RegionConfig | None = None) -> None:
+        self.config = config or RegionConfig()
+        self.waits: dict[str, float] = {}
+        self._seen: set[str] = set()
+
+    def observe(self, lives: Sequence[AllocationLife]) -> None:
+        for life in lives:
+            if life.start is not None and life.name not in self._seen:
+                self._seen.add(life.name)
+                wait = max(0.0, life.start - life.submitted_at)
+                self.waits[life.site] = update_wait(self.waits.get(life.site), wait, self.config)
+
+    def get(self, site: str) -> float | None:
+        return self.waits.get(site)
+
+
 class Router:
     """Sticky per-task site choice, observed waits and the run budget; see the module doc."""
 
@@ -167,8 +187,7 @@ class Router:
         self._probe = probe or self._probe_live
         self._probes: dict[Candidate, _Probe] = {}
         self.routes: dict[str, str | None] = {}
-        self.waits: dict[str, float] = {}
-        self._seen_waits: set[str] = set()
+        self.waits = ObservedWaits(self.config)
         self._spent = Usage()
         self._committed = Usage()
         self.message: str | None = None
@@ -178,11 +197,7 @@ class Router:
 
     def hold(self, lives: Sequence[AllocationLife], now: float) -> str | None:
         """Record the waits and the spending so far; the budget's message once it is spent."""
-        for life in lives:
-            if life.start is not None and life.name not in self._seen_waits:
-                self._seen_waits.add(life.name)
-                wait = max(0.0, life.start - life.submitted_at)
-                self.waits[life.site] = update_wait(self.waits.get(life.site), wait, self.config)
+        self.waits.observe(lives)
         records = [life.record() for life in lives]
         self._spent = account(records, (), now).total
         self._committed = committed([r for r in records if r.end is None], now)
