@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcorch.environment import child_env
 from hpcorch.journal import JOURNAL_NAME
+from hpcorch.options import RunOptions
 from hpcorch.sites.model import Site
 from hpcorch.slurm.script import JobRequest
 
@@ -101,8 +103,11 @@ def driver_request(
     partition: str | None = None,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
+    options: RunOptions | None = None,
 ) -> JobRequest:
-    """The driver job: one core, little memory, requeueable, requeued before its walltime."""
+    """The driver job: one core, little memory, requeueable, requeued before its walltime.
+
+    ``options`` reach the driver (and its resumes) as ``HPCORCH_*`` variables."""
     default = next((p.name for p in site.partitions if p.default), None)
     return JobRequest(
         name=f"hpcorch-driver-{run_id}"[:100],
@@ -126,6 +131,7 @@ def driver_request(
         chdir=str(Path.cwd()),
         requeue=True,
         comment=f"hpcorch driver {run_id}",
+        env=child_env(options or RunOptions()),
     )
 
 
@@ -137,6 +143,7 @@ def submit_driver(
     walltime_s: float = 24 * 3600,
     partition: str | None = None,
     time_scale: float | None = None,
+    options: RunOptions | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
     from hpcorch.engine.rundir import new_run_id, runs_root
@@ -145,7 +152,7 @@ def submit_driver(
     from hpcorch.slurm.connect import connect
 
     spec = load_workflow(workflow, time_scale=time_scale)
-    validate_run(spec, site.name)
+    validate_run(spec, site.name, options)
     run_id = new_run_id(spec.name)
     path = (run_dir or runs_root() / run_id).resolve()
     path.mkdir(parents=True, exist_ok=True)
@@ -158,6 +165,7 @@ def submit_driver(
         walltime_s=walltime_s,
         partition=partition,
         time_scale=time_scale,
+        options=options,
     )
     job_id = connect(site).submit(request)
     return DriverJob(run_id=run_id, run_dir=path, job_id=job_id)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from hpcorch.cli.options import apply_regions_budget, regions_budget_options
+from hpcorch.cli.options import build_run_options, env_run_options, regions_budget_options
 from hpcorch.cli.progress import Progress
 from hpcorch.errors import RunError
 
@@ -114,6 +114,7 @@ def run(
     as_json: bool,
     regions: str | None,
     budget: str | None,
+    scaling: str | None,
     verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
@@ -130,7 +131,7 @@ def run(
     from hpcorch.loaders import load_workflow
 
     _logging(verbose)
-    apply_regions_budget(regions, budget)
+    options = build_run_options(site, regions, budget, scaling)
     spec = load_workflow(workflow, time_scale=time_scale)
     progress = _progress(spec, site)
 
@@ -148,6 +149,7 @@ def run(
             on_progress=progress,
             on_start=started,
             run_id=run_id,
+            options=options,
         )
     finally:
         progress.close()
@@ -200,12 +202,13 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     from hpcorch.journal import read_run
 
     _logging(verbose)
+    options = env_run_options()  # a requeued driver job's regions and budget
     run_dir = find_run(run_ref)
     row = read_run(run_dir)
     progress = Progress(site=resolve_site(str(row["site"])))
     progress.start(str(row["run_id"]), run_dir)
     try:
-        summary = resume_run(run_dir, on_progress=progress)
+        summary = resume_run(run_dir, on_progress=progress, options=options)
     finally:
         progress.close()
     _finish(summary, as_json)

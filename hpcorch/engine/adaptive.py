@@ -29,7 +29,8 @@ from dask_jobqueue.slurm import SLURMCluster
 
 from hpcorch.engine.accounting import AllocationLife
 from hpcorch.engine.regions import ObservedWaits
-from hpcorch.engine.scaler import Load, PollerStates, Scaler, ScalerSettings
+from hpcorch.engine.scaler import Load, PollerStates, Scaler
+from hpcorch.options import ScalerSettings
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     ChargeRates,

@@ -22,12 +22,12 @@ from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.pools import Backend, needs_resources, open_backend
-from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
-from hpcorch.engine.site import check_fits, resolve_site
+from hpcorch.engine.site import check_fits, resolve_regions, resolve_site
 from hpcorch.errors import JournalError, RunError, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.options import RunOptions
 from hpcorch.sites.model import Site
 from hpcorch.spec import WorkflowSpec
 
@@ -38,10 +38,13 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[dict[str, int]], None]
 
 
-def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
-    """The site the run will use, after checking that every task fits one of its partitions."""
-    resolved = resolve_site(site or spec.site or "local")
+def validate_run(spec: WorkflowSpec, site: str | None, options: RunOptions | None = None) -> Site:
+    """The site the run will use, after checking that every task fits one of its partitions
+    and that the options' regions are Slurm sites."""
+    options = options or RunOptions()
+    resolved = resolve_site(site or options.site or spec.site or "local")
     check_fits(spec, resolved)
+    resolve_regions(options.regions)
     return resolved
 
 
@@ -145,7 +148,7 @@ def _engine(
     attempts: dict[str, int],
     keep_results: bool,
     on_progress: Progress | None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions,
 ) -> tuple[Engine, Backend]:
     cache_dir = runs_root().parent / "cache"
     memo = memo_keys(spec.by_id(), dag.topological_order({t.id: t.after for t in spec.tasks}))
@@ -164,7 +167,7 @@ def _engine(
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
-        backend = open_backend(site, spec, run_dir)
+        backend = open_backend(site, spec, run_dir, options)
     allocations = backend.allocations()
     for alloc in allocations:
         journal.record_allocation(**alloc)
@@ -189,7 +192,7 @@ def _engine(
         keep_results=keep_results,
         mpi_launcher=site.mpi.launcher,
         site=site,
-        retry_config=retry_config,
+        retry_config=options.retry,
         on_progress=on_progress,
         monitor=monitor,
         on_submitted=getattr(backend, "kick", None),
@@ -206,13 +209,14 @@ def _open_run(
     time_scale: float | None,
     keep_results: bool,
     on_progress: Progress | None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions | None,
     run_id: str | None = None,
     on_start: Callable[[str, Path], None] | None = None,
 ) -> tuple[Engine, Backend, Journal]:
     """Validate, create the run's journal and start its engine; a failed start marks the
     run failed."""
-    resolved = validate_run(spec, site)
+    options = options or RunOptions()
+    resolved = validate_run(spec, site, options)
     run_id = run_id or new_run_id(spec.name)
     path = Path(run_dir) if run_dir is not None else runs_root() / run_id
     journal = Journal.create(
@@ -236,7 +240,7 @@ def _open_run(
             attempts={},
             keep_results=keep_results,
             on_progress=on_progress,
-            retry_config=retry_config,
+            options=options,
         )
     except BaseException:
         journal.set_run_state("failed")
@@ -254,9 +258,12 @@ def start_run(
     time_scale: float | None = None,
     keep_results: bool = True,
     on_progress: Progress | None = None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions | None = None,
 ) -> RunHandle:
-    """Validate, then start the run in the background and return its handle."""
+    """Validate, then start the run in the background and return its handle.
+
+    ``options`` (:class:`~hpcorch.options.RunOptions`): regions, budget, scaling and
+    retry settings; ``site`` wins over ``options.site``."""
     engine, backend, journal = _open_run(
         spec,
         site=site,
@@ -265,7 +272,7 @@ def start_run(
         time_scale=time_scale,
         keep_results=keep_results,
         on_progress=on_progress,
-        retry_config=retry_config,
+        options=options,
     )
     return RunHandle(engine, backend, journal)._start()
 
@@ -313,6 +320,7 @@ def run_workflow(
     on_progress: Progress | None = None,
     on_start: Callable[[str, Path], None] | None = None,
     run_id: str | None = None,
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Run ``spec`` to the end in this thread and return the summary."""
     engine, backend, journal = _open_run(
@@ -325,12 +333,21 @@ def run_workflow(
         on_progress=on_progress,
         run_id=run_id,
         on_start=on_start,
+        options=options,
     )
     return _run_in_foreground(engine, backend, journal)
 
 
-def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = None) -> RunSummary:
-    """Finish a run whose driver died: tasks the journal records as succeeded do not run again."""
+def resume_run(
+    run: str | os.PathLike[str],
+    *,
+    on_progress: Progress | None = None,
+    options: RunOptions | None = None,
+) -> RunSummary:
+    """Finish a run whose driver died: tasks the journal records as succeeded do not run again.
+
+    The journal keeps the run's site; ``options`` give the rest (regions, budget, ...)."""
+    options = options or RunOptions()
     from hpcorch.loaders import load_workflow
 
     run_dir = find_run(run)
@@ -341,7 +358,7 @@ def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = No
             "rebuild the workflow and run it again"
         )
     spec = load_workflow(row["source"], time_scale=row["time_scale"])
-    resolved = validate_run(spec, row["site"])
+    resolved = validate_run(spec, row["site"], options)
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
     if unknown:
@@ -368,6 +385,7 @@ def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = No
             attempts=attempts,
             keep_results=False,
             on_progress=on_progress,
+            options=options,
         )
     except BaseException:
         journal.close()

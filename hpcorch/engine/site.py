@@ -11,13 +11,14 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 
-from hpcorch.errors import ResourceError, SiteConfigError
+from hpcorch.errors import OptionError, ResourceError, SiteConfigError, SpecError
 from hpcorch.sites.model import NodeShape, Partition, Site
 from hpcorch.spec import TaskSpec, WorkflowSpec
 from hpcorch.units import format_duration
 
-__all__ = ["check_fits", "local_site", "resolve_site"]
+__all__ = ["check_fits", "local_site", "resolve_regions", "resolve_site"]
 
 
 def _gpu_count() -> int:
@@ -60,6 +61,21 @@ def resolve_site(name: str) -> Site:
         # A local site file gives a floor; the workers get what this machine has.
         return site.model_copy(update={"partitions": local_site().partitions})
     return site
+
+
+def resolve_regions(names: Sequence[str]) -> list[Site]:
+    """The sites of a run's ``regions``; an :class:`OptionError` for one that is unknown or
+    not a Slurm site."""
+    sites = []
+    for name in names:
+        try:
+            site = resolve_site(name)
+        except SpecError as exc:
+            raise OptionError("regions", f"{name}: {exc}") from None
+        if site.kind != "slurm":
+            raise OptionError("regions", f"{name} is a {site.kind} site; regions are Slurm sites")
+        sites.append(site)
+    return sites
 
 
 def _fits(task: TaskSpec, p: Partition) -> bool:

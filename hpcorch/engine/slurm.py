@@ -10,11 +10,10 @@ back down to zero when idle, adding and removing entries of the cluster's
 worker spec, each job with the walltime the policy chose. One run mixes CPU
 and GPU shapes, and sites, on one scheduler; results flow worker to worker.
 
-Several sites ("regions"): ``regions`` (or ``HPCORCH_REGIONS``, a
-comma-separated list of site names or files) adds sites whose pools the
-:class:`~hpcorch.engine.regions.Router` may choose; ``budget`` (or
-``HPCORCH_BUDGET``, e.g. ``"20 SU"``) caps what the run may spend. Each
-site's jobs are submitted with that site's ``SLURM_CONF``.
+Several sites ("regions"): the run options' ``regions`` (site names or files)
+add sites whose pools the :class:`~hpcorch.engine.regions.Router` may choose;
+their ``budget`` (e.g. ``"20 SU"``) caps what the run may spend. Each site's
+jobs are submitted with that site's ``SLURM_CONF``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,7 @@ from typing import Any
 from hpcorch.engine.horizon import resources_arg, set_worker_resources, task_estimate
 from hpcorch.engine.site import partition_for
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.options import RunOptions
 from hpcorch.policies.scale import ScaleConfig, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
@@ -171,20 +170,6 @@ def _job_class(site: Site) -> Any:
 
     SiteJob.__name__ = SiteJob.__qualname__ = f"SLURMJob[{site.name}]"
     return SiteJob
-
-
-def _regions_from_env(site: Site) -> list[Site]:
-    from hpcorch.engine.site import resolve_site
-
-    names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
-    return [resolve_site(n) for n in names if n != site.name]
-
-
-def _budget_from_env() -> Budget | None:
-    from hpcorch.engine.regions import parse_budget
-
-    text = os.environ.get("HPCORCH_BUDGET", "").strip()
-    return parse_budget(text) if text else None
 
 
 class _DaskPools:
@@ -407,22 +392,23 @@ class SlurmBackend:
         plans: Sequence[PoolPlan] | None = None,
         security: Any = None,
         regions: Sequence[Site] | None = None,
-        budget: Budget | None = None,
-        settings: Any = None,
+        options: RunOptions | None = None,
     ) -> None:
         import dask.config
         from dask_jobqueue.slurm import SLURMCluster
         from distributed import Client
         from distributed.security import Security
 
-        from hpcorch.engine.scaler import ScalerSettings
+        from hpcorch.engine.site import resolve_regions
 
+        options = options or RunOptions()
         self.site = site
         self.sites = {site.name: site}
-        for extra in regions if regions is not None else _regions_from_env(site):
-            self.sites[extra.name] = extra
-        self.budget = budget if budget is not None else _budget_from_env()
-        self.settings = settings or ScalerSettings.from_env()
+        for extra in regions if regions is not None else resolve_regions(options.regions):
+            if extra.name != site.name:
+                self.sites[extra.name] = extra
+        self.budget: Budget | None = options.budget
+        self.settings = options.scaler
         if plans is not None:
             self.plans = list(plans)
         else:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from hpcorch.engine.horizon import CAPACITY, restriction, tier_name, tiers
-from hpcorch.engine.regions import Router, parse_budget, parse_test_only, probe_queue
-from hpcorch.engine.scaler import Load, Scaler, ScalerSettings
+from hpcorch.engine.regions import Router, parse_test_only, probe_queue
+from hpcorch.engine.scaler import Load, Scaler
+from hpcorch.options import ScalerSettings
 from hpcorch.policies.scale import ScaleConfig
 from hpcorch.policies.state import (
     Budget,
@@ -21,6 +22,7 @@ from hpcorch.policies.state import (
     Resources,
     SiteQueue,
     charge_rates,
+    parse_budget,
     site_limits,
 )
 from hpcorch.sites import load_site
