@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,13 @@ from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_regions, resolve_site
 from hpcorch.errors import JournalError, RunError, SpecError
-from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.journal import (
+    Journal,
+    allocation_ended,
+    allocation_rows,
+    read_run,
+    task_states,
+)
 from hpcorch.options import RunOptions
 from hpcorch.sites.model import Site
 from hpcorch.spec import WorkflowSpec
@@ -442,33 +447,6 @@ def _sweep(run_dir: Path, site_name: str) -> None:
         cancel_allocations(run_dir, site, journal, why="cancel")
 
 
-_ENDED = frozenset(
-    {
-        "CLOSED",
-        "ENDED",
-        "CANCELLED",
-        "COMPLETED",
-        "FAILED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-        "REVOKED",
-    }
-)
-
-
-def _allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM allocations")]
-    finally:
-        conn.close()
-
-
 def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str) -> list[str]:
     """Cancel the run's Slurm jobs that the journal does not record as ended; return their ids.
 
@@ -484,10 +462,10 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
     # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     by_site: dict[str, list[dict[str, Any]]] = {}
-    for alloc in _allocation_rows(run_dir):
+    for alloc in allocation_rows(run_dir):
         if (
             str(alloc["job_id"]).isdigit()
-            and str(alloc["state"]).split()[0] not in _ENDED
+            and not allocation_ended(alloc["state"])
             and str(alloc["job_id"]) != own
             and alloc.get("pool") != "current"
         ):

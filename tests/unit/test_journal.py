@@ -220,3 +220,27 @@ def test_old_journal_is_migrated_to_site_keys(tmp_path: Path) -> None:
     assert pk["site"] == 1 and pk["job_id"] == 2
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "allocations_new" not in tables
+
+
+def test_ended_allocation_states_are_slurms_terminal_ones_and_the_journals_own() -> None:
+    from hpcorch.journal import ENDED_ALLOCATION_STATES, allocation_ended
+    from hpcorch.slurm.states import JobState
+
+    terminal = {s.value for s in JobState if s.terminal}
+    assert ENDED_ALLOCATION_STATES == terminal | {"CLOSED", "ENDED"}
+    assert allocation_ended("CANCELLED by 0") and allocation_ended("OUT_OF_MEMORY")
+    assert not allocation_ended("RUNNING") and not allocation_ended(None)
+
+
+def test_only_the_journal_speaks_sql() -> None:
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "hpcorch"
+    sql = re.compile(r"^import sqlite3|\bSELECT\b.+\bFROM\b", re.MULTILINE)
+    speakers = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if sql.search(p.read_text())
+    }
+    assert speakers == {"journal.py"}, speakers
