@@ -227,7 +227,7 @@ def test_ended_allocation_states_are_slurms_terminal_ones_and_the_journals_own()
     from hpcorch.slurm.states import JobState
 
     terminal = {s.value for s in JobState if s.terminal}
-    assert ENDED_ALLOCATION_STATES == terminal | {"CLOSED", "ENDED"}
+    assert terminal | {"CLOSED", "ENDED"} == ENDED_ALLOCATION_STATES
     assert allocation_ended("CANCELLED by 0") and allocation_ended("OUT_OF_MEMORY")
     assert not allocation_ended("RUNNING") and not allocation_ended(None)
 
