@@ -1,7 +1,7 @@
 """The workflow side of a simulation: hpcorch's driver loop on simulated allocations.
 
 :class:`WorkflowSim` does what the live engine does, through the same policy
-calls (:class:`~hpcorch.sim.hooks.SimPolicies`):
+calls (:class:`~hpcorch.policies.bundle.Policies`):
 
 - every ``poll_s`` (the monitor's interval) it summarises the demand in O(1)
   and asks ``scale.decide_scale`` which allocations to submit (count, nodes,
@@ -15,8 +15,9 @@ calls (:class:`~hpcorch.sim.hooks.SimPolicies`):
   no new task and its allocation is released once idle;
 - a failed attempt (an injected user error or OOM, a task walltime, a lost
   node, an allocation that ended under it) becomes :class:`Evidence`, is
-  classified by ``failures.diagnose`` and handed to ``retry.decide_retry``,
-  whose decision (retry with more memory or time, elsewhere, after a delay,
+  classified by ``failures.diagnose`` and handed, through the retry ledger the
+  live engine keeps too (:class:`~hpcorch.policies.ledger.RetryLedger`), to
+  ``retry.decide_retry``, whose decision (retry with more memory or time, elsewhere, after a delay,
   or give up) the driver carries out.
 
 Per-task state lives in arrays; per-attempt records are appended to arrays
@@ -31,18 +32,17 @@ import logging
 import math
 import random
 from array import array
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hpcorch.failures import Diagnosis, Evidence, FailureClass
 from hpcorch.placement import Request
-from hpcorch.policies.retry import NodeStrike, struck_nodes
+from hpcorch.policies.bundle import Policies
+from hpcorch.policies.ledger import RetryLedger
 from hpcorch.policies.scale import DEFAULT_INTERVAL_S, PoolHistory
 from hpcorch.policies.state import (
     Allocation,
     Attempt,
-    NodeHealth,
     PartitionLimits,
     PoolDemand,
     PoolShape,
@@ -52,7 +52,6 @@ from hpcorch.policies.state import (
     TaskInfo,
 )
 from hpcorch.sim.engine import EventLoop
-from hpcorch.sim.hooks import SimPolicies
 from hpcorch.sim.slots import NodeFree, SlotPool
 from hpcorch.sim.slurm import JobState, SimSlurm
 from hpcorch.sim.topo import TopologyPlacer, node_topology
@@ -138,10 +137,10 @@ class WorkflowSim:
         workload: SimWorkload,
         regions: Sequence[Region],
         config: DriverConfig | None = None,
-        policies: SimPolicies | None = None,
+        policies: Policies | None = None,
     ) -> None:
         config = config or DriverConfig()
-        policies = policies or SimPolicies()
+        policies = policies or Policies()
         if not regions:
             raise ValueError("a simulation needs at least one region")
         self.loop = loop
@@ -177,7 +176,6 @@ class WorkflowSim:
         self.t_outcome = bytearray(n)
         self.t_res: dict[int, Resources] = {}
         self.t_exclude: dict[int, set[int]] = {}
-        self.t_failures: dict[int, list[Attempt]] = {}
         self.t_reason: dict[int, str] = {}
         # attempt records (append-only columns)
         self.a_task = array("q")
@@ -191,7 +189,7 @@ class WorkflowSim:
         self.allocs: list[_Alloc] = []
         self._by_jid: list[dict[int, int]] = [{} for _ in self.regions]
         self._live: set[int] = set()
-        self.strikes: deque[NodeStrike] = deque()  # within the strike window only
+        self.ledger: RetryLedger[int] = RetryLedger(policies)
         # demand summary, kept in O(1) per change
         # ready tasks: one heap per resource class, longest critical path first
         self.ready: dict[_Key, list[tuple[float, int]]] = {}
@@ -216,7 +214,6 @@ class WorkflowSim:
         self.finished = 0
         self.succeeded = 0
         self.retries = 0
-        self.infra_failures = 0
         self.task_wait_s = 0.0
         self.task_busy_core_s = 0.0
         self.alloc_core_s = 0.0
@@ -815,43 +812,27 @@ class WorkflowSim:
     def _retry_or_fail(self, t: int, node: int, start: float, diagnosis: Diagnosis) -> None:
         now = self.loop.now
         resources = self._resources(t)
-        node_name = self.node_name(node)
-        history = self.t_failures.setdefault(t, [])
-        history.append(
-            Attempt(
-                n=self.t_attempt[t],
-                resources=resources,
-                failure=diagnosis.failure,
-                node=node_name,
-                start=start,
-                end=now,
-                scope=diagnosis.scope,
-            )
-        )
-        if diagnosis.failure is FailureClass.INFRASTRUCTURE:
-            self.infra_failures += 1
-        health = NodeHealth()
-        window_start = now - self.policies.retry_config.strike_window_s
-        while self.strikes and self.strikes[0].time < window_start:
-            self.strikes.popleft()
-        if self.strikes:
-            health = NodeHealth(struck=struck_nodes(self.strikes, now, self.policies.retry_config))
-        decision = self.policies.retry(
+        decision, _ = self.ledger.failed(
+            t,
             TaskInfo(
                 id=self.w.task_id(t),
                 resources=resources,
                 retries=self.w.retries[t],
                 estimate_s=self.w.estimate[t],
             ),
-            history,
+            Attempt(
+                n=self.t_attempt[t],
+                resources=resources,
+                failure=diagnosis.failure,
+                node=self.node_name(node),
+                start=start,
+                end=now,
+                scope=diagnosis.scope,
+            ),
             diagnosis,
             self._limits,
-            health,
-            run_infrastructure_failures=self.infra_failures,
-            config=self.policies.retry_config,
+            now=now,
         )
-        if decision.strike_node:
-            self.strikes.append(NodeStrike(decision.strike_node, self.w.task_id(t), now))
         if decision.retry:
             self.retries += 1
             if decision.resources != resources:

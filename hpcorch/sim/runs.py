@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hpcorch.policies.bundle import Policies
 from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
 from hpcorch.sim.engine import EventLoop
-from hpcorch.sim.hooks import SimPolicies
 from hpcorch.sim.replay import ReplayJob, TraceFeeder, replay_philly, replay_swf, swf_jobs
 from hpcorch.sim.slurm import SimSlurm
 from hpcorch.sim.validate import recorded_wait_split
@@ -43,7 +43,7 @@ def simulate_workflow(
     repair_s: float = 3600.0,
     background: Iterable[ReplayJob] | None = None,
     config: DriverConfig | None = None,
-    policies: SimPolicies | None = None,
+    policies: Policies | None = None,
     site: str = "sim",
 ) -> WorkflowSim:
     """Run ``workload`` to its end on one simulated site; returns the finished driver.
