@@ -17,11 +17,12 @@ preemption) differ.
 
 from __future__ import annotations
 
-from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
+from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.replay import ReplayJob, ReplayResult, replay, replay_philly, replay_swf
 from hpcorch.sim.runs import simulate_trace, simulate_workflow
 from hpcorch.sim.slurm import JobListener, JobState, SimSlurm
+from hpcorch.sim.state import DriverConfig, Region
 from hpcorch.sim.workload import SimWorkload, from_spec, from_wftasks, synthetic
 
 __all__ = [

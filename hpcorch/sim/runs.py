@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.policies.bundle import Policies
-from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
+from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.replay import ReplayJob, TraceFeeder, replay_philly, replay_swf, swf_jobs
 from hpcorch.sim.slurm import SimSlurm
+from hpcorch.sim.state import DriverConfig, Region
 from hpcorch.sim.validate import recorded_wait_split
 from hpcorch.sim.workload import SimWorkload, from_spec
 from hpcorch.traces import TraceKind, detect_kind, resolve_trace
