@@ -12,7 +12,8 @@ calls (:class:`~hpcorch.policies.bundle.Policies`):
 - ready tasks, longest critical path first, are placed on the nodes of
   running allocations (best fit, :class:`~hpcorch.sim.slots.SlotPool`;
   :mod:`hpcorch.sim.placing`), and only on workers whose time left fits the
-  task's estimate (``walltime.fits``); a worker winding down takes no new task and its allocation is released once idle;
+  task's estimate (``walltime.fits``); a worker winding down takes no new
+  task and its allocation is released once idle;
 - a failed attempt (an injected user error or OOM, a task walltime, a lost
   node, an allocation that ended under it) becomes :class:`Evidence`, is
   classified by ``failures.diagnose`` and handed, through the retry ledger the
