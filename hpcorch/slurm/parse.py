@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpcorch.errors import SlurmError
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
 from hpcorch.slurm.states import parse_job_state, parse_node_state
 from hpcorch.units import parse_duration
@@ -36,27 +37,6 @@ __all__ = [
 
 _MIB = 1024**2
 _INFINITE = 0xFFFFFFFE  # Slurm's NO_VAL/INFINITE for 32-bit fields
-
-
-def expand_hostlist(text: str | None) -> tuple[str, ...]:
-    """``"cpu[1-2],gpu[01,3]"`` → ``("cpu1", "cpu2", "gpu01", "gpu3")``."""
-    if not text or text in ("(null)", "None"):
-        return ()
-    names: list[str] = []
-    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,\[]*", text):
-        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
-        if not match:
-            names.append(item)
-            continue
-        prefix, ranges, suffix = match.groups()
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            if not hi:
-                names.append(f"{prefix}{lo}{suffix}")
-                continue
-            width = len(lo) if lo.startswith("0") else 0
-            names += [f"{prefix}{n:0{width}d}{suffix}" for n in range(int(lo), int(hi) + 1)]
-    return tuple(names)
 
 
 def decode_wait_status(value: Any) -> tuple[int | None, int | None]:

@@ -15,8 +15,8 @@ from types import ModuleType
 from typing import Any
 
 from hpcorch.errors import BackendUnavailable, SlurmError
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
-from hpcorch.slurm.parse import expand_hostlist
 from hpcorch.slurm.script import JobRequest, render_sbatch
 from hpcorch.slurm.states import parse_job_state, parse_node_state
 
