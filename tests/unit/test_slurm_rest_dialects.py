@@ -1,0 +1,178 @@
+"""slurmrestd API versions: the table, negotiation, and each family's job description."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from hpcorch.errors import SiteConfigError, SlurmError, SubmissionRefused
+from hpcorch.sites.model import TokenSource
+from hpcorch.slurm.rest import RestClient
+from hpcorch.slurm.rest_dialects import (
+    DIALECTS,
+    choose,
+    job_description,
+    served_versions,
+    valid_api_version,
+)
+from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.token import TokenProvider
+
+TOKEN = "header.payload.signature"
+
+
+def spec(*versions: str, accounting: bool = True) -> dict:
+    paths = {}
+    for v in versions:
+        paths[f"/slurm/{v}/jobs/"] = {}
+        paths[f"/slurm/{v}/ping/"] = {}
+        if accounting:
+            paths[f"/slurmdb/{v}/jobs/"] = {}
+    return {"openapi": "3.0.2", "paths": paths}
+
+
+def client(handler, **kw: object) -> RestClient:
+    return RestClient(
+        "http://slurm.invalid:6820",
+        tokens=TokenProvider(TokenSource(command=()), env={"SLURM_JWT": TOKEN}),
+        user="alice",
+        transport=httpx.MockTransport(handler),
+        env={"PATH": "/bin", "HOME": "/h", "SLURM_JWT": TOKEN},
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_the_table_spans_22_05_to_26_05() -> None:
+    assert next(iter(DIALECTS)) == "v0.0.38" and DIALECTS["v0.0.38"].since == "22.05"
+    assert DIALECTS["v0.0.42"].since == "24.11" and list(DIALECTS)[-1] == "v0.0.45"
+    assert not DIALECTS["v0.0.38"].honours_no_requeue
+    assert all(d.structured and d.honours_no_requeue for v, d in DIALECTS.items() if v > "v0.0.38")
+
+
+def test_pinned_versions_are_checked_against_the_table() -> None:
+    assert valid_api_version("auto") == "auto"
+    assert valid_api_version("v0.0.42") == "v0.0.42"
+    with pytest.raises(ValueError, match=r"'v0\.0\.37'.*auto, v0\.0\.38, .*v0\.0\.45"):
+        valid_api_version("v0.0.37")
+    with pytest.raises(SiteConfigError, match="use one of"):
+        client(lambda r: httpx.Response(200, json={}), api_version="0.0.42")
+
+
+def test_choose_the_newest_both_sides_speak() -> None:
+    ctld, dbd = served_versions(spec("v0.0.40", "v0.0.41", "v0.0.42"))
+    assert ctld == dbd == {"v0.0.40", "v0.0.41", "v0.0.42"}
+    chosen = choose(ctld)
+    assert chosen is not None and chosen.version == "v0.0.42"
+    # A server newer than hpcorch: the newest it still shares.
+    chosen = choose({"v0.0.44", "v0.0.45", "v0.0.46"})
+    assert chosen is not None and chosen.version == "v0.0.45"
+    assert choose({"v0.0.99"}) is None and choose(set()) is None
+
+
+def test_auto_reads_openapi_once_and_speaks_the_newest() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/openapi/v3":
+            return httpx.Response(200, json=spec("v0.0.40", "v0.0.41", "v0.0.42"))
+        return httpx.Response(200, json={"jobs": [], "nodes": []})
+
+    rest = client(handler)
+    rest.jobs(["1"])
+    rest.nodes()
+    assert seen[0] == "/openapi/v3" and seen.count("/openapi/v3") == 1
+    assert "/slurm/v0.0.42/jobs/" in seen and "/slurm/v0.0.42/nodes/" in seen
+    # Job 1 is not in slurmctld's answer: slurmdbd is asked for it, by id.
+    assert "/slurmdb/v0.0.42/jobs/" in seen
+    assert rest.dialect.version == "v0.0.42"
+
+
+def test_without_openapi_the_client_probes_pings_newest_first() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path in ("/openapi/v3", "/slurm/v0.0.45/ping/", "/slurm/v0.0.44/ping/"):
+            return httpx.Response(404, text="Unable find requested URL.")
+        return httpx.Response(200, json={"meta": {"slurm": {"release": "25.05.1"}}})
+
+    rest = client(handler)
+    assert rest.version == "25.05.1"
+    assert seen[:4] == [
+        "/openapi/v3",
+        "/slurm/v0.0.45/ping/",
+        "/slurm/v0.0.44/ping/",
+        "/slurm/v0.0.43/ping/",
+    ]
+
+
+def test_a_server_with_no_common_version_is_named() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/openapi/v3":
+            return httpx.Response(200, json=spec("v0.0.36", "v0.0.37"))
+        return httpx.Response(404, text="Unable find requested URL.")
+
+    with pytest.raises(SlurmError, match=r"serves none.*it serves v0\.0\.36, v0\.0\.37"):
+        client(handler).nodes()
+
+
+def test_v0_0_38_describes_a_job_flat_and_v0_0_42_structured() -> None:
+    req = JobRequest(
+        name="n",
+        command="true",
+        partition="gpu",
+        nodes=2,
+        mem="1G",
+        time_s=90,
+        gres="gpu:sim:2",
+        nodelist=("gpu1", "gpu2"),
+        exclusive=True,
+        requeue=False,
+        signal="B:USR1@60",
+        begin="now+60",
+        env={"X": "1"},
+    )
+    env = {"PATH": "/bin", "SLURM_JWT": TOKEN, "MY_API_TOKEN": "s"}
+    old = job_description(req, DIALECTS["v0.0.38"], env, "/w", now=1000)
+    assert old["environment"] == {"PATH": "/bin", "X": "1"}
+    assert (old["time_limit"], old["memory_per_node"], old["nodes"]) == (2, 1024, [2, 2])
+    assert (old["nodelist"], old["gres"], old["exclusive"]) == ("gpu[1-2]", "gpu:sim:2", "true")
+    assert (old["signal"], old["begin_time"]) == ("B:USR1@60", 1060)
+
+    new = job_description(req, DIALECTS["v0.0.42"], env, "/w", now=1000)
+    assert new["environment"] == ["PATH=/bin", "X=1"]
+    assert new["time_limit"] == {"set": True, "infinite": False, "number": 2}
+    assert new["memory_per_node"]["number"] == 1024
+    assert (new["minimum_nodes"], new["maximum_nodes"]) == (2, 2)
+    assert new["required_nodes"] == ["gpu1", "gpu2"] and new["tres_per_node"] == "gres/gpu:sim:2"
+    assert new["shared"] == ["none"] and "exclusive" not in new
+    assert new["requeue"] is False
+    assert (new["kill_warning_signal"], new["kill_warning_flags"]) == ("USR1", ["BATCH_JOB"])
+    assert new["kill_warning_delay"]["number"] == 60 and new["begin_time"]["number"] == 1060
+    assert TOKEN not in json.dumps([old, new])
+    assert job_description(req, DIALECTS["v0.0.41"], env, "/w")["exclusive"] == ["true"]
+
+
+def test_structured_submissions_put_the_script_in_the_job_and_keep_no_requeue() -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            bodies.append(json.loads(request.content))
+            return httpx.Response(200, json={"job_id": 9, "errors": []})
+        return httpx.Response(200, json=spec("v0.0.42"))
+
+    assert client(handler).submit(JobRequest(command="true", requeue=False)) == "9"
+    body = bodies[0]
+    assert "script" not in body and body["job"]["script"].startswith("#!/bin/bash")
+    assert body["job"]["requeue"] is False and "hold" not in body["job"]
+
+
+def test_a_bad_signal_is_refused_before_anything_is_sent() -> None:
+    with pytest.raises(SubmissionRefused, match="B:USR1@60"):
+        job_description(
+            JobRequest(command="true", signal="USR1 at 60"), DIALECTS["v0.0.42"], {}, "/w"
+        )
