@@ -40,9 +40,12 @@ __all__ = [
     "AUTO",
     "DIALECTS",
     "Dialect",
+    "begin_time",
     "choose",
     "job_description",
+    "job_environment",
     "newest_first",
+    "parse_signal",
     "served_versions",
     "valid_api_version",
     "version_order",
@@ -236,17 +239,22 @@ def job_description(
     return desc
 
 
-def _put_signal(desc: dict[str, Any], text: str, structured: bool) -> None:
-    if not structured:
-        desc["signal"] = text
-        return
+def parse_signal(text: str) -> tuple[str | None, str, int]:
+    """sbatch's ``--signal=[B:|R:]SIG[@SECONDS]`` → (``B``/``R``/None, SIG, seconds)."""
     match = _SIGNAL.fullmatch(text.strip())
     if not match:
         raise SubmissionRefused(
             f"signal={text!r}: expected [B:|R:]SIGNAL[@SECONDS], e.g. 'B:USR1@60'"
         )
-    desc["kill_warning_signal"] = match.group("sig")
-    desc["kill_warning_delay"] = _number(int(match.group("delay") or 60))
-    where = match.group("where")
+    return match.group("where"), match.group("sig"), int(match.group("delay") or 60)
+
+
+def _put_signal(desc: dict[str, Any], text: str, structured: bool) -> None:
+    if not structured:
+        desc["signal"] = text
+        return
+    where, sig, delay = parse_signal(text)
+    desc["kill_warning_signal"] = sig
+    desc["kill_warning_delay"] = _number(delay)
     if where:
         desc["kill_warning_flags"] = ["BATCH_JOB" if where == "B" else "RESERVATION_JOB"]
