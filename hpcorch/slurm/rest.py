@@ -23,6 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -59,6 +60,8 @@ __all__ = ["RestClient"]
 
 logger = logging.getLogger(__name__)
 
+# Query parameters; a list repeats the name (``step=1&step=2``), as slurmrestd wants.
+Params = Mapping[str, str | list[str]]
 # Slurm answers these with a job id: informational, not failures.
 _INFO_CODES = {2042}  # ESLURM_JOB_HELD: "Job is in held state, pending scheduler release"
 # Cancelling a job that already ended, or that Slurm no longer knows, is done.
@@ -111,7 +114,7 @@ class RestClient:
         path: str,
         *,
         fresh: bool = False,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         json: Any = None,
     ) -> tuple[int, Mapping[str, Any]]:
         """One call: (HTTP status, decoded body). ``fresh`` uses a new connection, so
@@ -183,7 +186,7 @@ class RestClient:
             return {"_failed": text or f"HTTP {response.status_code}", **data}
         return data
 
-    def _get(self, path: str, params: Mapping[str, str] | None = None) -> Mapping[str, Any]:
+    def _get(self, path: str, params: Params | None = None) -> Mapping[str, Any]:
         _, data = self._request("GET", path, params=params)
         if "_failed" in data:
             raise SlurmError(f"slurmrestd GET {path}: {data['_failed']}")
@@ -294,12 +297,13 @@ class RestClient:
 
     def _accounted(self, job_ids: set[str]) -> list[JobInfo]:
         """Jobs slurmctld has forgotten, from slurmdbd by id (one call); [] without one."""
-        data = self._slurmdb("/jobs/", {"step": ",".join(sorted(job_ids, key=job_id_order))})
+        # One ``step=`` per id: slurmrestd 24.11 refuses "1,2" and "1%2C2" (HTTP 400/422).
+        data = self._slurmdb("/jobs/", {"step": sorted(job_ids, key=job_id_order)})
         if data is None:
             return []
         return [j for j in parse_sacct_json(data, source="rest") if j.job_id in job_ids]
 
-    def _slurmdb(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+    def _slurmdb(self, path: str, params: Params | None = None) -> Any:
         """A slurmdbd endpoint's answer, or None when this server has none."""
         dialect = self.dialect
         if self._accounting is False or not dialect.structured:
@@ -318,7 +322,12 @@ class RestClient:
         return parse_nodes_json(self._get(f"{self.dialect.base}/nodes/"))
 
     def partitions(self) -> list[PartitionInfo]:
-        return parse_partitions_json(self._get(f"{self.dialect.base}/partitions/"))
+        parts = parse_partitions_json(self._get(f"{self.dialect.base}/partitions/"))
+        if not self.dialect.partition_flags and self._history is not None:
+            # v0.0.39 to v0.0.44 do not flag the default partition; scontrol does.
+            defaults = {p.name for p in self._history.partitions() if p.default}
+            parts = [replace(p, default=p.name in defaults) for p in parts]
+        return parts
 
     def steps(self, job_id: str) -> list[StepInfo]:
         data = self._slurmdb(f"/job/{job_id}")

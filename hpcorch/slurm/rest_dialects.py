@@ -14,7 +14,9 @@ reads which the server serves and speaks the newest both sides know
   lists, the script goes inside the job, ``--exclusive`` is
   ``"shared": ["none"]`` (``exclusive`` was dropped in v0.0.42), a signal is
   split into ``kill_warning_*`` fields, and ``/slurmdb/<v>/jobs?step=IDS``
-  answers for jobs slurmctld has forgotten (when slurmdbd is configured).
+  answers for jobs slurmctld has forgotten (when slurmdbd is configured; one
+  ``step=`` per id: 24.11 refuses ``step=1,2``). Partitions lose their flags,
+  so which one is the default is unknown until v0.0.45 (26.05) restores them.
 
 Responses (``/jobs``, ``/nodes``, ``/partitions``, ``/slurmdb/.../jobs``) are the
 same documents ``squeue/sinfo/sacct --json`` print for that release; the
@@ -69,6 +71,7 @@ class Dialect:
     structured: bool  # v0.0.39+: env list, {"set", "number"} numbers, node lists, script in job
     exclusive_field: bool  # v0.0.39 to v0.0.41 still take "exclusive": ["true"]
     honours_no_requeue: bool  # v0.0.38 drops "requeue": false
+    partition_flags: bool  # v0.0.39 to v0.0.44 do not say which partition is the default
 
     @property
     def base(self) -> str:
@@ -85,7 +88,14 @@ class Dialect:
 
 
 def _v(n: int, since: str, *, structured: bool = True, exclusive: bool = False) -> Dialect:
-    return Dialect(f"v0.0.{n}", since, structured, exclusive, honours_no_requeue=structured)
+    return Dialect(
+        f"v0.0.{n}",
+        since,
+        structured,
+        exclusive,
+        honours_no_requeue=structured,
+        partition_flags=not structured or n >= 45,
+    )
 
 
 # The one table: every version hpcorch speaks, oldest first.

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 
 from hpcorch.errors import SiteConfigError, SlurmError, SubmissionRefused
 from hpcorch.sites.model import TokenSource
+from hpcorch.slurm.models import PartitionInfo
+from hpcorch.slurm.parse import (
+    parse_jobs_json,
+    parse_nodes_json,
+    parse_partitions_json,
+    parse_sacct_json,
+    parse_sacct_steps,
+)
 from hpcorch.slurm.rest import RestClient
 from hpcorch.slurm.rest_dialects import (
     DIALECTS,
@@ -18,6 +27,7 @@ from hpcorch.slurm.rest_dialects import (
     valid_api_version,
 )
 from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.states import JobState
 from hpcorch.slurm.token import TokenProvider
 
 TOKEN = "header.payload.signature"
@@ -176,3 +186,95 @@ def test_a_bad_signal_is_refused_before_anything_is_sent() -> None:
         job_description(
             JobRequest(command="true", signal="USR1 at 60"), DIALECTS["v0.0.42"], {}, "/w"
         )
+
+
+# ---------------------------------------------------------------- recorded servers
+
+DATA = Path(__file__).parent / "data"
+
+
+def recorded(release: str, name: str) -> dict:
+    return json.loads((DATA / f"slurm-{release}" / name).read_text())
+
+
+@pytest.mark.parametrize(("release", "version"), [("22.05", "v0.0.38"), ("24.11", "v0.0.42")])
+def test_each_recorded_server_gets_its_newest_version(release: str, version: str) -> None:
+    ctld, _ = served_versions(recorded(release, "openapi.json"))
+    chosen = choose(ctld)
+    assert chosen is not None and chosen.version == version
+
+
+def test_24_11_serves_v0_0_40_to_v0_0_42_with_accounting() -> None:
+    ctld, dbd = served_versions(recorded("24.11", "openapi.json"))
+    assert ctld == dbd == {"v0.0.40", "v0.0.41", "v0.0.42"}
+
+
+def test_24_11_jobs_parse() -> None:
+    jobs = {j.job_id: j for j in parse_jobs_json(recorded("24.11", "rest_jobs.json"), "rest")}
+    ok, failed, held, running = jobs["6"], jobs["7"], jobs["8"], jobs["9"]
+    assert ok.state is JobState.COMPLETED and ok.exit_code == 0 and ok.nodes == ("cpu1",)
+    assert ok.end is not None and ok.time_limit_s == 300 and ok.comment == "hpcorch contract test"
+    assert failed.state is JobState.FAILED and failed.exit_code == 3
+    assert failed.reason == "NonZeroExitCode" and failed.signal is None
+    assert held.state is JobState.PENDING and held.reason == "JobHeldUser"
+    assert held.start is None and held.nodes == () and held.exit_code is None
+    assert running.state is JobState.RUNNING and running.end is None
+    assert running.exit_code is None and running.partition == "cpu"
+
+
+def test_24_11_nodes_and_partitions_parse() -> None:
+    nodes = {n.name: n for n in parse_nodes_json(recorded("24.11", "rest_nodes.json"))}
+    assert nodes.keys() == {"cpu1", "cpu2", "gpu1"}
+    cpu1 = nodes["cpu1"]
+    assert (cpu1.cpus, cpu1.sockets, cpu1.cores_per_socket) == (8, 2, 4)
+    assert cpu1.memory == 8000 * 1024**2 and cpu1.usable and cpu1.partitions == ("cpu",)
+    parts = {p.name: p for p in parse_partitions_json(recorded("24.11", "rest_partitions.json"))}
+    assert parts["cpu"].nodes == ("cpu1", "cpu2") and parts["cpu"].max_time_s is None
+    assert parts["gpu"].max_time_s == 3600 and parts["cpu"].total_cpus == 16
+    # v0.0.42 has no partition flags: the default comes from scontrol (history).
+    assert not DIALECTS["v0.0.42"].partition_flags and not parts["cpu"].default
+
+
+def test_24_11_slurmdb_jobs_and_steps_parse() -> None:
+    jobs = {j.job_id: j for j in parse_sacct_json(recorded("24.11", "rest_slurmdb_jobs.json"))}
+    assert jobs["6"].state is JobState.COMPLETED and jobs["6"].exit_code == 0
+    assert jobs["7"].state is JobState.FAILED and jobs["7"].exit_code == 3
+    assert jobs["7"].nodes == ("cpu1",) and jobs["7"].time_limit_s == 300
+    (step,) = parse_sacct_steps(recorded("24.11", "rest_slurmdb_job.json"), "6")
+    assert (step.step_id, step.state, step.exit_code, step.nodes) == (
+        "batch",
+        JobState.COMPLETED,
+        0,
+        ("cpu1",),
+    )
+
+
+def test_24_11_client_end_to_end_over_recorded_answers() -> None:
+    """The client against a replay of the 24.11 server: the ids it asks slurmdbd for
+    go one ``step=`` each, and the default partition comes from history."""
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        asked.append(str(request.url))
+        files = {
+            "/openapi/v3": "openapi.json",
+            "/slurm/v0.0.42/jobs/": "rest_jobs.json",
+            "/slurm/v0.0.42/partitions/": "rest_partitions.json",
+            "/slurmdb/v0.0.42/jobs/": "rest_slurmdb_jobs.json",
+        }
+        return httpx.Response(200, json=recorded("24.11", files[path]))
+
+    class History:
+        def partitions(self) -> list[PartitionInfo]:
+            return [PartitionInfo(name="cpu", nodes=("cpu1", "cpu2"), default=True)]
+
+        def jobs(self, ids: object) -> list[object]:
+            return []
+
+    rest = client(handler, history=History())
+    jobs = rest.jobs(["6", "7", "9", "1000"])
+    assert [j.job_id for j in jobs] == ["6", "7", "9"]
+    assert any(u.endswith("/slurmdb/v0.0.42/jobs/?step=1000") for u in asked)
+    parts = {p.name: p.default for p in rest.partitions()}
+    assert parts == {"cpu": True, "gpu": False}
