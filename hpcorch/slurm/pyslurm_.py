@@ -241,14 +241,16 @@ class PyslurmClient:
     def _job_info(self, job: Any, job_id: str, source: str = "pyslurm") -> JobInfo:
         state = parse_job_state(job.state)
         terminal = state.terminal
+        signal = (job.exit_code_signal or None) if terminal else None
         nodes = getattr(job, "allocated_nodes", None) if source == "pyslurm" else job.nodelist
         return JobInfo(
             job_id=job_id,
             state=state,
             name=str(job.name or ""),
             reason=job.state_reason if job.state_reason not in (None, "None") else None,
-            exit_code=job.exit_code if terminal else None,
-            signal=(job.exit_code_signal or None) if terminal else None,
+            # A signalled job has no exit code, as squeue/slurmrestd (24.11) report it.
+            exit_code=job.exit_code if terminal and signal is None else None,
+            signal=signal,
             nodes=expand_hostlist(nodes),
             partition=job.partition,
             submit=_seconds(job.submit_time),
@@ -314,7 +316,8 @@ class PyslurmClient:
                     default=bool(part.is_default),
                     state=str(part.state or "UP"),
                     max_time_s=_minutes_s(max_time),
-                    max_nodes_per_job=part.max_nodes or None,
+                    # pyslurm says "UNLIMITED" for no limit.
+                    max_nodes_per_job=part.max_nodes if isinstance(part.max_nodes, int) else None,
                     total_cpus=part.total_cpus,
                 )
             )
