@@ -197,21 +197,35 @@ def recorded(release: str, name: str) -> dict:
     return json.loads((DATA / f"slurm-{release}" / name).read_text())
 
 
-@pytest.mark.parametrize(("release", "version"), [("22.05", "v0.0.38"), ("24.11", "v0.0.42")])
+# Recorded from real servers: the dialect spoken, and the ids of the jobs that
+# completed, failed (exit 3), were held and ran.
+RECORDED = {
+    "24.11": ("v0.0.42", ("6", "7", "8", "9")),
+    "26.05": ("v0.0.45", ("1", "2", "3", "4")),
+}
+
+
+@pytest.mark.parametrize(
+    ("release", "version"), [("22.05", "v0.0.38"), ("24.11", "v0.0.42"), ("26.05", "v0.0.45")]
+)
 def test_each_recorded_server_gets_its_newest_version(release: str, version: str) -> None:
     ctld, _ = served_versions(recorded(release, "openapi.json"))
     chosen = choose(ctld)
     assert chosen is not None and chosen.version == version
 
 
-def test_24_11_serves_v0_0_40_to_v0_0_42_with_accounting() -> None:
+def test_what_each_release_serves() -> None:
     ctld, dbd = served_versions(recorded("24.11", "openapi.json"))
     assert ctld == dbd == {"v0.0.40", "v0.0.41", "v0.0.42"}
+    ctld, dbd = served_versions(recorded("26.05", "openapi.json"))
+    assert ctld == dbd == {"v0.0.42", "v0.0.43", "v0.0.44", "v0.0.45"}
+    assert not served_versions(recorded("22.05", "openapi.json"))[1]
 
 
-def test_24_11_jobs_parse() -> None:
-    jobs = {j.job_id: j for j in parse_jobs_json(recorded("24.11", "rest_jobs.json"), "rest")}
-    ok, failed, held, running = jobs["6"], jobs["7"], jobs["8"], jobs["9"]
+@pytest.mark.parametrize("release", RECORDED)
+def test_recorded_jobs_parse(release: str) -> None:
+    jobs = {j.job_id: j for j in parse_jobs_json(recorded(release, "rest_jobs.json"), "rest")}
+    ok, failed, held, running = (jobs[i] for i in RECORDED[release][1])
     assert ok.state is JobState.COMPLETED and ok.exit_code == 0 and ok.nodes == ("cpu1",)
     assert ok.end is not None and ok.time_limit_s == 300 and ok.comment == "hpcorch contract test"
     assert failed.state is JobState.FAILED and failed.exit_code == 3
@@ -222,25 +236,30 @@ def test_24_11_jobs_parse() -> None:
     assert running.exit_code is None and running.partition == "cpu"
 
 
-def test_24_11_nodes_and_partitions_parse() -> None:
-    nodes = {n.name: n for n in parse_nodes_json(recorded("24.11", "rest_nodes.json"))}
+@pytest.mark.parametrize("release", RECORDED)
+def test_recorded_nodes_and_partitions_parse(release: str) -> None:
+    nodes = {n.name: n for n in parse_nodes_json(recorded(release, "rest_nodes.json"))}
     assert nodes.keys() == {"cpu1", "cpu2", "gpu1"}
     cpu1 = nodes["cpu1"]
     assert (cpu1.cpus, cpu1.sockets, cpu1.cores_per_socket) == (8, 2, 4)
     assert cpu1.memory == 8000 * 1024**2 and cpu1.usable and cpu1.partitions == ("cpu",)
-    parts = {p.name: p for p in parse_partitions_json(recorded("24.11", "rest_partitions.json"))}
+    parts = {p.name: p for p in parse_partitions_json(recorded(release, "rest_partitions.json"))}
     assert parts["cpu"].nodes == ("cpu1", "cpu2") and parts["cpu"].max_time_s is None
     assert parts["gpu"].max_time_s == 3600 and parts["cpu"].total_cpus == 16
-    # v0.0.42 has no partition flags: the default comes from scontrol (history).
-    assert not DIALECTS["v0.0.42"].partition_flags and not parts["cpu"].default
+    # Only v0.0.45 (26.05) says which partition is the default again.
+    dialect = DIALECTS[RECORDED[release][0]]
+    assert parts["cpu"].default is dialect.partition_flags is (release == "26.05")
+    assert not parts["gpu"].default
 
 
-def test_24_11_slurmdb_jobs_and_steps_parse() -> None:
-    jobs = {j.job_id: j for j in parse_sacct_json(recorded("24.11", "rest_slurmdb_jobs.json"))}
-    assert jobs["6"].state is JobState.COMPLETED and jobs["6"].exit_code == 0
-    assert jobs["7"].state is JobState.FAILED and jobs["7"].exit_code == 3
-    assert jobs["7"].nodes == ("cpu1",) and jobs["7"].time_limit_s == 300
-    (step,) = parse_sacct_steps(recorded("24.11", "rest_slurmdb_job.json"), "6")
+@pytest.mark.parametrize("release", RECORDED)
+def test_recorded_slurmdb_jobs_and_steps_parse(release: str) -> None:
+    ok_id, failed_id = RECORDED[release][1][:2]
+    jobs = {j.job_id: j for j in parse_sacct_json(recorded(release, "rest_slurmdb_jobs.json"))}
+    assert jobs[ok_id].state is JobState.COMPLETED and jobs[ok_id].exit_code == 0
+    assert jobs[failed_id].state is JobState.FAILED and jobs[failed_id].exit_code == 3
+    assert jobs[failed_id].nodes == ("cpu1",) and jobs[failed_id].time_limit_s == 300
+    (step,) = parse_sacct_steps(recorded(release, "rest_slurmdb_job.json"), ok_id)
     assert (step.step_id, step.state, step.exit_code, step.nodes) == (
         "batch",
         JobState.COMPLETED,
