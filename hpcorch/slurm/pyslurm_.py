@@ -32,7 +32,7 @@ from hpcorch.errors import BackendUnavailable, SlurmError, SubmissionRefused
 from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
 from hpcorch.slurm.parse import job_id_order
-from hpcorch.slurm.rest_dialects import begin_time, job_environment, parse_signal
+from hpcorch.slurm.rest_dialects import PLAIN_FIELDS, begin_time, job_environment, parse_signal
 from hpcorch.slurm.script import JobRequest, render_sbatch, request_from_script
 from hpcorch.slurm.states import parse_job_state, parse_node_state
 
@@ -103,27 +103,19 @@ def submit_description(
         if value is not None and value not in ((), []):
             kw[key] = value
 
-    put("partitions", req.partition)
-    put("account", req.account)
-    put("qos", req.qos)
+    for attr, (_, key) in PLAIN_FIELDS.items():
+        put(key, getattr(req, attr))
     put("nodes", req.nodes)
-    put("ntasks", req.ntasks)
-    put("ntasks_per_node", req.ntasks_per_node)
-    put("cpus_per_task", req.cpus_per_task)
     if req.mem is not None:
         # pyslurm skips a falsy memory; "0" (all of the node's memory, as --mem=0) is not.
         kw["memory_per_node"] = math.ceil(req.mem / _MIB) or "0"
     put("memory_per_cpu", math.ceil(req.mem_per_cpu / _MIB) if req.mem_per_cpu else None)
     put("gres_per_node", req.gres)
     put("time_limit", math.ceil(req.time_s / 60) if req.time_s else None)
-    put("standard_output", req.output)
-    put("standard_error", req.error)
     put("required_nodes", list(req.nodelist))
     put("excluded_nodes", list(req.exclude))
-    put("constraints", req.constraint)
     if req.exclusive:
         kw["resource_sharing"] = "no"  # what sbatch --exclusive sets
-    put("is_requeueable", req.requeue)
     if req.signal:
         where, sig, delay = parse_signal(req.signal)
         try:
@@ -136,12 +128,10 @@ def submit_description(
             "batch_only": where == "B",
             "allow_reservation_overlap": where == "R",
         }
-    put("comment", req.comment)
     if req.hold:
         kw["priority"] = 0  # what sbatch --hold sends
     if req.begin:
         kw["begin_time"] = begin_time(req.begin, time.time() if now is None else now)
-    put("array", req.array)
     return kw
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO",
     "DIALECTS",
+    "PLAIN_FIELDS",
     "Dialect",
     "begin_time",
     "choose",
@@ -172,6 +173,23 @@ def begin_time(text: str, now: float) -> int:
     )
 
 
+# JobRequest fields passed through as they are: (slurmrestd's key, pyslurm's key).
+PLAIN_FIELDS: dict[str, tuple[str, str]] = {
+    "partition": ("partition", "partitions"),
+    "account": ("account", "account"),
+    "qos": ("qos", "qos"),
+    "ntasks": ("tasks", "ntasks"),
+    "ntasks_per_node": ("tasks_per_node", "ntasks_per_node"),
+    "cpus_per_task": ("cpus_per_task", "cpus_per_task"),
+    "output": ("standard_output", "standard_output"),
+    "error": ("standard_error", "standard_error"),
+    "constraint": ("constraints", "constraints"),
+    "requeue": ("requeue", "is_requeueable"),
+    "comment": ("comment", "comment"),
+    "array": ("array", "array"),
+}
+
+
 def _number(value: int) -> dict[str, Any]:
     return {"set": True, "infinite": False, "number": value}
 
@@ -201,17 +219,13 @@ def job_description(
             return
         desc[key] = _number(value) if wrap and structured else value
 
-    put("partition", req.partition)
-    put("account", req.account)
-    put("qos", req.qos)
+    for attr, (key, _) in PLAIN_FIELDS.items():
+        put(key, getattr(req, attr))
     if req.nodes:
         if structured:
             desc["minimum_nodes"] = desc["maximum_nodes"] = req.nodes
         else:
             desc["nodes"] = [req.nodes, req.nodes]
-    put("tasks", req.ntasks)
-    put("tasks_per_node", req.ntasks_per_node)
-    put("cpus_per_task", req.cpus_per_task)
     put("memory_per_node", math.ceil(req.mem / _MIB) if req.mem is not None else None, True)
     put("memory_per_cpu", math.ceil(req.mem_per_cpu / _MIB) if req.mem_per_cpu else None, True)
     if req.gres:
@@ -220,8 +234,6 @@ def job_description(
             f"gres/{req.gres}" if structured and not req.gres.startswith("gres") else req.gres
         )
     put("time_limit", math.ceil(req.time_s / 60) if req.time_s else None, True)
-    put("standard_output", req.output)
-    put("standard_error", req.error)
     if structured:
         put("required_nodes", list(req.nodelist) or None)
         put("excluded_nodes", list(req.exclude) or None)
@@ -229,7 +241,6 @@ def job_description(
         # Undocumented in the v0.0.38 spec but accepted by its parser (checked on 22.05.8).
         put("nodelist", compress_hostlist(req.nodelist) or None)
         put("exclude_nodes", compress_hostlist(req.exclude) or None)
-    put("constraints", req.constraint)
     if req.exclusive:
         if not structured:
             desc["exclusive"] = "true"
@@ -237,15 +248,12 @@ def job_description(
             desc["exclusive"] = ["true"]
         else:
             desc["shared"] = ["none"]  # what sbatch --exclusive sets
-    put("requeue", req.requeue)
     if req.signal:
         _put_signal(desc, req.signal, structured)
-    put("comment", req.comment)
     if req.hold:
         desc["hold"] = True
     if req.begin:
         put("begin_time", begin_time(req.begin, time.time() if now is None else now), True)
-    put("array", req.array)
     return desc
 
 
