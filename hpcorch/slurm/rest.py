@@ -298,7 +298,14 @@ class RestClient:
     def _accounted(self, job_ids: set[str]) -> list[JobInfo]:
         """Jobs slurmctld has forgotten, from slurmdbd by id (one call); [] without one."""
         # One ``step=`` per id: slurmrestd 24.11 refuses "1,2" and "1%2C2" (HTTP 400/422).
-        data = self._slurmdb("/jobs/", {"step": sorted(job_ids, key=job_id_order)})
+        try:
+            data = self._slurmdb("/jobs/", {"step": sorted(job_ids, key=job_id_order)})
+        except SlurmError as exc:
+            if self._history is None:
+                raise
+            # slurmdbd down or refusing: the CLI (sacct) may still answer.
+            logger.warning("%s; asking the cli backend instead", exc)
+            return []
         if data is None:
             return []
         return [j for j in parse_sacct_json(data, source="rest") if j.job_id in job_ids]

@@ -297,3 +297,25 @@ def test_24_11_client_end_to_end_over_recorded_answers() -> None:
     assert any(u.endswith("/slurmdb/v0.0.42/jobs/?step=1000") for u in asked)
     parts = {p.name: p.default for p in rest.partitions()}
     assert parts == {"cpu": True, "gpu": False}
+
+
+def test_a_failing_slurmdbd_leaves_forgotten_jobs_to_history() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/openapi/v3":
+            return httpx.Response(200, json=spec("v0.0.42"))
+        if request.url.path.startswith("/slurmdb/"):
+            return httpx.Response(500, json={"errors": [{"description": "slurmdbd down"}]})
+        return httpx.Response(200, json={"jobs": []})
+
+    class History:
+        asked: list[set[str]] = []
+
+        def jobs(self, ids: set[str]) -> list[object]:
+            self.asked.append(set(ids))
+            return []
+
+    history = History()
+    assert client(handler, history=history).jobs(["5"]) == []
+    assert history.asked == [{"5"}]
+    with pytest.raises(SlurmError, match="slurmdbd down"):
+        client(handler).jobs(["5"])
