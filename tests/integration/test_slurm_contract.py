@@ -2,8 +2,8 @@
 
 $HPCORCH_CONTRACT_BACKENDS names the backends (default ``fake,cli,rest``;
 ``fake,cli,rest,pyslurm`` where pyslurm matches the cluster, as inside the
-Slurm 24.11 root) and $HPCORCH_SLURM_RELEASE the release the cluster runs
-(default 22.05).
+Slurm 24.11 root) and $HPCORCH_DEV_CLUSTER_SLURM the release the cluster runs
+(default 22.05; ``scripts/dev-cluster exec`` sets it).
 
 Each case submits through the backend under test and checks what it reports:
 a job that runs and is cancelled, one that fails (exit 3), one that times
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slurm
 
 BACKENDS = os.environ.get("HPCORCH_CONTRACT_BACKENDS", "fake,cli,rest").split(",")
 REAL = [name for name in BACKENDS if name != "fake"]
-RELEASE = os.environ.get("HPCORCH_SLURM_RELEASE", "22.05")
+RELEASE = os.environ.get("HPCORCH_DEV_CLUSTER_SLURM", "22.05")
 WAIT_S = 240.0
 
 
