@@ -32,6 +32,7 @@ ALLOWED = {
     "sites/detect.py": "the environment of the Slurm commands that detect a site",
     "sites/loader.py": "${VAR} references in site files",
     "slurm/cli.py": "the environment of the Slurm commands it runs",
+    "slurm/pyslurm_.py": "the environment a pyslurm-submitted job inherits, as sbatch's would",
     "slurm/connect.py": "the environment of the Slurm clients it builds (SLURM_CONF, token)",
     "slurm/rest.py": "the environment a REST-submitted job inherits, as sbatch's would",
     "slurm/token.py": "SLURM_JWT, the token slurmrestd wants",
