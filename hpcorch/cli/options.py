@@ -38,9 +38,9 @@ def regions_budget_options(fn: F) -> F:
 
 def apply_regions_budget(regions: str | None, budget: str | None) -> None:
     """Check both now (bad input fails before anything is submitted), then hand them on."""
-    from hpcorch.engine.regions import parse_budget
-    from hpcorch.engine.site import resolve_site
     from hpcorch.errors import SpecError
+    from hpcorch.provision.regions import parse_budget
+    from hpcorch.sites.resolve import resolve_site
 
     if budget is not None and budget.strip():
         try:

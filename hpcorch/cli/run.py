@@ -41,8 +41,8 @@ def _logging(verbose: int) -> None:
 
 def _progress(spec: Any, site: str | None) -> Progress:
     """The view for a run of ``spec``: its size, its tasks' GPUs, its site's GPUs per node."""
-    from hpcorch.engine.site import resolve_site
     from hpcorch.errors import HpcorchError
+    from hpcorch.sites.resolve import resolve_site
 
     try:
         resolved = resolve_site(site or spec.site or "local")
@@ -196,8 +196,8 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     """
     from hpcorch.engine import resume_run
     from hpcorch.engine.rundir import find_run
-    from hpcorch.engine.site import resolve_site
     from hpcorch.journal import read_run
+    from hpcorch.sites.resolve import resolve_site
 
     _logging(verbose)
     run_dir = find_run(run_ref)

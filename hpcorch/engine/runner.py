@@ -22,17 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch import dag
-from hpcorch.engine import horizon, retry
+from hpcorch.engine import retry
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
-from hpcorch.engine.placing import Placing, placing_for
-from hpcorch.engine.pools import task_resources
 from hpcorch.engine.recovery import Recovery
-from hpcorch.engine.site import local_site, partition_for
 from hpcorch.engine.worker import Payload, drain, execute, load_result
 from hpcorch.journal import Journal
+from hpcorch.placement.fit import partition_for
+from hpcorch.placement.placing import Placing, placing_for
 from hpcorch.policies.state import site_limits
+from hpcorch.provision import horizon
+from hpcorch.provision.pools import task_resources
 from hpcorch.sites.model import Site
+from hpcorch.sites.resolve import local_site
 from hpcorch.spec import TaskRef, TaskSpec, WorkflowSpec
 
 __all__ = ["TERMINAL", "Engine", "RunSummary", "TaskFailure"]
@@ -129,7 +131,7 @@ class Engine:
         self.on_progress = on_progress
         self.on_submitted = on_submitted
         """Called once the tasks' states are in the journal (the scaler looks at once)."""
-        # On Slurm every task also asks for a walltime tier (hpcorch.engine.horizon):
+        # On Slurm every task also asks for a walltime tier (hpcorch.provision.horizon):
         # it never starts on a worker whose time left is below its estimate.
         self.tiers = self.site.kind == "slurm"
         self.use_resources = use_resources or self.tiers

@@ -21,14 +21,15 @@ from typing import Any
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
-from hpcorch.engine.pools import Backend, needs_resources, open_backend
 from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
-from hpcorch.engine.site import check_fits, resolve_site
 from hpcorch.errors import JournalError, RunError, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.placement.fit import check_fits
+from hpcorch.provision.pools import Backend, needs_resources, open_backend
 from hpcorch.sites.model import Site
+from hpcorch.sites.resolve import resolve_site
 from hpcorch.spec import WorkflowSpec
 
 __all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
@@ -463,7 +464,7 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
         return []
     journal.flush()
     # Never a user's allocation that `hpcorch run` ran in (pool "current",
-    # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
+    # hpcorch.provision.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     by_site: dict[str, list[dict[str, Any]]] = {}
     for alloc in _allocation_rows(run_dir):

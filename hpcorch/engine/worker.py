@@ -7,7 +7,7 @@ code, failure class) to a buffer in the worker process; the driver collects
 the buffer in batches with :func:`drain`, so no per-task message goes to the
 driver and results stay on the workers.
 
-Placement (:mod:`hpcorch.engine.placing`): an attempt first takes a slot of
+Placement (:mod:`hpcorch.placement.placing`): an attempt first takes a slot of
 its node from the worker's slot plugin (cores and GPUs no other running task
 holds; NVLink pairs, cores near the GPUs). A command runs confined to it
 (``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``, CPU affinity where allowed); a
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.engine import watchdog
-from hpcorch.engine.placing import MpiStep, Placing, rank_nodes
 from hpcorch.engine.retry import TaskFailed
+from hpcorch.placement.placing import MpiStep, Placing, rank_nodes
 from hpcorch.placement.request import Slot
 from hpcorch.spec import TaskRef
 
@@ -91,7 +91,7 @@ class Payload:
     timeout: float | None = None
     memory: int = 0  # bytes an emulated task really allocates
     memory_request: int = 0  # bytes requested, for diagnosing a failure
-    placing: Placing | None = None  # a slot on the node, or an MPI step (engine.placing)
+    placing: Placing | None = None  # a slot on the node, or an MPI step (placement.placing)
 
 
 def _identity() -> dict[str, Any]:

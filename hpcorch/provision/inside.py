@@ -139,18 +139,18 @@ def worker_argv(
     the tasks' own ``srun`` steps share the worker's; each worker advertises
     its node's cores, memory and GPUs as Dask resources, as pool workers do.
     """
-    from hpcorch.engine.horizon import resources_arg
+    from hpcorch.provision.horizon import resources_arg
 
     resources = f"cpus={cpus},memory={allocation.memory},gpus={allocation.gpus}"
-    # Every walltime tier (hpcorch.engine.horizon): nothing can be added to a user's
+    # Every walltime tier (hpcorch.provision.horizon): nothing can be added to a user's
     # allocation in time, so a task starts even when its estimate exceeds the time
     # left, as it would in the user's own script; Slurm ends it with the allocation.
     tiers = resources_arg(_UNLIMITED_S)
     if tiers:
         resources += f",{tiers}"
     # A task spanning k nodes runs as an srun step over the allocation's first k
-    # nodes (hpcorch.engine.placing); any worker may start it.
-    from hpcorch.engine.placing import span_resource
+    # nodes (hpcorch.placement.placing); any worker may start it.
+    from hpcorch.placement.placing import span_resource
 
     resources += "".join(f",{span_resource(k)}={cpus}" for k in range(2, len(allocation.nodes) + 1))
     argv = [
@@ -266,7 +266,7 @@ class AllocationBackend:
         try:
             if site.allocation.add_allocations:
                 # The site's pools, scaled with demand, behind one scheduler our workers join.
-                from hpcorch.engine.slurm import SlurmBackend
+                from hpcorch.provision.slurm_pool import SlurmBackend
 
                 self._added = SlurmBackend(site, spec, run_dir)
                 self._client = self._added.client

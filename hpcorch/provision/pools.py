@@ -4,7 +4,7 @@ A :class:`Backend` owns the scheduler and its pools and hands the engine a
 Dask client. Every worker advertises its node's ``cpus``, ``memory`` (bytes)
 and ``gpus`` as Dask worker resources, so per-task requests are enforced by
 the scheduler. ``local`` is one LocalCluster worker holding the whole machine;
-Slurm sites are in :mod:`hpcorch.engine.slurm`.
+Slurm sites are in :mod:`hpcorch.provision.slurm_pool`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def task_resources(task: TaskSpec) -> dict[str, float]:
     if task.gpus:
         res["gpus"] = float(task.gpus)
     if task.nodes > 1:  # only workers of allocations that span its nodes
-        from hpcorch.engine.placing import span_resource
+        from hpcorch.placement.placing import span_resource
 
         res[span_resource(task.nodes)] = float(task.cpus)
     return res
@@ -103,10 +103,10 @@ class LocalBackend:
 
 def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     """Start the scheduler and worker pools the workflow needs on ``site``; their
-    workers hand out their nodes' cores and GPUs (:mod:`hpcorch.engine.placing`)."""
+    workers hand out their nodes' cores and GPUs (:mod:`hpcorch.placement.placing`)."""
     backend = _open_backend(site, spec, run_dir)
-    from hpcorch.engine.placing import register_slots
-    from hpcorch.engine.rebalance import Rebalancer
+    from hpcorch.placement.placing import register_slots
+    from hpcorch.placement.rebalance import Rebalancer
 
     try:
         register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
@@ -120,12 +120,12 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
 def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     if site.kind == "local":
         return LocalBackend(site)
-    from hpcorch.engine.inside import AllocationBackend, current_allocation
+    from hpcorch.provision.inside import AllocationBackend, current_allocation
 
     allocation = current_allocation() if site.allocation.use_current else None
     if allocation is not None:  # inside a user's sbatch script: its nodes come first
         return AllocationBackend(site, spec, run_dir, allocation)
-    from hpcorch.engine.slurm import SlurmBackend
+    from hpcorch.provision.slurm_pool import SlurmBackend
 
     backend: Backend = SlurmBackend(site, spec, run_dir)
     return backend

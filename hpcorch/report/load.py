@@ -39,7 +39,7 @@ def workflow_decls(source: str | None, time_scale: float | None = None) -> dict[
 
 def _sites(names: set[str]) -> dict[str, Site]:
     # The engine's resolver, so a local run is measured against this machine's shape.
-    from hpcorch.engine.site import resolve_site
+    from hpcorch.sites.resolve import resolve_site
 
     sites = {}
     for name in sorted(names):

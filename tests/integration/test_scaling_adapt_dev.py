@@ -22,7 +22,7 @@ def test_adapt_scales_a_jobqueue_cluster_up_and_back_to_zero(
 ) -> None:
     from distributed import Client
 
-    from hpcorch.engine.adaptive import HpcorchSLURMCluster
+    from hpcorch.provision.adaptive import HpcorchSLURMCluster
 
     with (
         HpcorchSLURMCluster(

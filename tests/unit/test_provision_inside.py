@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from hpcorch.engine import inside, pools
-from hpcorch.engine.inside import (
+from hpcorch.errors import ResourceError
+from hpcorch.loaders import load_workflow
+from hpcorch.provision import inside, pools
+from hpcorch.provision.inside import (
     Allocation,
     check_fits_allocation,
     current_allocation,
     parse_per_node,
     worker_argv,
 )
-from hpcorch.errors import ResourceError
-from hpcorch.loaders import load_workflow
 from hpcorch.sites import load_site
 
 BATCH_ENV = {
@@ -147,7 +147,7 @@ def test_open_backend_uses_the_current_allocation(
     def no_slurm(*args: object, **kwargs: object) -> None:
         raise RuntimeError("SlurmBackend")
 
-    monkeypatch.setattr("hpcorch.engine.slurm.SlurmBackend", no_slurm)
+    monkeypatch.setattr("hpcorch.provision.slurm_pool.SlurmBackend", no_slurm)
     with pytest.raises(RuntimeError, match="SlurmBackend"):
         pools._open_backend(off, spec, tmp_path)
 

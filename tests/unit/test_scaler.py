@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 
-from hpcorch.engine.horizon import CAPACITY, restriction, tier_name, tiers
-from hpcorch.engine.regions import Router, parse_budget, parse_test_only, probe_queue
-from hpcorch.engine.scaler import Load, Scaler, ScalerSettings
 from hpcorch.policies.scale import ScaleConfig
 from hpcorch.policies.state import (
     Budget,
@@ -23,6 +20,9 @@ from hpcorch.policies.state import (
     charge_rates,
     site_limits,
 )
+from hpcorch.provision.horizon import CAPACITY, restriction, tier_name, tiers
+from hpcorch.provision.regions import Router, parse_budget, parse_test_only, probe_queue
+from hpcorch.provision.scaler import Load, Scaler, ScalerSettings
 from hpcorch.sites import load_site
 from hpcorch.slurm.cli import Completed
 from hpcorch.slurm.models import JobInfo
@@ -282,8 +282,8 @@ def test_probe_queue_reads_idle_nodes_pending_work_and_slurms_start_estimate(
 
 
 def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -> None:
-    from hpcorch.engine.slurm import _JournalDemand
     from hpcorch.journal import Journal
+    from hpcorch.provision.slurm_pool import _JournalDemand
     from hpcorch.spec import parse_workflow
 
     def task(tid: str, seconds: float, *after: str) -> dict[str, Any]:
@@ -328,7 +328,7 @@ def test_kick_steps_at_once_instead_of_waiting_out_the_interval(
 ) -> None:
     import time
 
-    import hpcorch.engine.scaler as scaler_module
+    import hpcorch.provision.scaler as scaler_module
 
     monkeypatch.setattr(scaler_module, "FIRST_STEP_S", 60.0)  # no step but the first by itself
     loads: list[Load] = []
