@@ -197,6 +197,7 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     from hpcorch.engine import resume_run
     from hpcorch.engine.rundir import find_run
     from hpcorch.journal import read_run
+    from hpcorch.loaders import load_workflow
     from hpcorch.sites.resolve import resolve_site
 
     _logging(verbose)
@@ -205,7 +206,7 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     progress = Progress(site=resolve_site(str(row["site"])))
     progress.start(str(row["run_id"]), run_dir)
     try:
-        summary = resume_run(run_dir, on_progress=progress)
+        summary = resume_run(run_dir, load_workflow, on_progress=progress)
     finally:
         progress.close()
     _finish(summary, as_json)

@@ -330,10 +330,18 @@ def run_workflow(
     return _run_in_foreground(engine, backend, journal)
 
 
-def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = None) -> RunSummary:
-    """Finish a run whose driver died: tasks the journal records as succeeded do not run again."""
-    from hpcorch.loaders import load_workflow
+def resume_run(
+    run: str | os.PathLike[str],
+    load: Callable[[str, float | None], WorkflowSpec],
+    *,
+    on_progress: Progress | None = None,
+) -> RunSummary:
+    """Finish a run whose driver died: tasks the journal records as succeeded do not run again.
 
+    ``load`` rebuilds the spec from the run's source file and time scale
+    (:func:`hpcorch.loaders.load_workflow`); it is passed in so the engine does
+    not import the loaders, which import the Python API.
+    """
     run_dir = find_run(run)
     row = read_run(run_dir)
     if not row["source"]:
@@ -341,7 +349,7 @@ def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = No
             f"run {row['run_id']} was started from Python, not from a file; "
             "rebuild the workflow and run it again"
         )
-    spec = load_workflow(row["source"], time_scale=row["time_scale"])
+    spec = load(row["source"], row["time_scale"])
     resolved = validate_run(spec, row["site"])
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
