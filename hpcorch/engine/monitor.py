@@ -453,7 +453,7 @@ def open_monitor(
     """Start the monitor of a run on ``site``: Slurm too when the site has it."""
     slurm = None
     if site.kind == "slurm":
-        from hpcorch.slurm.connect import connect
+        from hpcorch.slurm.connect import connect  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         slurm = connect(site)
     monitor = Monitor(journal, slurm=slurm, dask_client=dask_client, site=site.name)

@@ -15,11 +15,17 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dask._expr import LLGExpr
+from dask._task_spec import Task
+from dask._task_spec import TaskRef as DaskRef
+from dask.base import annotate
 
 from hpcorch import dag
 from hpcorch.engine import retry
@@ -243,9 +249,6 @@ class Engine:
 
     def _submit(self, ids: list[str], bump: set[str]) -> list[Any]:
         """Send ``ids`` (parents first) to the scheduler as one graph; return their futures."""
-        from dask._task_spec import Task
-        from dask._task_spec import TaskRef as DaskRef
-        from dask.base import annotate
 
         self._generation += 1
         gen = self._generation
@@ -601,8 +604,5 @@ def _graph(dsk: dict[str, Any]) -> Any:
     Tokenizing a graph of 20,000 tasks deterministically costs seconds of
     driver time; each submission is unique anyway (as ``Client.submit`` knows).
     """
-    import uuid
-
-    from dask._expr import LLGExpr
 
     return LLGExpr(dsk, _determ_token=uuid.uuid4().hex)  # type: ignore[no-untyped-call]

@@ -18,12 +18,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import dask.config
+
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
+from hpcorch.engine.worker import load_result
 from hpcorch.errors import JournalError, RunError, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
 from hpcorch.placement.fit import check_fits
@@ -99,7 +102,6 @@ class RunHandle:
         fut = self.engine.futures.get(task_id)
         if fut is not None:
             return fut.result()
-        from hpcorch.engine.worker import load_result
 
         return load_result(self.engine._stored_result(task_id))
 
@@ -161,7 +163,6 @@ def _engine(
     # On Slurm a lost worker fails its tasks at once, so that the recovery classifies
     # them (node failure, allocation cancelled or timed out) instead of Dask retrying
     # them silently under the same attempt number.
-    import dask.config
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
@@ -518,7 +519,7 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
 def _cancel_on(site: Site, job_ids: list[str]) -> list[str]:
     """Cancel those of ``job_ids`` still queued or running on ``site``; return them."""
-    from hpcorch.slurm.connect import connect
+    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     client = connect(site)
     try:

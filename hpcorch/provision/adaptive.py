@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from dask_jobqueue.slurm import SLURMCluster
+from dask_jobqueue.slurm import SLURMCluster, SLURMJob
 
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
@@ -38,6 +38,8 @@ from hpcorch.policies.state import (
 from hpcorch.provision.accounting import AllocationLife
 from hpcorch.provision.regions import ObservedWaits
 from hpcorch.provision.scaler import Load, PollerStates, Scaler, ScalerSettings
+from hpcorch.provision.slurm_pool import _DaskPools
+from hpcorch.slurm.cli import CliClient
 from hpcorch.units import parse_duration
 
 __all__ = ["HpcorchSLURMCluster", "scheduler_demand"]
@@ -116,10 +118,6 @@ class HpcorchSLURMCluster(SLURMCluster):
         **_ignored: Any,
     ) -> Scaler:
         """Scale between ``minimum`` and ``maximum`` jobs with hpcorch's policy; see the module."""
-        from dask_jobqueue.slurm import SLURMJob
-
-        from hpcorch.provision.slurm_pool import _DaskPools
-        from hpcorch.slurm.cli import CliClient
 
         if self._hpcorch_scaler is not None:
             self._hpcorch_scaler.stop()

@@ -63,6 +63,7 @@ from hpcorch.provision.accounting import AllocationLife, accounts_payload
 from hpcorch.provision.horizon import tiers
 from hpcorch.slurm.client import SlurmClient
 from hpcorch.slurm.models import JobInfo
+from hpcorch.slurm.poller import Poller
 from hpcorch.units import format_duration, parse_duration
 
 __all__ = [
@@ -146,7 +147,6 @@ class PollerStates:
     """:class:`AllocationStates` over one :class:`~hpcorch.slurm.poller.Poller` per site."""
 
     def __init__(self, clients: Mapping[str, SlurmClient], interval_s: float) -> None:
-        from hpcorch.slurm.poller import Poller
 
         self._pollers = {site: Poller(c, interval_s=interval_s) for site, c in clients.items()}
         self._subs = {

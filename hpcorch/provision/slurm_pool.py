@@ -31,12 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.journal import Journal, task_states
 from hpcorch.placement.fit import partition_for
 from hpcorch.policies.scale import ScaleConfig, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
+from hpcorch.provision.accounting import journal_attempts
 from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
+from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler, ScalerSettings
 from hpcorch.sites.model import Partition, Site
+from hpcorch.sites.resolve import resolve_site
 from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
@@ -115,7 +119,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     skip: list[str] = []
     if plan.nodes > 1:
         # One worker on the first node; the tasks' srun steps use all the nodes.
-        from hpcorch.placement.placing import span_resource
+        from hpcorch.placement.placing import span_resource  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         resources += f",{span_resource(plan.nodes)}={node.cores}"
         directives += [f"--nodes={plan.nodes}", "--ntasks-per-node=1"]
@@ -158,9 +162,9 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
 
 def _job_class(site: Site) -> Any:
     """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a JWT)."""
-    from dask_jobqueue.slurm import SLURMJob
+    from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
-    from hpcorch.slurm.connect import slurm_conf_path
+    from hpcorch.slurm.connect import slurm_conf_path  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     conf = slurm_conf_path(site)
     prefix = ["env", "-u", "SLURM_JWT", *([f"SLURM_CONF={conf}"] if conf else [])]
@@ -174,14 +178,13 @@ def _job_class(site: Site) -> Any:
 
 
 def _regions_from_env(site: Site) -> list[Site]:
-    from hpcorch.sites.resolve import resolve_site
 
     names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
     return [resolve_site(n) for n in names if n != site.name]
 
 
 def _budget_from_env() -> Budget | None:
-    from hpcorch.provision.regions import parse_budget
+    from hpcorch.provision.regions import parse_budget  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     text = os.environ.get("HPCORCH_BUDGET", "").strip()
     return parse_budget(text) if text else None
@@ -297,7 +300,6 @@ class _JournalDemand:
         sites: Sequence[Site],
         config: ScaleConfig | None = None,
     ) -> None:
-        from hpcorch.provision.scaler import Load
 
         self.run_dir = run_dir
         self.config = config or ScaleConfig()
@@ -325,7 +327,6 @@ class _JournalDemand:
         self.estimates = {tid: load.estimate_s for tid, load in self.loads.items()}
 
     def __call__(self) -> list[Any]:
-        from hpcorch.journal import task_states
 
         states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
         phase: dict[str, str] = {}
@@ -410,12 +411,10 @@ class SlurmBackend:
         budget: Budget | None = None,
         settings: Any = None,
     ) -> None:
-        import dask.config
-        from dask_jobqueue.slurm import SLURMCluster
-        from distributed import Client
-        from distributed.security import Security
-
-        from hpcorch.provision.scaler import ScalerSettings
+        import dask.config  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from distributed import Client  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from distributed.security import Security  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         self.site = site
         self.sites = {site.name: site}
@@ -482,11 +481,8 @@ class SlurmBackend:
         )
 
     def _start_scaler(self, spec: WorkflowSpec) -> Any:
-        from hpcorch.journal import Journal
-        from hpcorch.provision.accounting import journal_attempts
-        from hpcorch.provision.regions import Router
-        from hpcorch.provision.scaler import PollerStates, Scaler
-        from hpcorch.slurm.connect import connect
+        from hpcorch.provision.regions import Router  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from hpcorch.slurm.connect import connect  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         self._journal = Journal.open(self.run_dir)
         shapes = [
@@ -534,7 +530,7 @@ class SlurmBackend:
 
     def _stranded(self, message: str) -> None:
         """The budget is spent and nothing runs: end the queued tasks, saying why."""
-        from distributed import Future
+        from distributed import Future  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         logger.error("%s", message)
         keys = self._pools.queued_keys()
@@ -549,7 +545,6 @@ class SlurmBackend:
 
     def use_monitor(self, monitor: Any) -> None:
         """Follow this site's allocations through the run's monitor (one poll for the run)."""
-        from hpcorch.provision.scaler import MonitorStates
 
         if self.scaler is None:
             return

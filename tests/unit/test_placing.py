@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hpcorch.engine import worker
 from hpcorch.engine.monitor import whoami
@@ -25,7 +26,11 @@ from hpcorch.placement.placing import (
     rank_nodes,
     span_resource,
 )
+from hpcorch.policies.scale import Submit
+from hpcorch.policies.state import Resources
+from hpcorch.provision.inside import Allocation, worker_argv
 from hpcorch.provision.pools import task_resources
+from hpcorch.provision.scaler import Load
 from hpcorch.provision.slurm_pool import _SpanRouter, job_options, plan_pools
 from hpcorch.sites import load_site
 from hpcorch.spec import TaskSpec, parse_workflow
@@ -96,9 +101,6 @@ class _Router:
 
 
 def test_span_router_sends_multi_node_loads_to_their_pool() -> None:
-    from hpcorch.policies.scale import Submit
-    from hpcorch.policies.state import Resources
-    from hpcorch.provision.scaler import Load
 
     router = _SpanRouter(_Router(), {("cpu", 2): "cpu-2nodes"})
     assert router.route(Load("a", Resources(nodes=1), None), 0) == "cpu"
@@ -125,7 +127,6 @@ def test_span_router_sends_multi_node_loads_to_their_pool() -> None:
 def test_impossible_requests_fail_before_submission(
     task: dict[str, Any], message: str, tmp_path: Path
 ) -> None:
-    import yaml
 
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(yaml.safe_dump({"name": "bad", "tasks": [task]}))
@@ -308,7 +309,6 @@ def test_journal_written_before_ranks_gains_the_column(tmp_path: Path) -> None:
 
 
 def test_workers_inside_a_users_allocation_take_tasks_spanning_its_nodes() -> None:
-    from hpcorch.provision.inside import Allocation, worker_argv
 
     allocation = Allocation("376", ("cpu1", "cpu2"), (8, 8), 8000 * 1024**2, 0, "cpu")
     argv = worker_argv(allocation, allocation.nodes, 8, "tls://10.0.0.1:8786")

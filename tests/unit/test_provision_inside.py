@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from distributed.security import Security
 
+from hpcorch.engine.session import cancel_allocations
 from hpcorch.errors import ResourceError
+from hpcorch.journal import Journal
 from hpcorch.loaders import load_workflow
 from hpcorch.provision import inside, pools
 from hpcorch.provision.inside import (
@@ -18,6 +21,8 @@ from hpcorch.provision.inside import (
     worker_argv,
 )
 from hpcorch.sites import load_site
+from hpcorch.slurm.models import JobInfo
+from hpcorch.slurm.states import JobState
 
 BATCH_ENV = {
     "SLURM_JOB_ID": "376",
@@ -114,7 +119,6 @@ def test_a_task_too_big_for_the_allocation_is_refused(tmp_path: Path) -> None:
 
 
 def test_worker_tls_files_are_private(tmp_path: Path) -> None:
-    from distributed.security import Security
 
     files = inside.worker_tls_files(Security.temporary(), tmp_path / "tls")
     assert set(files) == {"ca_file", "cert", "key"}
@@ -161,10 +165,6 @@ def test_site_allocation_defaults() -> None:
 def test_cancel_never_cancels_the_users_allocation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hpcorch.engine.session import cancel_allocations
-    from hpcorch.journal import Journal
-    from hpcorch.slurm.models import JobInfo
-    from hpcorch.slurm.states import JobState
 
     cancelled: list[str] = []
 
