@@ -140,9 +140,9 @@ def submit_driver(
     time_scale: float | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
-    from hpcorch.engine.rundir import new_run_id, runs_root  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-    from hpcorch.engine.session import validate_run  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+    from hpcorch.engine.rundir import new_run_id, runs_root  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.engine.session import validate_run  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # loads distributed: only when submitting
 
     spec = load_workflow(workflow, time_scale=time_scale)
     validate_run(spec, site.name)

@@ -33,6 +33,7 @@ from hpcorch.placement.fit import check_fits
 from hpcorch.provision.pools import Backend, needs_resources, open_backend
 from hpcorch.sites.model import Site
 from hpcorch.sites.resolve import resolve_site
+from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 
 __all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
@@ -519,7 +520,6 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
 def _cancel_on(site: Site, job_ids: list[str]) -> list[str]:
     """Cancel those of ``job_ids`` still queued or running on ``site``; return them."""
-    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     client = connect(site)
     try:

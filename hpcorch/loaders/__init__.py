@@ -32,7 +32,7 @@ def load_workflow(path: str | os.PathLike[str], time_scale: float | None = None)
         raise WorkflowError(f"{source}: no such workflow file")
     suffix = source.suffix.lower()
     if suffix in (".yaml", ".yml"):
-        from hpcorch.loaders.yamlfile import load_yaml  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from hpcorch.loaders.yamlfile import load_yaml  # noqa: PLC0415  # PyYAML only for YAML workflows
 
         spec = load_yaml(source)
     elif suffix == ".json":

@@ -19,7 +19,7 @@ __all__ = ["load_python"]
 
 
 def load_python(path: Path) -> WorkflowSpec:
-    import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415  # only when a Python workflow is loaded
 
     module_name = f"hpcorch_workflow_{path.stem}_{abs(hash(path.resolve())):x}"
     spec = importlib.util.spec_from_file_location(module_name, path)

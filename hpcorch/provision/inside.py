@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.placement.placing import span_resource
 from hpcorch.provision.horizon import resources_arg
 from hpcorch.sites.model import Site
+from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.parse import expand_hostlist
 from hpcorch.spec import WorkflowSpec
 
@@ -150,7 +152,6 @@ def worker_argv(
         resources += f",{tiers}"
     # A task spanning k nodes runs as an srun step over the allocation's first k
     # nodes (hpcorch.placement.placing); any worker may start it.
-    from hpcorch.placement.placing import span_resource  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     resources += "".join(f",{span_resource(k)}={cpus}" for k in range(2, len(allocation.nodes) + 1))
     argv = [
@@ -243,9 +244,9 @@ class AllocationBackend:
         *,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
     ) -> None:
-        import dask.config  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-        from distributed.security import Security  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.allocation = allocation
@@ -309,7 +310,6 @@ class AllocationBackend:
         )
 
     def _start_steps(self, address: str, tls: Mapping[str, str], log_dir: Path) -> None:
-        from hpcorch.slurm.connect import slurm_conf_path  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         env = {k: v for k, v in os.environ.items() if k != "SLURM_JWT"}
         conf = slurm_conf_path(self.site)
@@ -403,7 +403,7 @@ def _listen_host(site: Site) -> str:
     (temporary certificates) keeps others out.
     """
     if site.dask.interface:
-        from distributed.utils import get_ip_interface  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from distributed.utils import get_ip_interface  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         return str(get_ip_interface(site.dask.interface))  # type: ignore[no-untyped-call]
     return "0.0.0.0"

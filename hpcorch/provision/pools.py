@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hpcorch.errors import InfrastructureError
+from hpcorch.placement.placing import register_slots, span_resource
+from hpcorch.placement.rebalance import Rebalancer
 from hpcorch.provision.inside import AllocationBackend, current_allocation
+from hpcorch.provision.slurm_pool import SlurmBackend
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec, WorkflowSpec
 
@@ -51,8 +54,6 @@ def task_resources(task: TaskSpec) -> dict[str, float]:
     if task.gpus:
         res["gpus"] = float(task.gpus)
     if task.nodes > 1:  # only workers of allocations that span its nodes
-        from hpcorch.placement.placing import span_resource  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-
         res[span_resource(task.nodes)] = float(task.cpus)
     return res
 
@@ -61,7 +62,7 @@ class LocalBackend:
     """One LocalCluster worker process with a thread per core of this machine."""
 
     def __init__(self, site: Site) -> None:
-        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         node = site.partitions[0].node
@@ -106,8 +107,6 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     """Start the scheduler and worker pools the workflow needs on ``site``; their
     workers hand out their nodes' cores and GPUs (:mod:`hpcorch.placement.placing`)."""
     backend = _open_backend(site, spec, run_dir)
-    from hpcorch.placement.placing import register_slots  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-    from hpcorch.placement.rebalance import Rebalancer  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     try:
         register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
@@ -125,7 +124,6 @@ def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     allocation = current_allocation() if site.allocation.use_current else None
     if allocation is not None:  # inside a user's sbatch script: its nodes come first
         return AllocationBackend(site, spec, run_dir, allocation)
-    from hpcorch.provision.slurm_pool import SlurmBackend  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     backend: Backend = SlurmBackend(site, spec, run_dir)
     return backend

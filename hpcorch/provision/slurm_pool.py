@@ -33,14 +33,17 @@ from typing import Any
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.journal import Journal, task_states
 from hpcorch.placement.fit import partition_for
+from hpcorch.placement.placing import span_resource
 from hpcorch.policies.scale import ScaleConfig, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
 from hpcorch.provision.accounting import journal_attempts
 from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
+from hpcorch.provision.regions import Router, parse_budget
 from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler, ScalerSettings
 from hpcorch.sites.model import Partition, Site
 from hpcorch.sites.resolve import resolve_site
+from hpcorch.slurm.connect import connect, slurm_conf_path
 from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
@@ -119,7 +122,6 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     skip: list[str] = []
     if plan.nodes > 1:
         # One worker on the first node; the tasks' srun steps use all the nodes.
-        from hpcorch.placement.placing import span_resource  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         resources += f",{span_resource(plan.nodes)}={node.cores}"
         directives += [f"--nodes={plan.nodes}", "--ntasks-per-node=1"]
@@ -162,9 +164,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
 
 def _job_class(site: Site) -> Any:
     """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a JWT)."""
-    from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-
-    from hpcorch.slurm.connect import slurm_conf_path  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+    from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
     conf = slurm_conf_path(site)
     prefix = ["env", "-u", "SLURM_JWT", *([f"SLURM_CONF={conf}"] if conf else [])]
@@ -184,7 +184,6 @@ def _regions_from_env(site: Site) -> list[Site]:
 
 
 def _budget_from_env() -> Budget | None:
-    from hpcorch.provision.regions import parse_budget  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
     text = os.environ.get("HPCORCH_BUDGET", "").strip()
     return parse_budget(text) if text else None
@@ -411,10 +410,10 @@ class SlurmBackend:
         budget: Budget | None = None,
         settings: Any = None,
     ) -> None:
-        import dask.config  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-        from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-        from distributed import Client  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-        from distributed.security import Security  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.sites = {site.name: site}
@@ -481,8 +480,6 @@ class SlurmBackend:
         )
 
     def _start_scaler(self, spec: WorkflowSpec) -> Any:
-        from hpcorch.provision.regions import Router  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
-        from hpcorch.slurm.connect import connect  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
 
         self._journal = Journal.open(self.run_dir)
         shapes = [
@@ -530,7 +527,7 @@ class SlurmBackend:
 
     def _stranded(self, message: str) -> None:
         """The budget is spent and nothing runs: end the queued tasks, saying why."""
-        from distributed import Future  # noqa: PLC0415  # heavy (dask/rich/pydantic): kept off this module's import path
+        from distributed import Future  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         logger.error("%s", message)
         keys = self._pools.queued_keys()
