@@ -137,7 +137,7 @@ def test_open_backend_uses_the_current_allocation(
 
     for key, value in BATCH_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(inside, "AllocationBackend", FakeBackend)
+    monkeypatch.setattr(pools, "AllocationBackend", FakeBackend)
     site = load_site("dev")
     spec = _spec(tmp_path, "{cpus: 1}")
     assert isinstance(pools._open_backend(site, spec, tmp_path), FakeBackend)
@@ -151,7 +151,7 @@ def test_open_backend_uses_the_current_allocation(
     def no_slurm(*args: object, **kwargs: object) -> None:
         raise RuntimeError("SlurmBackend")
 
-    monkeypatch.setattr("hpcorch.provision.slurm_pool.SlurmBackend", no_slurm)
+    monkeypatch.setattr(pools, "SlurmBackend", no_slurm)
     with pytest.raises(RuntimeError, match="SlurmBackend"):
         pools._open_backend(off, spec, tmp_path)
 
@@ -178,7 +178,7 @@ def test_cancel_never_cancels_the_users_allocation(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: Client())
+    monkeypatch.setattr("hpcorch.engine.session.connect", lambda site: Client())
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     journal = Journal.create(
         tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
