@@ -44,7 +44,7 @@ from hpcorch.mpi import build_srun_step_argv, run_mpi_function
 from hpcorch.placement.placing import MpiStep, Placing, rank_nodes
 from hpcorch.placement.plugin import PLUGIN_NAME
 from hpcorch.placement.request import Slot
-from hpcorch.slurm.parse import expand_hostlist
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.spec import TaskRef
 
 __all__ = ["Payload", "TaskFailed", "current_slot", "drain", "execute", "load_result"]

@@ -1,9 +1,10 @@
 """hpcorch's modules import each other without cycles, and its packages in layers.
 
-The graph is built from the source (ast), with function-local and
-``TYPE_CHECKING`` imports counted too: a cycle hidden inside a function is a
-cycle all the same. ``ALLOWED`` is the package map: what each package (or
-top-level module) of hpcorch may import.
+The graph is built from the source (ast), with function-local imports
+counted too: a cycle hidden inside a function is a cycle all the same. Imports
+under ``if TYPE_CHECKING:`` are left out (annotations only, never run).
+``ALLOWED`` is the package map: what each package (or top-level module) of
+hpcorch may import.
 """
 
 from __future__ import annotations
@@ -69,7 +70,17 @@ def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
+            for stmt in block.body
+            for inner in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
