@@ -353,7 +353,7 @@ class RestClient:
 
 def _login_name() -> str:
     try:
-        import pwd
+        import pwd  # noqa: PLC0415  # optional dependency, guarded
 
         return pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):

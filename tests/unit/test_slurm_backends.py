@@ -303,7 +303,7 @@ def test_pyslurm_version_gate_names_both_versions() -> None:
 
 def test_pyslurm_missing_is_backend_unavailable() -> None:
     try:
-        import pyslurm  # noqa: F401
+        import pyslurm  # noqa: F401, PLC0415  # optional dependency
     except ImportError:
         with pytest.raises(BackendUnavailable, match=r"not installed.*22\.05"):
             load_pyslurm("22.05.8")
