@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from hpcorch.journal import status
 from hpcorch.spec import parse_workflow
 from tests.conftest import REPO, DevCluster, ensure_dev_cluster
 from tests.integration.scaling_helpers import burst, events, fast_scaling
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -91,14 +91,14 @@ def fill(cluster: DevCluster, partition: str = "cpu") -> list[str]:
             "--wrap=sleep 1800",
         )
         ids.append(done.stdout.strip().split(";")[0])
+
     # Only running jobs make the partition busy to the queue probe (sinfo's idle count).
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def running() -> bool:
         states = cluster.run("squeue", "-h", "-j", ",".join(ids), "-o", "%T").stdout.split()
-        if states.count("RUNNING") == len(ids):
-            return ids
-        time.sleep(0.5)
-    raise AssertionError(f"the filler jobs {ids} did not start within 60 s")
+        return states.count("RUNNING") == len(ids)
+
+    wait_for(running, 60, f"the filler jobs {ids} RUNNING")
+    return ids
 
 
 def run(spec: dict[str, Any], site: Path, run_dir: Path) -> dict[str, Any]:
