@@ -101,6 +101,18 @@ def fill(cluster: DevCluster, partition: str = "cpu") -> list[str]:
     return ids
 
 
+def release(cluster: DevCluster, ids: list[str], partition: str = "cpu") -> None:
+    """Cancel the filler jobs and wait until their nodes are idle again: the next test's
+    queue probe reads sinfo at once, and a node still completing a job looks busy."""
+    cluster.run("scancel", *ids, check=False)
+
+    def idle() -> bool:
+        states = cluster.run("sinfo", "-h", "-N", "-p", partition, "-o", "%t").stdout.split()
+        return bool(states) and all(state == "idle" for state in states)
+
+    wait_for(idle, 60, f"the {partition} nodes idle after cancelling {ids}")
+
+
 def run(spec: dict[str, Any], site: Path, run_dir: Path) -> dict[str, Any]:
     with start_run(parse_workflow(spec), site=str(site), run_dir=run_dir) as handle:
         summary = handle.wait(timeout=900)
@@ -119,7 +131,7 @@ def test_work_goes_to_the_idle_cluster_though_it_costs_more(
     try:
         data = run(burst(24, 2.0), here, tmp_path / "run")
     finally:
-        dev2.run("scancel", *busy, check=False)
+        release(dev2, busy)
     assert data["ok"]
     sites = {a["site"] for a in data["allocations"]}
     assert sites == {"dev"}, data["allocations"]
