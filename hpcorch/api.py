@@ -49,6 +49,7 @@ from hpcorch.errors import RunError, WorkflowError
 from hpcorch.options import RunOptions
 from hpcorch.policies.retry import RetryConfig
 from hpcorch.policies.state import Budget
+from hpcorch.sites.resolve import resolve_regions
 from hpcorch.spec import MpiSpec, Resources, TaskRef, TaskSpec, WorkflowSpec
 
 __all__ = ["RunResult", "TaskFuture", "Workflow"]
@@ -245,8 +246,6 @@ class Workflow:
     ) -> RunOptions:
         """The run's options: ``options`` (else those the environment sets) with each
         keyword given in place of its own; regions are checked to be Slurm sites."""
-        from hpcorch.engine.site import resolve_regions
-
         base = options if options is not None else run_options()
         built = base.build(
             site=site or self.site,
@@ -277,7 +276,7 @@ class Workflow:
         ``retry_config`` (:class:`hpcorch.policies.retry.RetryConfig`) tunes the
         retry policy, e.g. its backoff between attempts.
         """
-        from hpcorch.engine import start_run
+        from hpcorch.engine import start_run  # noqa: PLC0415  # the engine loads distributed: importing the API stays light
 
         built = self.options(
             site,

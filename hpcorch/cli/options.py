@@ -65,7 +65,7 @@ def build_run_options(
 ) -> RunOptions:
     """The environment's options with the flags given in place of theirs, all checked now
     (bad input fails before anything is submitted)."""
-    from hpcorch.engine.site import resolve_regions  # the engine loads Dask: not for --help
+    from hpcorch.sites.resolve import resolve_regions  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
         options = run_options().build(site=site, regions=regions, budget=budget, scaling=scaling)

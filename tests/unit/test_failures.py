@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+import hpcorch.failures as module
 from hpcorch.failures import (
     Evidence,
     FailureClass,
@@ -258,10 +261,6 @@ def test_rule_ids_are_stable(evidence: Evidence, rule: str, failure: str) -> Non
 
 
 def test_every_rule_of_the_table_is_pinned_once() -> None:
-    import re
-
-    import hpcorch.failures as module
-
     documented = re.findall(r"^(R\d+)\s", module.__doc__ or "", re.MULTILINE)
     assert len(documented) == len(set(documented))
     assert sorted(documented) == sorted(rule for _, rule, _ in PINNED_RULES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from hpcorch.errors import JournalError
-from hpcorch.journal import Journal, read_run, status, task_states
+from hpcorch.journal import (
+    ENDED_ALLOCATION_STATES,
+    Journal,
+    allocation_ended,
+    read_run,
+    status,
+    task_states,
+)
+from hpcorch.slurm.states import JobState
 
 
 def _journal(run_dir: Path) -> Journal:
@@ -223,9 +232,6 @@ def test_old_journal_is_migrated_to_site_keys(tmp_path: Path) -> None:
 
 
 def test_ended_allocation_states_are_slurms_terminal_ones_and_the_journals_own() -> None:
-    from hpcorch.journal import ENDED_ALLOCATION_STATES, allocation_ended
-    from hpcorch.slurm.states import JobState
-
     terminal = {s.value for s in JobState if s.terminal}
     assert terminal | {"CLOSED", "ENDED"} == ENDED_ALLOCATION_STATES
     assert allocation_ended("CANCELLED by 0") and allocation_ended("OUT_OF_MEMORY")
@@ -233,9 +239,6 @@ def test_ended_allocation_states_are_slurms_terminal_ones_and_the_journals_own()
 
 
 def test_only_the_journal_speaks_sql() -> None:
-    import re
-    from pathlib import Path
-
     package = Path(__file__).resolve().parents[2] / "hpcorch"
     sql = re.compile(r"^import sqlite3|\bSELECT\b.+\bFROM\b", re.MULTILINE)
     speakers = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from hpcorch.engine.recovery import Recovery
-from hpcorch.engine.site import resolve_site
 from hpcorch.failures import Diagnosis, FailureClass
 from hpcorch.policies.bundle import Policies
 from hpcorch.policies.ledger import RetryLedger
@@ -15,6 +14,7 @@ from hpcorch.policies.state import Attempt, PartitionLimits, Resources, SiteLimi
 from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.runs import simulate_workflow
 from hpcorch.sim.workload import synthetic
+from hpcorch.sites.resolve import resolve_site
 
 LIMITS = SiteLimits("s", (PartitionLimits("p", 4, 8, 8 * 2**30),))
 TASK = TaskInfo(id="t", resources=Resources(cpus=1, memory=2**30), retries=1)

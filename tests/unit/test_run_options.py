@@ -90,7 +90,7 @@ def test_the_python_api_takes_the_cli_options_and_they_reach_the_engine(
         seen.append((site, kw["options"]))
         raise _Reached
 
-    monkeypatch.setattr("hpcorch.engine.slurm.SlurmBackend", backend)
+    monkeypatch.setattr("hpcorch.provision.pools.SlurmBackend", backend)
     monkeypatch.setenv("HPCORCH_SCALE_INTERVAL", "7")  # the environment fills what is not given
     wf = hpcorch.Workflow("opts")
     wf.add(["true"], id="a")
