@@ -31,7 +31,7 @@ class WfTask(NamedTuple):
 def _int(value: Any, default: int) -> int:
     try:
         return max(default, int(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
