@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import sys
 
 import click
@@ -14,7 +16,7 @@ from hpcorch.cli.run import cancel, logs, resume, run, status
 from hpcorch.cli.simulate import simulate
 from hpcorch.cli.sites import sites
 from hpcorch.cli.submit import submit
-from hpcorch.errors import HpcorchError
+from hpcorch.errors import HpcorchError, InfrastructureError, JournalError
 
 
 class _Group(click.Group):
@@ -27,9 +29,60 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except HpcorchError as exc:
-            click.echo(f"hpcorch: error: {_one_line(exc)}", err=True)
-            ctx.exit(exc.exit_code)
+        except Exception as exc:
+            error = classify(exc)
+            if error is None:
+                raise  # a bug: its traceback is what a report needs
+            click.echo(f"hpcorch: error: {_one_line(error)}", err=True)
+            ctx.exit(error.exit_code)
+
+
+# ENOSPC / EDQUOT, and SQLite's own word for them
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (``raise ... from``, or raised while handling)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 20:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_FULL
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+            "disk is full" in str(exc)
+        )
+    return False
+
+
+def classify(exc: BaseException) -> HpcorchError | None:
+    """The error a command ends with for ``exc``, or None for a bug (left to its traceback).
+
+    The one place where errors are sorted into exit codes: a full disk or quota is an
+    infrastructure failure (exit 3, whatever reported it: nothing the user wrote is
+    wrong, and resume finishes the run), a damaged journal is bad input (exit 2), and
+    hpcorch's own errors keep their codes.
+    """
+    for cause in _chain(exc):
+        if _disk_full(cause):
+            return InfrastructureError(
+                f"no space left ({cause}); free space or quota, then 'hpcorch resume RUN' "
+                "finishes the run"
+            )
+    if isinstance(exc, HpcorchError):
+        return exc
+    if isinstance(exc, sqlite3.DatabaseError):
+        return JournalError(
+            f"the run's journal is damaged or not an hpcorch journal ({exc}); "
+            "pass a run directory that 'hpcorch run' wrote"
+        )
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -86,7 +139,10 @@ def main() -> None:
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except HpcorchError as exc:
-        click.echo(f"hpcorch: error: {_one_line(exc)}", err=True)
-        sys.exit(exc.exit_code)
+    except Exception as exc:
+        error = classify(exc)
+        if error is None:
+            raise
+        click.echo(f"hpcorch: error: {_one_line(error)}", err=True)
+        sys.exit(error.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,6 +6,7 @@ Exit codes: 0 every task succeeded; 1 tasks failed (summary printed);
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import sys
@@ -237,13 +238,18 @@ def logs(run_ref: str, task: str, attempt: int | None) -> None:
       hpcorch logs cpu-pipeline-20261125-192234-bb6a square-0 --attempt 1
     """
     from hpcorch.engine.rundir import find_run
-    from hpcorch.errors import JournalError
+    from hpcorch.errors import JournalError, SpecError
+    from hpcorch.ids import check_id
 
     log_dir = find_run(run_ref) / "logs"
+    try:
+        check_id(task, "task id")  # also keeps the name a plain file name, never a pattern
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     prefix = f"{task}."
     attempts = sorted(
         int(middle)
-        for p in log_dir.glob(f"{task}.*.out")
+        for p in log_dir.glob(f"{glob.escape(task)}.*.out")
         if (middle := p.name[len(prefix) : -len(".out")]).isdigit()
     )
     if not attempts:

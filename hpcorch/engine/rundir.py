@@ -8,10 +8,12 @@ import secrets
 import time
 from pathlib import Path
 
-from hpcorch.errors import JournalError
+from hpcorch.errors import JournalError, SpecError
+from hpcorch.ids import check_id
 from hpcorch.journal import JOURNAL_NAME
+from hpcorch.sites.model import Site
 
-__all__ = ["find_run", "new_run_id", "runs_root"]
+__all__ = ["find_run", "new_run_dir", "new_run_id", "runs_root"]
 
 
 def runs_root() -> Path:
@@ -22,6 +24,39 @@ def runs_root() -> Path:
 def new_run_id(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "run"
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def new_run_dir(
+    name: str, site: Site, run_id: str | None = None, run_dir: str | os.PathLike[str] | None = None
+) -> tuple[str, Path]:
+    """The id and directory of a new run, checked before anything is created.
+
+    A given run id must be a plain id (it names a directory under :func:`runs_root`
+    and Slurm jobs); a directory that already holds a journal belongs to another
+    run (``hpcorch resume`` finishes that one); on a Slurm site the directory's
+    path is written unquoted into worker job scripts (dask-jobqueue), so it must
+    be a plain path.
+    """
+    if run_id is not None:
+        try:
+            check_id(run_id, "run id")
+        except ValueError as exc:
+            raise SpecError(f"--run-id: {exc}") from None
+    run_id = run_id or new_run_id(name)
+    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    if (path / JOURNAL_NAME).exists():
+        raise SpecError(
+            f"{path} already holds a run; finish it with 'hpcorch resume {path}', or start "
+            "a new one with another --run-id or --run-dir"
+        )
+    if site.kind == "slurm":
+        from hpcorch.slurm.script import check_plain_path
+
+        try:
+            check_plain_path(str(path), "run directory")
+        except ValueError as exc:
+            raise SpecError(f"{exc}; choose one with --run-dir") from None
+    return run_id, path
 
 
 def find_run(ref: str | os.PathLike[str]) -> Path:

@@ -23,7 +23,7 @@ from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.pools import Backend, needs_resources, open_backend
 from hpcorch.engine.retry import RetryConfig
-from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_site
 from hpcorch.errors import JournalError, RunError, SpecError
@@ -213,8 +213,7 @@ def _open_run(
     """Validate, create the run's journal and start its engine; a failed start marks the
     run failed."""
     resolved = validate_run(spec, site)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     journal = Journal.create(
         path,
         run_id=run_id,
