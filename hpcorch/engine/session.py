@@ -42,7 +42,19 @@ def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
     """The site the run will use, after checking that every task fits one of its partitions."""
     resolved = resolve_site(site or spec.site or "local")
     check_fits(spec, resolved)
+    if resolved.kind == "local":
+        _check_cwds(spec)
     return resolved
+
+
+def _check_cwds(spec: WorkflowSpec) -> None:
+    """A task that depends on nothing runs in a directory that exists now (on this
+    machine, where a local run's tasks run): no task of the run can create it first."""
+    for task in spec.tasks:
+        if task.cwd is not None and not task.after and not Path(task.cwd).is_dir():
+            raise SpecError(
+                f"task {task.id!r}: cwd {task.cwd!r} is not a directory; create it, or fix cwd"
+            )
 
 
 class RunHandle:
