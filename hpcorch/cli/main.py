@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import sqlite3
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -20,11 +22,37 @@ from hpcorch.errors import HpcorchError, InfrastructureError, JournalError
 
 
 class _Group(click.Group):
-    """Errors of hpcorch end the command with their exit code and one line on stderr.
+    """Errors end the command with their exit code and one line on stderr: hpcorch's
+    own, those :func:`classify` sorts, and click's usage errors (exit 2).
 
     Here rather than only in :func:`main`, so that click's test runner sees the
-    same exit codes as the console script.
+    same exit codes and lines as the console script.
     """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            # standalone_mode=False hands back ctx.exit(code) as the return value.
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            click.echo(f"hpcorch: error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -85,7 +113,7 @@ def classify(exc: BaseException) -> HpcorchError | None:
     return None
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     """The message on one line (a site file's several errors, a backend's report)."""
     text = ""
     for part in (p.strip() for p in str(exc).splitlines()):
@@ -127,22 +155,5 @@ cli.add_command(completion)
 
 
 def main() -> None:
-    """Console-script entry point: map hpcorch errors to documented exit codes."""
-    try:
-        # standalone_mode=False hands back ctx.exit(code) as the return value.
-        code = cli.main(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except click.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:
-        error = classify(exc)
-        if error is None:
-            raise
-        click.echo(f"hpcorch: error: {_one_line(error)}", err=True)
-        sys.exit(error.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Console-script entry point: exit codes as documented in ``hpcorch --help``."""
+    cli.main(prog_name="hpcorch")

@@ -44,7 +44,11 @@ def new_run_dir(
             raise SpecError(f"--run-id: {exc}") from None
     run_id = run_id or new_run_id(name)
     path = Path(run_dir) if run_dir is not None else runs_root() / run_id
-    if (path / JOURNAL_NAME).exists():
+    try:
+        taken = (path / JOURNAL_NAME).exists()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL
+        raise SpecError(f"run directory {str(path)!r:.80} cannot be used: {exc}") from None
+    if taken:
         raise SpecError(
             f"{path} already holds a run; finish it with 'hpcorch resume {path}', or start "
             "a new one with another --run-id or --run-dir"
@@ -63,8 +67,11 @@ def find_run(ref: str | os.PathLike[str]) -> Path:
     """A run directory from a path or a run id under :func:`runs_root`."""
     path = Path(ref)
     for candidate in (path, runs_root() / path):
-        if (candidate / JOURNAL_NAME).is_file():
-            return candidate
+        try:
+            if (candidate / JOURNAL_NAME).is_file():
+                return candidate
+        except (OSError, ValueError):  # a name too long, a NUL: no such run
+            continue
     raise JournalError(
         f"no run {str(ref)!r}: pass a run directory or a run id under {runs_root()} "
         "(see the run id printed by 'hpcorch run')"
