@@ -24,13 +24,14 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcorch.cli.main import cli, main
+from hpcorch.cli.main import cli
 from hpcorch.engine.rundir import new_run_dir, runs_root
 from hpcorch.errors import HpcorchError, SpecError
 from hpcorch.journal import Journal
 from hpcorch.loaders import load_workflow
 from hpcorch.sites import load_site
 from hpcorch.spec import MAX_RETRIES, WorkflowSpec
+from tests.unit.cli_helpers import hpcorch_exit, no_runs_home
 
 CORPUS = Path(__file__).parent / "data" / "fuzz"
 CASES = sorted(p.name for p in CORPUS.iterdir())
@@ -42,23 +43,15 @@ FUZZ = settings(
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Runs go under tmp; starting a pool or creating a journal fails the test."""
-    monkeypatch.setenv("HPCORCH_HOME", str(tmp_path / "home"))
 
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("bad input started a run")
 
-    monkeypatch.setattr("hpcorch.engine.session.open_backend", started)
     monkeypatch.setattr("hpcorch.engine.session.Journal.create", started)
-    return tmp_path / "home"
+    return no_runs_home(tmp_path, monkeypatch)
 
 
-def _hpcorch(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["hpcorch", *argv])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+_hpcorch = hpcorch_exit
 
 
 def _one_error_line(err: str) -> None:
