@@ -137,7 +137,8 @@ def cli() -> None:
       0  success (every task succeeded)
       1  tasks failed (a summary says which; see 'hpcorch status RUN')
       2  bad input (workflow, site file, options, unknown run id); nothing submitted
-      3  infrastructure unavailable (Slurm, slurmrestd, Dask workers); try again later
+      3  infrastructure unavailable (Slurm, slurmrestd, Dask workers, a full disk);
+         try again later
     """
 
 

@@ -100,7 +100,11 @@ def _finish(summary: Any, as_json: bool = False) -> None:
     default=None,
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
-@click.option("--run-id", default=None, help="Run id (default: a new one from the name).")
+@click.option(
+    "--run-id",
+    default=None,
+    help="Run id: letters, digits and _ . : @ + - (default: a new one from the name).",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
 )
