@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
 from hpcorch.journal import JOURNAL_NAME, TASK_STATES
 from hpcorch.sites.model import Site
 
@@ -156,10 +160,7 @@ def render(
     gpus_total: int | None = None,
 ) -> Any:
     """The live view: a header with a bar, tasks by state, allocations, GPUs busy."""
-    from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
+    from rich.progress_bar import ProgressBar  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     counts = snap.counts
     done = _done(counts)
@@ -254,8 +255,7 @@ class Progress:
         self.run_dir = Path(run_dir)
         self._started = time.monotonic()
         if self.live:
-            from rich.console import Console
-            from rich.live import Live
+            from rich.live import Live  # noqa: PLC0415  # CLI fast path: --help does not load it
 
             console = Console(file=self.stream)
             # Lines written to stderr meanwhile (logging, warnings) go above the view.

@@ -93,7 +93,7 @@ def simulate(
       hpcorch simulate --trace openb_pod_list_default.csv
       hpcorch simulate --trace montage.json --nodes 16 --run-dir sim-run
     """
-    from hpcorch.sim.runs import simulate_trace
+    from hpcorch.sim.runs import simulate_trace  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
         mtbf_s = parse_duration(mtbf) if mtbf is not None else None

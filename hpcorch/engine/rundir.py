@@ -12,6 +12,7 @@ from hpcorch.errors import JournalError, SpecError
 from hpcorch.ids import check_id
 from hpcorch.journal import JOURNAL_NAME
 from hpcorch.sites.model import Site
+from hpcorch.slurm.script import check_plain_path
 
 __all__ = ["find_run", "new_run_dir", "new_run_id", "runs_root"]
 
@@ -54,8 +55,6 @@ def new_run_dir(
             "a new one with another --run-id or --run-dir"
         )
     if site.kind == "slurm":
-        from hpcorch.slurm.script import check_plain_path
-
         try:
             check_plain_path(str(path), "run directory")
         except ValueError as exc:

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import httpx
+from dask_jobqueue import SLURMCluster
+from distributed import Client
 
-from tests.conftest import DevCluster
+from tests.conftest import DevCluster, ensure_dev_cluster
 
 PYTHON = sys.executable
 
@@ -49,8 +51,6 @@ def test_sbatch_job_runs_and_output_comes_back(dev_cluster: DevCluster, tmp_path
 
 
 def test_dask_jobqueue_slurmcluster_two_workers(dev_cluster: DevCluster, tmp_path: Path) -> None:
-    from dask_jobqueue import SLURMCluster
-    from distributed import Client
 
     with (
         SLURMCluster(
@@ -197,7 +197,6 @@ def _processes_with_marker(root: str) -> list[int]:
 
 def test_up_then_down_leaves_nothing_running(dev_cluster: DevCluster) -> None:
     """A second, independent cluster comes up beside `dev`, runs a job, and goes away whole."""
-    from tests.conftest import ensure_dev_cluster
 
     other = ensure_dev_cluster("updown")
     try:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wfcommons import WorkflowGenerator
+from wfcommons.wfchef import recipes
 
 REPO = Path(__file__).resolve().parents[2]
 HPCORCH = Path(sys.executable).with_name("hpcorch")
@@ -37,8 +39,6 @@ def _status(run_dir: Path, cwd: Path) -> dict[str, Any]:
 
 def _wfcommons(recipe: str, tasks: int, path: Path) -> float:
     """Write a wfcommons instance; return a time scale that makes it a few seconds of work."""
-    from wfcommons import WorkflowGenerator
-    from wfcommons.wfchef import recipes
 
     cls = getattr(recipes, recipe)
     WorkflowGenerator(cls.from_num_tasks(tasks)).build_workflow().write_json(path)

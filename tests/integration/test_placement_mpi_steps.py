@@ -8,6 +8,7 @@ with the dev site's launcher, never as a new sbatch.
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import time
@@ -123,9 +124,8 @@ def test_ranks_are_placed_four_per_node(
 
 
 def _allreduce(comm: Any, base: int) -> dict[str, Any]:
-    import os
 
-    from mpi4py import MPI
+    from mpi4py import MPI  # noqa: PLC0415  # optional, only inside an MPI step
 
     nodes = comm.gather(os.environ.get("SLURMD_NODENAME"), root=0)
     total = comm.allreduce(base + comm.Get_rank(), op=MPI.SUM)

@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 from hpcorch.cli.progress import Failure, Progress, Snapshot, plain_line, read_snapshot, render
-from hpcorch.engine.site import local_site
 from hpcorch.journal import Journal
 from hpcorch.sites import load_site
+from hpcorch.sites.resolve import local_site
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run r1: \d+/\d+ done, \d+ failed, \d+ running")
 

@@ -15,8 +15,8 @@ from distributed.security import Security
 from pydantic import ValidationError
 
 from hpcorch.engine.rundir import new_run_dir
-from hpcorch.engine.slurm import _job_class, job_options, plan_pools
 from hpcorch.errors import SiteConfigError, SpecError
+from hpcorch.provision.slurm_pool import _job_class, job_options, plan_pools
 from hpcorch.sites import load_site
 from hpcorch.sites.loader import parse_site
 from hpcorch.sites.model import Prologue, Site

@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.placement.placing import span_resource
+from hpcorch.provision.horizon import resources_arg
 from hpcorch.sites.model import Site
-from hpcorch.slurm.parse import expand_hostlist
+from hpcorch.slurm.connect import slurm_conf_path
+from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.spec import WorkflowSpec
 
 __all__ = [
@@ -139,18 +142,16 @@ def worker_argv(
     the tasks' own ``srun`` steps share the worker's; each worker advertises
     its node's cores, memory and GPUs as Dask resources, as pool workers do.
     """
-    from hpcorch.engine.horizon import resources_arg
 
     resources = f"cpus={cpus},memory={allocation.memory},gpus={allocation.gpus}"
-    # Every walltime tier (hpcorch.engine.horizon): nothing can be added to a user's
+    # Every walltime tier (hpcorch.provision.horizon): nothing can be added to a user's
     # allocation in time, so a task starts even when its estimate exceeds the time
     # left, as it would in the user's own script; Slurm ends it with the allocation.
     tiers = resources_arg(_UNLIMITED_S)
     if tiers:
         resources += f",{tiers}"
     # A task spanning k nodes runs as an srun step over the allocation's first k
-    # nodes (hpcorch.engine.placing); any worker may start it.
-    from hpcorch.engine.placing import span_resource
+    # nodes (hpcorch.placement.placing); any worker may start it.
 
     resources += "".join(f",{span_resource(k)}={cpus}" for k in range(2, len(allocation.nodes) + 1))
     argv = [
@@ -160,7 +161,7 @@ def worker_argv(
         f"--nodes={len(nodes)}",
         f"--ntasks={len(nodes)}",
         "--ntasks-per-node=1",
-        f"--nodelist={','.join(nodes)}",
+        f"--nodelist={compress_hostlist(nodes)}",
         f"--cpus-per-task={cpus}",
         # One worker dying (its node failed) must not take the others down.
         "--kill-on-bad-exit=0",
@@ -243,9 +244,9 @@ class AllocationBackend:
         *,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
     ) -> None:
-        import dask.config
-        from distributed import Client, LocalCluster
-        from distributed.security import Security
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.allocation = allocation
@@ -266,7 +267,7 @@ class AllocationBackend:
         try:
             if site.allocation.add_allocations:
                 # The site's pools, scaled with demand, behind one scheduler our workers join.
-                from hpcorch.engine.slurm import SlurmBackend
+                from hpcorch.provision.slurm_pool import SlurmBackend  # noqa: PLC0415  # optional dependency, guarded
 
                 self._added = SlurmBackend(site, spec, run_dir)
                 self._client = self._added.client
@@ -309,7 +310,6 @@ class AllocationBackend:
         )
 
     def _start_steps(self, address: str, tls: Mapping[str, str], log_dir: Path) -> None:
-        from hpcorch.slurm.connect import slurm_conf_path
 
         env = {k: v for k, v in os.environ.items() if k != "SLURM_JWT"}
         conf = slurm_conf_path(self.site)
@@ -403,7 +403,7 @@ def _listen_host(site: Site) -> str:
     (temporary certificates) keeps others out.
     """
     if site.dask.interface:
-        from distributed.utils import get_ip_interface
+        from distributed.utils import get_ip_interface  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         return str(get_ip_interface(site.dask.interface))  # type: ignore[no-untyped-call]
     return "0.0.0.0"
