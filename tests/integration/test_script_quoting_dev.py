@@ -4,8 +4,6 @@ exports them as written and evaluates none (a marker file proves it)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-
-HPCORCH = Path(sys.executable).with_name("hpcorch")
+from tests.integration.test_engine_dev import _hpcorch
 
 pytestmark = pytest.mark.slurm
 
@@ -39,16 +36,8 @@ def test_prologue_values_reach_tasks_unevaluated(dev_cluster: Any, tmp_path: Pat
     task = {"id": "show", "command": ["python3", "-c", dump]}
     workflow.write_text(yaml.safe_dump({"tasks": [task]}))
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [str(HPCORCH), "run", str(workflow), "--site", str(site_file), "--run-dir", str(run_dir)],
-        cwd=tmp_path,
-        env=dev_cluster.cli_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
+    argv = ["run", str(workflow), "--site", str(site_file), "--run-dir", str(run_dir)]
+    _hpcorch(dev_cluster, *argv, cwd=tmp_path)
     assert not marker.exists(), "a prologue value was evaluated in the worker job"
     seen = json.loads((run_dir / "logs" / "show.1.out").read_text())
     assert seen == values
