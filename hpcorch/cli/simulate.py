@@ -38,7 +38,8 @@ _FIGURES = (
     "trace",
     required=True,
     help="SWF log (.swf[.gz]), Alibaba openb pod list, Philly csv, WfFormat .json or a "
-    "workflow .yaml; a bare name is looked up under ../shared/traces ($HPCORCH_TRACES_DIR).",
+    "workflow .yaml; a bare name is looked up in $HPCORCH_TRACES_DIR, the traces shipped "
+    "with hpcorch, then ../shared/traces.",
 )
 @click.option(
     "--nodes",
