@@ -24,7 +24,7 @@ from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.retry import RetryConfig
-from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.worker import load_result
 from hpcorch.errors import JournalError, RunError, SpecError
@@ -47,7 +47,19 @@ def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
     """The site the run will use, after checking that every task fits one of its partitions."""
     resolved = resolve_site(site or spec.site or "local")
     check_fits(spec, resolved)
+    if resolved.kind == "local":
+        _check_cwds(spec)
     return resolved
+
+
+def _check_cwds(spec: WorkflowSpec) -> None:
+    """A task that depends on nothing runs in a directory that exists now (on this
+    machine, where a local run's tasks run): no task of the run can create it first."""
+    for task in spec.tasks:
+        if task.cwd is not None and not task.after and not Path(task.cwd).is_dir():
+            raise SpecError(
+                f"task {task.id!r}: cwd {task.cwd!r} is not a directory; create it, or fix cwd"
+            )
 
 
 class RunHandle:
@@ -216,8 +228,7 @@ def _open_run(
     """Validate, create the run's journal and start its engine; a failed start marks the
     run failed."""
     resolved = validate_run(spec, site)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     journal = Journal.create(
         path,
         run_id=run_id,
