@@ -182,7 +182,7 @@ class Journal:
         self._thread.start()
         self.flush()
         if self._error is not None:
-            raise JournalError(f"{path}: cannot write the journal: {self._error}")
+            raise JournalError(f"{path}: cannot write the journal: {self._error}") from self._error
 
     # -- construction -------------------------------------------------------
 
@@ -218,7 +218,9 @@ class Journal:
 
     def _execute(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self._error is not None:
-            raise JournalError(f"{self.path}: journal writer failed: {self._error}")
+            raise JournalError(
+                f"{self.path}: journal writer failed: {self._error}"
+            ) from self._error
         self._queue.put((sql, rows))
 
     def add_tasks(self, rows: Iterable[tuple[str, str, str, int]]) -> None:

@@ -22,7 +22,7 @@ import dask.config
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
-from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.worker import load_result
 from hpcorch.errors import JournalError, RunError, SpecError
@@ -55,7 +55,19 @@ def validate_run(spec: WorkflowSpec, site: str | None, options: RunOptions | Non
     resolved = resolve_site(site or options.site or spec.site or "local")
     check_fits(spec, resolved)
     resolve_regions(options.regions)
+    if resolved.kind == "local":
+        _check_cwds(spec)
     return resolved
+
+
+def _check_cwds(spec: WorkflowSpec) -> None:
+    """A task that depends on nothing runs in a directory that exists now (on this
+    machine, where a local run's tasks run): no task of the run can create it first."""
+    for task in spec.tasks:
+        if task.cwd is not None and not task.after and not Path(task.cwd).is_dir():
+            raise SpecError(
+                f"task {task.id!r}: cwd {task.cwd!r} is not a directory; create it, or fix cwd"
+            )
 
 
 class RunHandle:
@@ -225,8 +237,7 @@ def _open_run(
     run failed."""
     options = options or RunOptions()
     resolved = validate_run(spec, site, options)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     journal = Journal.create(
         path,
         run_id=run_id,

@@ -216,12 +216,12 @@ class Budget:
     unit: str = "SU"
 
 
-_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{2,3})?\s*$")
+_BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{2,3})?\s*")
 
 
 def parse_budget(text: str) -> Budget:
     """``"12.5"`` or ``"12.5 SU"`` (service units) or ``"300 EUR"`` (a currency)."""
-    found = _BUDGET.match(text)
+    found = _BUDGET.fullmatch(text)
     if not found:
         raise ValueError(f"budget {text!r}: give an amount and a unit, e.g. '100 SU' or '50 EUR'")
     unit = (found.group(2) or "SU").upper()

@@ -43,6 +43,7 @@ from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler
 from hpcorch.sites.model import Partition, Site
 from hpcorch.sites.resolve import resolve_regions
 from hpcorch.slurm.connect import connect, slurm_conf_path
+from hpcorch.slurm.script import prologue_lines
 from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
@@ -129,9 +130,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         directives.append(f"--gres={plan.partition.gres}:{node.gpus}")
     if plan.partition.constraint:
         directives.append(f"--constraint={plan.partition.constraint}")
-    prologue = [f"module load {m}" for m in site.prologue.modules]
-    prologue += [f"export {k}={v}" for k, v in site.prologue.env.items()]
-    prologue += list(site.prologue.commands)
+    prologue = prologue_lines(site.prologue)
     # slurmrestd's token breaks srun inside the job; workers never need it.
     prologue.append("unset SLURM_JWT")
     # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
