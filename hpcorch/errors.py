@@ -8,7 +8,8 @@ they enter, so callers only ever catch this tree::
     ├── SpecError                 no         2   bad input: a workflow, a site config, a CLI value
     │   ├── WorkflowError         no         2   cycle, unknown dependency, unknown key
     │   ├── SiteConfigError       no         2   a site file that does not validate
-    │   └── ResourceError         no         2   a request no partition of the site can satisfy
+    │   ├── ResourceError         no         2   a request no partition of the site can satisfy
+    │   └── OptionError           no         2   a run option (flag, keyword, HPCORCH_* variable)
     ├── RunError                  no         1   a run that ended with failed tasks
     ├── JournalError              no         2   a run directory that is missing or unreadable
     └── InfrastructureError       yes        3   Slurm, Dask or the network is not available
@@ -28,6 +29,7 @@ __all__ = [
     "HpcorchError",
     "InfrastructureError",
     "JournalError",
+    "OptionError",
     "ResourceError",
     "RunError",
     "SiteConfigError",
@@ -61,6 +63,14 @@ class SiteConfigError(SpecError):
 
 class ResourceError(SpecError):
     """A resource request that no partition of the site can satisfy."""
+
+
+class OptionError(SpecError):
+    """A run option that does not validate; ``option`` names it (``budget``, ``regions``, ...)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class RunError(HpcorchError):

@@ -19,17 +19,25 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpcorch.errors import JournalError
+from hpcorch.slurm.states import JobState
 
 __all__ = [
+    "ENDED_ALLOCATION_STATES",
     "JOURNAL_NAME",
     "RUN_STATES",
     "TASK_STATES",
     "Journal",
+    "ProgressRows",
+    "allocation_ended",
+    "allocation_rows",
+    "progress_rows",
     "read_run",
+    "started_attempts",
     "status",
     "task_states",
 ]
@@ -39,6 +47,16 @@ logger = logging.getLogger(__name__)
 JOURNAL_NAME = "journal.sqlite"
 RUN_STATES = ("running", "succeeded", "failed", "cancelled")
 TASK_STATES = ("pending", "running", "succeeded", "failed", "upstream_failed", "cancelled")
+ENDED_ALLOCATION_STATES = frozenset({s.value for s in JobState if s.terminal} | {"CLOSED", "ENDED"})
+"""Allocation states after which it holds nothing: Slurm's terminal job states
+(:class:`~hpcorch.slurm.states.JobState`), and the journal's own ``CLOSED`` (the run ended
+it) and ``ENDED`` (gone from Slurm when the run looked)."""
+
+
+def allocation_ended(state: str | None) -> bool:
+    """Whether an ``allocations`` row's state (``"CANCELLED by 0"`` too) is an ended one."""
+    return bool(state) and str(state).split()[0] in ENDED_ALLOCATION_STATES
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -355,6 +373,74 @@ def task_states(run_dir: Path) -> dict[str, dict[str, Any]]:
     finally:
         conn.close()
     return {r["task_id"]: dict(r) for r in rows}
+
+
+def allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Every ``allocations`` row of the run, as dicts."""
+    conn = _read(run_dir)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM allocations")]
+    finally:
+        conn.close()
+
+
+def started_attempts(run_dir: Path) -> list[dict[str, Any]]:
+    """The attempts that started: ``task_id, start, end, worker, job_id, site, gpus, cores``."""
+    conn = _read(run_dir)
+    try:
+        rows = conn.execute(
+            "SELECT task_id, start, end, worker, job_id, site, gpus, cores FROM attempts "
+            "WHERE start IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [dict(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressRows:
+    """What a live progress view shows, read in one go."""
+
+    counts: dict[str, int]
+    """Tasks per state."""
+    open_allocations: list[tuple[str, str, str, int]]
+    """``(site, partition, state word, nodes)`` of each allocation not ended."""
+    running: list[str]
+    failures: list[tuple[str, int, str, str]]
+    """``(task_id, n, failure_class, message)`` of each failed attempt, oldest first."""
+
+
+def progress_rows(run_dir: Path) -> ProgressRows | None:
+    """The progress view's rows; ``None`` while the journal is not there or not readable yet
+    (a journal being created has no tables)."""
+    path = Path(run_dir) / JOURNAL_NAME
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        counts = dict(conn.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall())
+        allocations = [
+            (str(site or ""), str(partition or ""), str(state or "PENDING").split()[0], nodes)
+            for site, partition, state, nodes in conn.execute(
+                "SELECT site, partition, state, nodes FROM allocations WHERE end IS NULL"
+            )
+            if not allocation_ended(state)
+        ]
+        running = [r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE state = 'running'")]
+        failures = list(
+            conn.execute(
+                "SELECT task_id, n, failure_class, message FROM attempts "
+                "WHERE coalesce(failure_class, '') != '' ORDER BY end, task_id, n"
+            )
+        )
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return ProgressRows(counts, allocations, running, failures)
 
 
 def _split(value: str | None) -> list[int] | None:

@@ -16,9 +16,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcorch.environment import child_env
 from hpcorch.errors import SpecError
 from hpcorch.journal import JOURNAL_NAME
 from hpcorch.loaders import load_workflow
+from hpcorch.options import RunOptions
 from hpcorch.sites.model import Site
 from hpcorch.slurm.script import JobRequest
 
@@ -103,8 +105,11 @@ def driver_request(
     partition: str | None = None,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
+    options: RunOptions | None = None,
 ) -> JobRequest:
-    """The driver job: one core, little memory, requeueable, requeued before its walltime."""
+    """The driver job: one core, little memory, requeueable, requeued before its walltime.
+
+    ``options`` reach the driver (and its resumes) as ``HPCORCH_*`` variables."""
     default = next((p.name for p in site.partitions if p.default), None)
     return JobRequest(
         name=f"hpcorch-driver-{run_id}"[:100],
@@ -128,6 +133,7 @@ def driver_request(
         chdir=str(Path.cwd()),
         requeue=True,
         comment=f"hpcorch driver {run_id}",
+        env=child_env(options or RunOptions()),
     )
 
 
@@ -139,6 +145,7 @@ def submit_driver(
     walltime_s: float = 24 * 3600,
     partition: str | None = None,
     time_scale: float | None = None,
+    options: RunOptions | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
     from hpcorch.engine.rundir import new_run_dir  # noqa: PLC0415  # loads distributed: only when submitting
@@ -146,7 +153,7 @@ def submit_driver(
     from hpcorch.slurm.connect import connect  # noqa: PLC0415  # loads distributed: only when submitting
 
     spec = load_workflow(workflow, time_scale=time_scale)
-    validate_run(spec, site.name)
+    validate_run(spec, site.name, options)
     run_id, path = new_run_dir(spec.name, site, run_dir=run_dir)
     path = path.resolve()
     try:
@@ -158,6 +165,7 @@ def submit_driver(
             walltime_s=walltime_s,
             partition=partition,
             time_scale=time_scale,
+            options=options,
         )
     except ValueError as exc:  # a value no #SBATCH line can hold (the working directory)
         raise SpecError(f"cannot write the driver job: {_first_error(exc)}") from None

@@ -16,7 +16,6 @@ timer through its own read-only connection, so the view never slows the engine.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import sys
 import threading
 import time
@@ -29,13 +28,12 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from hpcorch.journal import JOURNAL_NAME, TASK_STATES
+from hpcorch.journal import TASK_STATES, progress_rows
 from hpcorch.sites.model import Site
 
 __all__ = ["Failure", "Progress", "Snapshot", "plain_line", "read_snapshot", "render"]
 
 _FINISHED = ("succeeded", "failed", "upstream_failed", "cancelled")
-_OPEN_ENDED = ("CLOSED", "ENDED", "CANCELLED", "COMPLETED", "FAILED", "TIMEOUT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,41 +59,19 @@ class Snapshot:
 
 def read_snapshot(run_dir: Path) -> Snapshot:
     """Read the view's figures from the journal; an empty snapshot while there is none yet."""
-    path = Path(run_dir) / JOURNAL_NAME
-    if not path.is_file():
+    rows = progress_rows(Path(run_dir))
+    if rows is None:
         return Snapshot()
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return Snapshot()
-    try:
-        counts = dict(conn.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall())
-        allocations: dict[tuple[str, str, str], tuple[int, int]] = {}
-        for site, partition, state, nodes in conn.execute(
-            "SELECT site, partition, state, nodes FROM allocations WHERE end IS NULL"
-        ):
-            word = str(state or "PENDING").split()[0]
-            if word in _OPEN_ENDED:
-                continue
-            key = (str(site or ""), str(partition or ""), word)
-            jobs, total = allocations.get(key, (0, 0))
-            allocations[key] = (jobs + 1, total + int(nodes or 0))
-        running = tuple(
-            r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE state = 'running'")
-        )
-        failures = tuple(
-            Failure(str(t), int(n), str(c), str(m or "").splitlines()[0] if m else "")
-            for t, n, c, m in conn.execute(
-                "SELECT task_id, n, failure_class, message FROM attempts "
-                "WHERE coalesce(failure_class, '') != '' ORDER BY end, task_id, n"
-            )
-        )
-    except sqlite3.Error:
-        # A journal being created has no tables yet; the next tick reads it.
-        return Snapshot()
-    finally:
-        conn.close()
-    return Snapshot(counts, allocations, running, failures)
+    allocations: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for site, partition, state, nodes in rows.open_allocations:
+        key = (site, partition, state)
+        jobs, total = allocations.get(key, (0, 0))
+        allocations[key] = (jobs + 1, total + int(nodes or 0))
+    failures = tuple(
+        Failure(str(t), int(n), str(c), str(m or "").splitlines()[0] if m else "")
+        for t, n, c, m in rows.failures
+    )
+    return Snapshot(rows.counts, allocations, tuple(rows.running), failures)
 
 
 def _running_now(counts: Mapping[str, int], running: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from hpcorch.cli.options import apply_regions_budget, regions_budget_options
+from hpcorch.cli.options import build_run_options, env_run_options, regions_budget_options
 from hpcorch.cli.progress import Progress
 from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
 from hpcorch.ids import check_id
@@ -121,6 +121,7 @@ def run(
     as_json: bool,
     regions: str | None,
     budget: str | None,
+    scaling: str | None,
     verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
@@ -137,7 +138,7 @@ def run(
     from hpcorch.loaders import load_workflow  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
-    apply_regions_budget(regions, budget)
+    options = build_run_options(site, regions, budget, scaling)
     spec = load_workflow(workflow, time_scale=time_scale)
     progress = _progress(spec, site)
 
@@ -155,6 +156,7 @@ def run(
             on_progress=progress,
             on_start=started,
             run_id=run_id,
+            options=options,
         )
     finally:
         progress.close()
@@ -206,12 +208,13 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     from hpcorch.sites.resolve import resolve_site  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
+    options = env_run_options()  # a requeued driver job's regions and budget
     run_dir = find_run(run_ref)
     row = read_run(run_dir)
     progress = Progress(site=resolve_site(str(row["site"])))
     progress.start(str(row["run_id"]), run_dir)
     try:
-        summary = resume_run(run_dir, load_workflow, on_progress=progress)
+        summary = resume_run(run_dir, load_workflow, on_progress=progress, options=options)
     finally:
         progress.close()
     _finish(summary, as_json)

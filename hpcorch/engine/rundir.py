@@ -8,6 +8,7 @@ import secrets
 import time
 from pathlib import Path
 
+from hpcorch.environment import runs_home
 from hpcorch.errors import JournalError, SpecError
 from hpcorch.ids import check_id
 from hpcorch.journal import JOURNAL_NAME
@@ -19,7 +20,7 @@ __all__ = ["find_run", "new_run_dir", "new_run_id", "runs_root"]
 
 def runs_root() -> Path:
     """``$HPCORCH_HOME/runs``, by default ``.hpcorch/runs`` in the current directory."""
-    return Path(os.environ.get("HPCORCH_HOME", ".hpcorch")) / "runs"
+    return runs_home() / "runs"
 
 
 def new_run_id(name: str) -> str:

@@ -377,6 +377,7 @@ class Engine:
                 reason=decision.reason,
                 delay_s=decision.delay_s,
                 failure_class=str(diagnosis.failure),
+                rule=diagnosis.rule,
             )
             if decision.resources != request:
                 self.override[task_id] = decision.resources

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -23,16 +22,22 @@ import dask.config
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
-from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.worker import load_result
 from hpcorch.errors import JournalError, RunError, SpecError
-from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.journal import (
+    Journal,
+    allocation_ended,
+    allocation_rows,
+    read_run,
+    task_states,
+)
+from hpcorch.options import RunOptions
 from hpcorch.placement.fit import check_fits
 from hpcorch.provision.pools import Backend, needs_resources, open_backend
 from hpcorch.sites.model import Site
-from hpcorch.sites.resolve import resolve_site
+from hpcorch.sites.resolve import resolve_regions, resolve_site
 from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 
@@ -43,10 +48,13 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[dict[str, int]], None]
 
 
-def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
-    """The site the run will use, after checking that every task fits one of its partitions."""
-    resolved = resolve_site(site or spec.site or "local")
+def validate_run(spec: WorkflowSpec, site: str | None, options: RunOptions | None = None) -> Site:
+    """The site the run will use, after checking that every task fits one of its partitions
+    and that the options' regions are Slurm sites."""
+    options = options or RunOptions()
+    resolved = resolve_site(site or options.site or spec.site or "local")
     check_fits(spec, resolved)
+    resolve_regions(options.regions)
     if resolved.kind == "local":
         _check_cwds(spec)
     return resolved
@@ -161,7 +169,7 @@ def _engine(
     attempts: dict[str, int],
     keep_results: bool,
     on_progress: Progress | None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions,
 ) -> tuple[Engine, Backend]:
     cache_dir = runs_root().parent / "cache"
     memo = memo_keys(spec.by_id(), dag.topological_order({t.id: t.after for t in spec.tasks}))
@@ -179,7 +187,7 @@ def _engine(
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
-        backend = open_backend(site, spec, run_dir)
+        backend = open_backend(site, spec, run_dir, options)
     allocations = backend.allocations()
     for alloc in allocations:
         journal.record_allocation(**alloc)
@@ -204,7 +212,7 @@ def _engine(
         keep_results=keep_results,
         mpi_launcher=site.mpi.launcher,
         site=site,
-        retry_config=retry_config,
+        retry_config=options.retry,
         on_progress=on_progress,
         monitor=monitor,
         on_submitted=getattr(backend, "kick", None),
@@ -221,13 +229,14 @@ def _open_run(
     time_scale: float | None,
     keep_results: bool,
     on_progress: Progress | None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions | None,
     run_id: str | None = None,
     on_start: Callable[[str, Path], None] | None = None,
 ) -> tuple[Engine, Backend, Journal]:
     """Validate, create the run's journal and start its engine; a failed start marks the
     run failed."""
-    resolved = validate_run(spec, site)
+    options = options or RunOptions()
+    resolved = validate_run(spec, site, options)
     run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     journal = Journal.create(
         path,
@@ -250,7 +259,7 @@ def _open_run(
             attempts={},
             keep_results=keep_results,
             on_progress=on_progress,
-            retry_config=retry_config,
+            options=options,
         )
     except BaseException:
         journal.set_run_state("failed")
@@ -268,9 +277,12 @@ def start_run(
     time_scale: float | None = None,
     keep_results: bool = True,
     on_progress: Progress | None = None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions | None = None,
 ) -> RunHandle:
-    """Validate, then start the run in the background and return its handle."""
+    """Validate, then start the run in the background and return its handle.
+
+    ``options`` (:class:`~hpcorch.options.RunOptions`): regions, budget, scaling and
+    retry settings; ``site`` wins over ``options.site``."""
     engine, backend, journal = _open_run(
         spec,
         site=site,
@@ -279,7 +291,7 @@ def start_run(
         time_scale=time_scale,
         keep_results=keep_results,
         on_progress=on_progress,
-        retry_config=retry_config,
+        options=options,
     )
     return RunHandle(engine, backend, journal)._start()
 
@@ -327,6 +339,7 @@ def run_workflow(
     on_progress: Progress | None = None,
     on_start: Callable[[str, Path], None] | None = None,
     run_id: str | None = None,
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Run ``spec`` to the end in this thread and return the summary."""
     engine, backend, journal = _open_run(
@@ -339,6 +352,7 @@ def run_workflow(
         on_progress=on_progress,
         run_id=run_id,
         on_start=on_start,
+        options=options,
     )
     return _run_in_foreground(engine, backend, journal)
 
@@ -348,13 +362,17 @@ def resume_run(
     load: Callable[[str, float | None], WorkflowSpec],
     *,
     on_progress: Progress | None = None,
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Finish a run whose driver died: tasks the journal records as succeeded do not run again.
+
+    The journal keeps the run's site; ``options`` give the rest (regions, budget, ...).
 
     ``load`` rebuilds the spec from the run's source file and time scale
     (:func:`hpcorch.loaders.load_workflow`); it is passed in so the engine does
     not import the loaders, which import the Python API.
     """
+    options = options or RunOptions()
     run_dir = find_run(run)
     row = read_run(run_dir)
     if not row["source"]:
@@ -363,7 +381,7 @@ def resume_run(
             "rebuild the workflow and run it again"
         )
     spec = load(row["source"], row["time_scale"])
-    resolved = validate_run(spec, row["site"])
+    resolved = validate_run(spec, row["site"], options)
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
     if unknown:
@@ -390,6 +408,7 @@ def resume_run(
             attempts=attempts,
             keep_results=False,
             on_progress=on_progress,
+            options=options,
         )
     except BaseException:
         journal.close()
@@ -446,33 +465,6 @@ def _sweep(run_dir: Path, site_name: str) -> None:
         cancel_allocations(run_dir, site, journal, why="cancel")
 
 
-_ENDED = frozenset(
-    {
-        "CLOSED",
-        "ENDED",
-        "CANCELLED",
-        "COMPLETED",
-        "FAILED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-        "REVOKED",
-    }
-)
-
-
-def _allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM allocations")]
-    finally:
-        conn.close()
-
-
 def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str) -> list[str]:
     """Cancel the run's Slurm jobs that the journal does not record as ended; return their ids.
 
@@ -488,10 +480,10 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
     # hpcorch.provision.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     by_site: dict[str, list[dict[str, Any]]] = {}
-    for alloc in _allocation_rows(run_dir):
+    for alloc in allocation_rows(run_dir):
         if (
             str(alloc["job_id"]).isdigit()
-            and str(alloc["state"]).split()[0] not in _ENDED
+            and not allocation_ended(alloc["state"])
             and str(alloc["job_id"]) != own
             and alloc.get("pool") != "current"
         ):

@@ -13,7 +13,8 @@ Nothing is submitted to Slurm. The site's ``allocation:`` section decides:
 on a login node); ``add_allocations: true`` also lets the scaler submit the
 site's usual allocations, whose workers join the same scheduler. hpcorch's own
 jobs (the ``hpcorch submit`` driver, pool workers, named ``hpcorch-*``) are
-never treated as a user's allocation; ``HPCORCH_USE_ALLOCATION=0`` opts out.
+never treated as a user's allocation; ``RunOptions.use_allocation`` (``HPCORCH_USE_ALLOCATION=0``)
+opts out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.options import RunOptions
 from hpcorch.placement.placing import span_resource
 from hpcorch.provision.horizon import resources_arg
 from hpcorch.sites.model import Site
@@ -95,10 +97,10 @@ def _gpus_per_node(env: Mapping[str, str]) -> int:
 
 
 def current_allocation(env: Mapping[str, str] | None = None) -> Allocation | None:
-    """The user's allocation this process runs in, or ``None`` (not in a job, or opted out)."""
+    """The user's allocation this process runs in (its Slurm job's variables), or ``None``."""
     environ = os.environ if env is None else env
     job_id = environ.get("SLURM_JOB_ID")
-    if not job_id or environ.get("HPCORCH_USE_ALLOCATION", "1") in ("0", "false", "no"):
+    if not job_id:
         return None
     if environ.get("SLURM_JOB_NAME", "").startswith("hpcorch-"):
         return None  # the driver job of `hpcorch submit`, or a pool worker's job
@@ -242,6 +244,7 @@ class AllocationBackend:
         run_dir: Path,
         allocation: Allocation,
         *,
+        options: RunOptions | None = None,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
     ) -> None:
         import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
@@ -269,7 +272,7 @@ class AllocationBackend:
                 # The site's pools, scaled with demand, behind one scheduler our workers join.
                 from hpcorch.provision.slurm_pool import SlurmBackend  # noqa: PLC0415  # optional dependency, guarded
 
-                self._added = SlurmBackend(site, spec, run_dir)
+                self._added = SlurmBackend(site, spec, run_dir, options=options)
                 self._client = self._added.client
                 security = self._added.security
                 address = self._client.scheduler.address

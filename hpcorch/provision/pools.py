@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hpcorch.errors import InfrastructureError
+from hpcorch.options import RunOptions
 from hpcorch.placement.placing import register_slots, span_resource
 from hpcorch.placement.rebalance import Rebalancer
 from hpcorch.provision.inside import AllocationBackend, current_allocation
@@ -103,11 +104,12 @@ class LocalBackend:
             self._cluster.close()
 
 
-def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
+def open_backend(
+    site: Site, spec: WorkflowSpec, run_dir: Path, options: RunOptions | None = None
+) -> Backend:
     """Start the scheduler and worker pools the workflow needs on ``site``; their
     workers hand out their nodes' cores and GPUs (:mod:`hpcorch.placement.placing`)."""
-    backend = _open_backend(site, spec, run_dir)
-
+    backend = _open_backend(site, spec, run_dir, options or RunOptions())
     try:
         register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
         backend.client.register_plugin(Rebalancer())
@@ -117,13 +119,17 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     return backend
 
 
-def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
+def _open_backend(
+    site: Site, spec: WorkflowSpec, run_dir: Path, options: RunOptions | None = None
+) -> Backend:
+    options = options or RunOptions()
     if site.kind == "local":
         return LocalBackend(site)
 
-    allocation = current_allocation() if site.allocation.use_current else None
+    use = site.allocation.use_current and options.use_allocation
+    allocation = current_allocation() if use else None
     if allocation is not None:  # inside a user's sbatch script: its nodes come first
-        return AllocationBackend(site, spec, run_dir, allocation)
+        return AllocationBackend(site, spec, run_dir, allocation, options=options)
 
-    backend: Backend = SlurmBackend(site, spec, run_dir)
+    backend: Backend = SlurmBackend(site, spec, run_dir, options=options)
     return backend

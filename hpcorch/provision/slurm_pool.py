@@ -10,11 +10,10 @@ back down to zero when idle, adding and removing entries of the cluster's
 worker spec, each job with the walltime the policy chose. One run mixes CPU
 and GPU shapes, and sites, on one scheduler; results flow worker to worker.
 
-Several sites ("regions"): ``regions`` (or ``HPCORCH_REGIONS``, a
-comma-separated list of site names or files) adds sites whose pools the
-:class:`~hpcorch.provision.regions.Router` may choose; ``budget`` (or
-``HPCORCH_BUDGET``, e.g. ``"20 SU"``) caps what the run may spend. Each
-site's jobs are submitted with that site's ``SLURM_CONF``.
+Several sites ("regions"): the run options' ``regions`` (site names or files)
+add sites whose pools the :class:`~hpcorch.provision.regions.Router` may choose;
+their ``budget`` (e.g. ``"20 SU"``) caps what the run may spend. Each site's
+jobs are submitted with that site's ``SLURM_CONF``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,6 +30,7 @@ from typing import Any
 
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.journal import Journal, task_states
+from hpcorch.options import RunOptions
 from hpcorch.placement.fit import partition_for
 from hpcorch.placement.placing import span_resource
 from hpcorch.policies.scale import ScaleConfig, about_ready
@@ -39,10 +38,10 @@ from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, s
 from hpcorch.policies.walltime import walltime_for_tasks
 from hpcorch.provision.accounting import journal_attempts
 from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
-from hpcorch.provision.regions import Router, parse_budget
-from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler, ScalerSettings
+from hpcorch.provision.regions import Router
+from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler
 from hpcorch.sites.model import Partition, Site
-from hpcorch.sites.resolve import resolve_site
+from hpcorch.sites.resolve import resolve_regions
 from hpcorch.slurm.connect import connect, slurm_conf_path
 from hpcorch.slurm.script import prologue_lines
 from hpcorch.spec import WorkflowSpec
@@ -174,18 +173,6 @@ def _job_class(site: Site) -> Any:
 
     SiteJob.__name__ = SiteJob.__qualname__ = f"SLURMJob[{site.name}]"
     return SiteJob
-
-
-def _regions_from_env(site: Site) -> list[Site]:
-
-    names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
-    return [resolve_site(n) for n in names if n != site.name]
-
-
-def _budget_from_env() -> Budget | None:
-
-    text = os.environ.get("HPCORCH_BUDGET", "").strip()
-    return parse_budget(text) if text else None
 
 
 class _DaskPools:
@@ -406,20 +393,21 @@ class SlurmBackend:
         plans: Sequence[PoolPlan] | None = None,
         security: Any = None,
         regions: Sequence[Site] | None = None,
-        budget: Budget | None = None,
-        settings: Any = None,
+        options: RunOptions | None = None,
     ) -> None:
         import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed import Client  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
+        options = options or RunOptions()
         self.site = site
         self.sites = {site.name: site}
-        for extra in regions if regions is not None else _regions_from_env(site):
-            self.sites[extra.name] = extra
-        self.budget = budget if budget is not None else _budget_from_env()
-        self.settings = settings or ScalerSettings.from_env()
+        for extra in regions if regions is not None else resolve_regions(options.regions):
+            if extra.name != site.name:
+                self.sites[extra.name] = extra
+        self.budget: Budget | None = options.budget
+        self.settings = options.scaler
         if plans is not None:
             self.plans = list(plans)
         else:

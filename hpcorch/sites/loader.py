@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from hpcorch.environment import config_home, site_path
 from hpcorch.errors import SiteConfigError
 from hpcorch.sites.model import Site
 from hpcorch.yamltext import load_yaml_text
@@ -86,9 +87,8 @@ def shipped_dir() -> Path | None:
 
 def site_dirs() -> list[Path]:
     """Directories searched for named sites, in order."""
-    dirs = [Path(p) for p in os.environ.get("HPCORCH_SITE_PATH", "").split(os.pathsep) if p]
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    dirs.append(config_home / "hpcorch" / "sites")
+    dirs = site_path()
+    dirs.append(config_home() / "hpcorch" / "sites")
     shipped = shipped_dir()
     if shipped is not None:
         dirs.append(shipped)

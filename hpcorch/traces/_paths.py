@@ -14,16 +14,18 @@ import os
 from pathlib import Path
 from typing import IO
 
+from hpcorch.environment import TRACES_DIR, traces_dir_override
+
 __all__ = ["open_text", "resolve_trace", "search_dirs", "shipped_traces_dir", "traces_dir"]
 
-ENV_VAR = "HPCORCH_TRACES_DIR"
+ENV_VAR = TRACES_DIR
 
 
 def traces_dir() -> Path:
     """``$HPCORCH_TRACES_DIR``, else ``../shared/traces`` beside the repository."""
-    override = os.environ.get(ENV_VAR)
-    if override:
-        return Path(override)
+    override = traces_dir_override()
+    if override is not None:
+        return override
     # hpcorch/traces/_paths.py -> repository root is two levels above the package.
     return Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 
@@ -35,7 +37,7 @@ def shipped_traces_dir() -> Path:
 
 def search_dirs() -> tuple[Path, ...]:
     """Folders searched for a bare trace name, in order."""
-    if os.environ.get(ENV_VAR):
+    if traces_dir_override() is not None:
         # An explicit folder wins over the shipped copies and replaces ../shared/traces.
         return (traces_dir(), shipped_traces_dir())
     return (shipped_traces_dir(), traces_dir())

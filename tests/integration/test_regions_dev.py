@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from hpcorch.engine.session import start_run
+from hpcorch.environment import run_options
 from hpcorch.journal import status
 from hpcorch.spec import parse_workflow
 from tests.conftest import REPO, DevCluster, ensure_dev_cluster
@@ -114,7 +115,9 @@ def release(cluster: DevCluster, ids: list[str], partition: str = "cpu") -> None
 
 
 def run(spec: dict[str, Any], site: Path, run_dir: Path) -> dict[str, Any]:
-    with start_run(parse_workflow(spec), site=str(site), run_dir=run_dir) as handle:
+    # the options the environment sets (the fixtures' regions, budget and fast scaling)
+    wf, options = parse_workflow(spec), run_options()
+    with start_run(wf, site=str(site), run_dir=run_dir, options=options) as handle:
         summary = handle.wait(timeout=900)
     # Closing the run releases its allocations and writes the final accounting.
     data = status(run_dir)

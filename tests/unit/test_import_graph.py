@@ -31,31 +31,38 @@ ALLOWED: dict[str, frozenset[str]] = {
     "topology": frozenset({"sites", "slurm"}),
     "failures": frozenset(),
     "policies": frozenset({"sites"}),
-    "traces": frozenset(),
-    "gpu": frozenset(),
+    # A run's options (a frozen type), and the one module that reads them from the environment.
+    "options": frozenset({"policies"}),
+    "environment": frozenset({"options", "policies"}),
+    "traces": frozenset({"environment"}),
+    "gpu": frozenset({"environment"}),
     "mpi_bind": frozenset(),
     "mpi": frozenset({"mpi_bind", "mpi_run"}),
     "mpi_run": frozenset({"mpi_bind"}),
-    "journal": frozenset({"policies"}),
-    "sites": frozenset({"slurm", "topology"}),
+    "journal": frozenset({"policies", "slurm"}),
+    "sites": frozenset({"slurm", "topology", "environment"}),
     "slurm": frozenset({"sites"}),
     "placement": frozenset({"sites", "slurm", "topology"}),
     "loaders": frozenset({"api", "traces"}),
-    "api": frozenset({"engine", "loaders", "journal", "sites"}),
+    "api": frozenset({"engine", "loaders", "journal", "sites", "options", "environment"})
+    | frozenset({"policies"}),
     # Where workers come from: never the run loop (engine) above it.
-    "provision": frozenset({"placement", "policies", "sites", "slurm", "journal"}),
+    "provision": frozenset({"placement", "policies", "sites", "slurm", "journal", "options"}),
     "engine": frozenset(
         {"provision", "placement", "policies", "sites", "slurm", "journal", "gpu", "mpi"}
+        | {"options", "environment"}
     ),
     "sim": frozenset(
         {"placement", "policies", "sites", "slurm", "traces", "loaders", "journal", "topology"}
     ),
     "report": frozenset({"journal", "sites", "loaders", "policies", "slurm", "provision"}),
-    "submit": frozenset({"sites", "slurm", "loaders", "journal", "engine"}),
+    "submit": frozenset(
+        {"sites", "slurm", "loaders", "journal", "engine", "options", "environment"}
+    ),
     "doctor": frozenset({"sites", "slurm", "gpu", "engine", "provision"}),
     "cli": frozenset(
         {"api", "engine", "provision", "journal", "loaders", "sites", "slurm", "sim", "report"}
-        | {"submit", "doctor", "traces", "policies", "placement"}
+        | {"submit", "doctor", "traces", "policies", "placement", "options", "environment"}
     ),
 }
 

@@ -94,3 +94,16 @@ def test_missing_trace_says_what_to_do() -> None:
     result = CliRunner().invoke(cli, ["simulate", "--trace", "no-such-trace.swf", "--json"])
     assert result.exit_code == 2
     assert "HPCORCH_TRACES_DIR" in result.stderr
+
+
+def test_scaling_policy_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    tasks = "".join(
+        f"  - id: t{i}\n    command: [sleep, '60']\n    resources: {{cpus: 4, walltime: 2m}}\n"
+        for i in range(16)
+    )
+    path.write_text(f"name: fan\ntasks:\n{tasks}")
+    figures = {s: _simulate("--trace", str(path), "--scaling", s) for s in ("demand", "simple")}
+    assert all(f["makespan_s"] for f in figures.values())
+    refused = CliRunner().invoke(cli, ["simulate", "--trace", str(path), "--scaling", "eager"])
+    assert refused.exit_code == 2
