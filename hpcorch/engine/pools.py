@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from hpcorch.engine.security import NO_HTTP, temporary_security
 from hpcorch.errors import InfrastructureError
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec, WorkflowSpec
@@ -57,9 +58,14 @@ def task_resources(task: TaskSpec) -> dict[str, float]:
 
 
 class LocalBackend:
-    """One LocalCluster worker process with a thread per core of this machine."""
+    """One LocalCluster worker process with a thread per core of this machine.
+
+    Other users of the machine reach loopback too: the scheduler and the worker
+    take only clients with this run's certificates (:mod:`hpcorch.engine.security`).
+    """
 
     def __init__(self, site: Site) -> None:
+        import dask.config
         from distributed import Client, LocalCluster
 
         self.site = site
@@ -67,22 +73,29 @@ class LocalBackend:
         resources = {"cpus": node.cores, "memory": node.memory, "gpus": node.gpus}
         self._cluster: Any
         self._client: Any
+        self.security = temporary_security()
         try:
-            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=1,
-                threads_per_worker=node.cores,
-                processes=True,
-                resources=resources,
-                # A free port on loopback: no clash with other runs, nothing exposed.
-                dashboard_address="127.0.0.1:0",
-                # Task errors reach the journal and the summary; worker logs
-                # only add noise unless hpcorch itself is logging verbosely.
-                silence_logs=logging.WARNING
-                if logger.isEnabledFor(logging.INFO)
-                else logging.CRITICAL,
-                host="127.0.0.1",
+            with dask.config.set(NO_HTTP):
+                self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=1,
+                    threads_per_worker=node.cores,
+                    processes=True,
+                    resources=resources,
+                    protocol="tls://",
+                    security=self.security,
+                    host="127.0.0.1",
+                    # Its HTTP server serves no route; keep it off the network too.
+                    dashboard_address="127.0.0.1:0",
+                    scheduler_kwargs={"dashboard": False},
+                    # Task errors reach the journal and the summary; worker logs
+                    # only add noise unless hpcorch itself is logging verbosely.
+                    silence_logs=logging.WARNING
+                    if logger.isEnabledFor(logging.INFO)
+                    else logging.CRITICAL,
+                )
+            self._client = Client(  # type: ignore[no-untyped-call]
+                self._cluster, security=self.security, set_as_default=False
             )
-            self._client = Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise InfrastructureError(f"cannot start a local Dask cluster: {exc}") from exc
         logger.info("local cluster at %s with %s", self._cluster.scheduler_address, resources)
