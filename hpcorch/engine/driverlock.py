@@ -28,26 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.errors import JournalError, RunLocked
+from hpcorch.guardian import start_ticks
 
-__all__ = ["LOCK_NAME", "DriverLock", "Holder", "holder_alive", "live_driver", "start_ticks"]
+__all__ = ["LOCK_NAME", "DriverLock", "Holder", "holder_alive", "live_driver"]
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "driver.lock"
-
-
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot; None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return int(fields[19])  # field 22 of proc(5), counted from field 3
-    except (IndexError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)

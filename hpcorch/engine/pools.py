@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hpcorch.engine.security import NO_HTTP, temporary_security
+from hpcorch.environ import site_secrets
 from hpcorch.errors import InfrastructureError
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec, WorkflowSpec
@@ -119,11 +120,15 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     workers hand out their nodes' cores and GPUs (:mod:`hpcorch.engine.placing`)."""
     backend = _open_backend(site, spec, run_dir)
     from hpcorch.engine.placing import register_slots
+    from hpcorch.engine.reaper import TaskReaper
     from hpcorch.engine.rebalance import Rebalancer
 
+    sites = [site, *getattr(backend, "sites", {}).values()]
     try:
-        register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
+        register_slots(backend.client, sites)
         backend.client.register_plugin(Rebalancer())
+        # every worker: no secret in its environment, no task process outliving it
+        backend.client.register_plugin(TaskReaper(site_secrets(*sites)))
     except BaseException:
         backend.close()
         raise

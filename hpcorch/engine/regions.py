@@ -36,13 +36,14 @@ from typing import Any
 
 from hpcorch.engine.accounting import AllocationLife
 from hpcorch.engine.scaler import Candidate, Journaling, Load
+from hpcorch.environ import child_env, site_secrets
 from hpcorch.errors import SlurmError
 from hpcorch.policies.cost import Usage, account, amount_in, budget_status, charge, committed
 from hpcorch.policies.region import RegionConfig, choose_site, update_wait
 from hpcorch.policies.scale import Submit
 from hpcorch.policies.state import Budget, ChargeRates, SiteQueue, charge_rates
 from hpcorch.sites.model import Partition, Site
-from hpcorch.slurm.cli import SECRET_ENV, run_command
+from hpcorch.slurm.cli import run_command
 from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.parse import parse_jobs_json, parse_nodes_json
 from hpcorch.slurm.states import JobState, NodeState
@@ -77,7 +78,7 @@ def parse_test_only(stderr: str, now: float) -> float | None:
 
 
 def _slurm_env(site: Site) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env = child_env(os.environ, site_secrets(site))
     conf = slurm_conf_path(site, env)
     if conf:
         env["SLURM_CONF"] = conf

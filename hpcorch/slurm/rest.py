@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from hpcorch.environ import child_env
 from hpcorch.errors import SlurmError, SubmissionRefused
 from hpcorch.sites.model import Prologue
 from hpcorch.slurm.cli import CliClient
@@ -45,14 +46,13 @@ logger = logging.getLogger(__name__)
 _MIB = 1024**2
 # Slurm answers these with a job id: informational, not failures.
 _INFO_CODES = {2042}  # ESLURM_JOB_HELD: "Job is in held state, pending scheduler release"
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|JWT|API_KEY|CREDENTIAL", re.IGNORECASE)
 _BEGIN = re.compile(r"now\+(\d+)(seconds|minutes|hours|days)?", re.IGNORECASE)
 _UNIT_S = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 
 
 def _job_environment(req: JobRequest, env: Mapping[str, str]) -> dict[str, str]:
     # sbatch exports the caller's environment; do the same, minus anything secret.
-    out = {k: v for k, v in env.items() if not _SECRET_NAME.search(k)}
+    out = child_env(env)
     out.update(req.env)
     return out
 
