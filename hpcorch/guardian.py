@@ -7,9 +7,10 @@ Its tasks' processes would then live on, re-parented to init. So each worker
 starts one guardian (``python -m hpcorch.guardian``, stdlib only) and tells it,
 over the guardian's stdin, what to end:
 
+    w PGID         the worker's own process group (what its function tasks start joins it)
     g PGID         a task's process group started (each task runs in its own session)
     u PGID         that group ended
-    s PID:START …  the worker's other descendants now (processes a function task started)
+    s PID:START …  the worker's descendants now (those that left its group included)
 
 When stdin reaches its end (the worker exited, however it exited), the guardian
 sends SIGTERM to every group and process it was told of, then SIGKILL to those
@@ -105,7 +106,7 @@ def main() -> None:
     others: set[tuple[int, int]] = set()
     for line in sys.stdin:
         op, *words = line.split()
-        if op == "g":
+        if op in ("g", "w"):
             groups.update(int(w) for w in words if w.isdigit())
         elif op == "u":
             groups.difference_update(int(w) for w in words if w.isdigit())

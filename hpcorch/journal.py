@@ -355,7 +355,7 @@ def _read(run_dir: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:
-        raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        raise JournalError(f"{path}: cannot open the journal: {_why(exc)}") from None
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -366,7 +366,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     try:
         row = conn.execute("SELECT * FROM runs").fetchone()
     except sqlite3.Error as exc:
-        raise JournalError(f"{run_dir}: unreadable journal: {exc}") from None
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
     finally:
         conn.close()
     if row is None:

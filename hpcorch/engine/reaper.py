@@ -149,6 +149,13 @@ class TaskReaper(WorkerPlugin):
             except OSError as exc:
                 logger.warning("cannot start the task guardian: %s", exc)
                 return
+            # A group of its own: what function tasks start stays in it, so the guardian
+            # can end it all at once, even what started a moment before the worker died.
+            try:
+                os.setpgid(0, 0)
+                _GUARD.send(f"w {os.getpgid(0)}")
+            except OSError as exc:
+                logger.debug("worker keeps its process group: %s", exc)
         thread = threading.Thread(target=self._snapshots, name="hpcorch-reaper", daemon=True)
         thread.start()
 
