@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcorch.environ import SECRET_ENV, site_secrets
 from hpcorch.journal import JOURNAL_NAME
 from hpcorch.sites.model import Site
 from hpcorch.slurm.script import JobRequest
@@ -48,8 +49,11 @@ def driver_script(
     walltime_s: float,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
+    secrets: tuple[str, ...] = SECRET_ENV,
 ) -> str:
-    """The body of the driver job (bash): start or resume, and requeue before the walltime."""
+    """The body of the driver job (bash): start or resume, and requeue before the walltime.
+
+    ``secrets``: the site's token variables; the submission leaves them out already."""
     exe = hpcorch or (sys.executable, "-m", "hpcorch")
     run_argv = [*exe, "run", str(workflow), "--site", site, "--run-dir", str(run_dir)]
     run_argv += ["--run-id", run_id]
@@ -63,7 +67,7 @@ def driver_script(
             # Append, so a requeued driver's log follows the first one's (Slurm would truncate).
             f"exec >>{shlex.quote(str(log))} 2>&1",
             "# Slurm 22.05's slurmd rejects JWT-authenticated srun; the driver gets its own token.",
-            "unset SLURM_JWT",
+            f"unset {shlex.join(secrets)}",
             "requeue() {",
             '  echo "hpcorch driver: walltime near, requeueing job $SLURM_JOB_ID" >&2',
             # USR1: the engine stops and leaves the run to `hpcorch resume`.
@@ -114,6 +118,7 @@ def driver_request(
             walltime_s=walltime_s,
             time_scale=time_scale,
             hpcorch=hpcorch,
+            secrets=site_secrets(site),
         ),
         partition=partition or default,
         account=site.account,

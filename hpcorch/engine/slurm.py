@@ -131,7 +131,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     prologue += list(site.prologue.commands)
     # slurmrestd's token (under whatever name the site gives it) breaks srun inside the
     # job, and no task may see it; the submission already leaves it out (_job_class).
-    prologue.append(f"unset {' '.join(site_secrets(site))}")
+    prologue.append(f"unset {shlex.join(site_secrets(site))}")
     # A worker's HTTP port is not covered by TLS: it serves nothing (engine.security).
     prologue += [f"export {k}={shlex.quote(v)}" for k, v in NO_HTTP_ENV.items()]
     # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
