@@ -46,6 +46,8 @@ class Holder:
     start: int | None
     since: float
     job_id: str | None = None
+    requeued: bool = False
+    """Let go by a driver job about to be requeued: the run is still that job's."""
 
     @classmethod
     def parse(cls, text: str) -> Holder | None:
@@ -57,6 +59,7 @@ class Holder:
                 start=None if data.get("start") is None else int(data["start"]),
                 since=float(data["since"]),
                 job_id=None if data.get("job_id") is None else str(data["job_id"]),
+                requeued=bool(data.get("requeued", False)),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -102,9 +105,12 @@ def _try_lock(fd: int) -> bool:
 class DriverLock:
     """The run directory's lock, held by this process until :meth:`release`."""
 
-    def __init__(self, run_dir: Path, fd: int) -> None:
+    def __init__(self, run_dir: Path, fd: int, previous: Holder | None = None) -> None:
         self.run_dir = run_dir
         self._fd: int | None = fd
+        self.previous = previous
+        """The driver before this one, when it handed the run over (:meth:`release`)."""
+        self._previous_text = b""
 
     @classmethod
     def acquire(cls, run_dir: Path) -> DriverLock:
@@ -124,6 +130,8 @@ class DriverLock:
                 f"run directory {run_dir} is in use by its driver ({who}); "
                 "wait for it, or stop it with 'hpcorch cancel'"
             )
+        previous = _read_holder(fd)
+        previous_text = os.pread(fd, 4096, 0) if previous and previous.requeued else b""
         me = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -140,15 +148,35 @@ class DriverLock:
             raise JournalError(
                 f"cannot write {run_dir / LOCK_NAME}: {exc.strerror}; is the disk full?"
             ) from None
-        return cls(run_dir, fd)
+        lock = cls(run_dir, fd, previous if previous and previous.requeued else None)
+        lock._previous_text = previous_text
+        return lock
 
-    def release(self) -> None:
+    def release(self, *, requeued: bool = False) -> None:
+        """Let go of the run; ``requeued``: this driver job comes back (Slurm requeued it),
+        so the record stays, marked, for the next driver to see (:attr:`previous`)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError, ValueError):
+            if requeued:
+                record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                record["requeued"] = True
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
+            else:
+                os.ftruncate(fd, 0)
+        os.close(fd)  # closing the last descriptor releases the flock
+
+    def give_back(self) -> None:
+        """Let go without having driven: the record of the driver before stays as it was."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-        os.close(fd)  # closing the last descriptor releases the flock
+            os.pwrite(fd, self._previous_text, 0)
+        os.close(fd)
 
     def __enter__(self) -> DriverLock:
         return self
@@ -167,7 +195,8 @@ def live_driver(run_dir: Path) -> tuple[Holder | None, DriverLock | None]:
         return None, None
     fd = _open(run_dir, write=False)  # flock needs no write access: a reader can cancel
     if _try_lock(fd):
-        return None, DriverLock(run_dir, fd)
+        previous = _read_holder(fd)
+        return None, DriverLock(run_dir, fd, previous if previous and previous.requeued else None)
     holder = _read_holder(fd)
     os.close(fd)
     if holder is None:

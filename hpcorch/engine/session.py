@@ -27,9 +27,10 @@ from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.site import check_fits, resolve_site
-from hpcorch.errors import JournalError, RunError, RunLocked, SpecError
+from hpcorch.errors import HpcorchError, JournalError, RunError, RunLocked, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
 from hpcorch.sites.model import Site
+from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 
 __all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
@@ -126,7 +127,12 @@ class RunHandle:
 
 
 def _shutdown(
-    backend: Backend, journal: Journal, lock: DriverLock, monitor: Monitor | None = None
+    backend: Backend,
+    journal: Journal,
+    lock: DriverLock,
+    monitor: Monitor | None = None,
+    *,
+    requeued: bool = False,
 ) -> None:
     """Stop watching, record the allocations' end, close the journal, stop the workers,
     then let go of the run (another driver may take it from here)."""
@@ -141,7 +147,7 @@ def _shutdown(
         try:
             backend.close()
         finally:
-            lock.release()
+            lock.release(requeued=requeued)
 
 
 def _engine(
@@ -320,7 +326,7 @@ def _run_in_foreground(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _shutdown(backend, journal, lock, engine.recovery.monitor)
+        _shutdown(backend, journal, lock, engine.recovery.monitor, requeued=suspended)
 
 
 def run_workflow(
@@ -356,11 +362,46 @@ def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = No
     run_dir = find_run(run)
     lock = DriverLock.acquire(run_dir)
     try:
+        _refuse_if_requeued(lock, str(read_run(run_dir)["site"]))
         engine, backend, journal = _resume(run_dir, on_progress)
     except BaseException:
         lock.release()
         raise
     return _run_in_foreground(engine, backend, journal, lock)
+
+
+def _requeued_job(lock: DriverLock, site_name: str) -> tuple[Site, str] | None:
+    """The driver job that let go of the run to be requeued, while Slurm may still start it
+    again (it would resume the run itself); None when there is none or it has ended."""
+    previous = lock.previous
+    if previous is None or not previous.job_id or previous.job_id == os.environ.get("SLURM_JOB_ID"):
+        return None
+    site = resolve_site(site_name)
+    if site.kind != "slurm":
+        return None
+    try:
+        client = connect(site)
+        try:
+            live = [j for j in client.jobs([previous.job_id]) if not j.terminal]
+        finally:
+            client.close()
+    except HpcorchError as exc:
+        lock.give_back()
+        raise RunLocked(
+            f"the run's driver job {previous.job_id} was requeued and Slurm cannot say whether "
+            f"it still waits ({exc}); try again, or 'scancel {previous.job_id}' first"
+        ) from None
+    return (site, previous.job_id) if live else None
+
+
+def _refuse_if_requeued(lock: DriverLock, site_name: str) -> None:
+    found = _requeued_job(lock, site_name)
+    if found is not None:
+        lock.give_back()
+        raise RunLocked(
+            f"the run belongs to its driver job {found[1]}, requeued and waiting to start "
+            f"again (it resumes the run itself); 'scancel {found[1]}' first to take it over"
+        )
 
 
 def _resume(run_dir: Path, on_progress: Progress | None) -> tuple[Engine, Backend, Journal]:
@@ -421,6 +462,9 @@ def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
     if holder is not None:
         return _stop_driver(run_dir, row, holder, wait_s)
     try:
+        requeued = _requeued_job(lock, str(row["site"])) if lock is not None else None
+        if requeued is not None:  # it would start again and resume the cancelled run
+            _cancel_on(requeued[0], [requeued[1]])
         with Journal.open(run_dir) as journal:
             states = task_states(run_dir)
             journal.set_states(
@@ -574,8 +618,6 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
 def _cancel_on(site: Site, job_ids: list[str]) -> list[str]:
     """Cancel those of ``job_ids`` still queued or running on ``site``; return them."""
-    from hpcorch.slurm.connect import connect
-
     client = connect(site)
     try:
         live = [j.job_id for j in client.jobs(job_ids) if not j.terminal]

@@ -44,14 +44,22 @@ def _hpcorch(
 
 
 def _start(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(HPCORCH), *argv],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """A background hpcorch whose output goes to a file (a pipe nobody reads would fill up
+    and block it); :func:`_output` reads it."""
+    log = cwd / f"hpcorch-{uuid.uuid4().hex[:8]}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(HPCORCH), *argv], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    _LOGS[proc.pid] = log
+    return proc
+
+
+_LOGS: dict[int, Path] = {}
+
+
+def _output(proc: subprocess.Popen[str]) -> str:
+    return _LOGS[proc.pid].read_text()
 
 
 def _wait_for(path: Path, timeout_s: float = 120) -> None:
@@ -144,7 +152,7 @@ def test_two_resumes_at_once_run_each_task_once(tmp_path: Path) -> None:
     time.sleep(1)
     (tmp_path / "open").touch()
     outcomes = sorted(p.wait(timeout=300) for p in resumes)
-    assert outcomes == [0, 2], [p.stderr.read() for p in resumes if p.stderr]
+    assert outcomes == [0, 2], [_output(p) for p in resumes]
     ran = _ran(tmp_path)
     assert sorted(ran) == sorted(f"t{i}" for i in range(20)), ran
 

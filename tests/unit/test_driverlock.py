@@ -188,3 +188,38 @@ time.sleep(60)
         assert driver.wait(timeout=30) == 0
     finally:
         driver.kill()
+
+
+def test_a_requeued_driver_job_keeps_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Between a driver job's requeue and its restart no process holds the lock: the record
+    says whose run it is, so a manual resume is refused and cancel also cancels that job."""
+    from hpcorch.engine import session
+    from hpcorch.slurm.fake import FakeSlurm
+    from hpcorch.slurm.script import JobRequest
+
+    fake = FakeSlurm(nodes={"cpu1": "cpu"})
+    job = fake.client().submit(JobRequest(command="true"))
+    monkeypatch.setattr(session, "connect", lambda site: fake.client())
+    run_dir = tmp_path / "run"
+    _running_run(run_dir, 0)
+    conn = sqlite3.connect(run_dir / "journal.sqlite")
+    conn.execute("UPDATE runs SET site = 'dev'")
+    conn.commit()
+    conn.close()
+    monkeypatch.setenv("SLURM_JOB_ID", job)
+    DriverLock.acquire(run_dir).release(requeued=True)  # what a SIGUSR1'd driver job does
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert _hpcorch(monkeypatch, "resume", str(run_dir)) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"driver job {job}, requeued" in err and "\n" not in err
+    # the requeued job itself takes its run back
+    monkeypatch.setenv("SLURM_JOB_ID", job)
+    lock = DriverLock.acquire(run_dir)
+    assert lock.previous is not None and lock.previous.job_id == job
+    session._refuse_if_requeued(lock, "dev")
+    lock.release(requeued=True)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert _hpcorch(monkeypatch, "cancel", str(run_dir)) == 0
+    assert fake.client().jobs([job])[0].terminal  # it will not come back to resume
