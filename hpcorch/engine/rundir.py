@@ -28,8 +28,14 @@ def find_run(ref: str | os.PathLike[str]) -> Path:
     """A run directory from a path or a run id under :func:`runs_root`."""
     path = Path(ref)
     for candidate in (path, runs_root() / path):
-        if (candidate / JOURNAL_NAME).is_file():
-            return candidate
+        try:
+            if (candidate / JOURNAL_NAME).is_file():
+                return candidate
+        except PermissionError:  # another user's run directory
+            raise JournalError(
+                f"cannot read the run directory {candidate}: permission denied; "
+                "run hpcorch as the user who owns the run directory"
+            ) from None
     raise JournalError(
         f"no run {str(ref)!r}: pass a run directory or a run id under {runs_root()} "
         "(see the run id printed by 'hpcorch run')"

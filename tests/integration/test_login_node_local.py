@@ -288,3 +288,28 @@ def test_cancel_of_a_100000_task_run_returns_within_30s(tmp_path: Path) -> None:
         assert took < 30, (shape, took)
         status = _hpcorch("status", str(run_dir), "--json", cwd=tmp_path)
         assert '"cancelled": 100000' in status.stdout
+
+
+def test_another_users_run_directory_is_refused_in_one_line(tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="hpcorch-foreign-", dir="/tmp"))
+    try:
+        run_dir = base / "run"
+        run_dir.mkdir(mode=0o700)
+        (run_dir / "journal.sqlite").touch()
+        base.chmod(0o755)
+        env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
+        for command in ("resume", "cancel", "status"):
+            done = subprocess.run(
+                [*NOBODY, str(HPCORCH), command, str(run_dir)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                cwd="/tmp",
+                check=False,
+            )
+            line = done.stderr.strip()
+            assert done.returncode == 2 and "\n" not in line, (command, line)
+            assert "permission denied; run hpcorch as the user who owns" in line, line
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
