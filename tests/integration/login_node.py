@@ -120,6 +120,37 @@ def probe_as_nobody(comm_addresses: list[str], http_ports: list[int]) -> dict[st
     return result
 
 
+def as_nobody(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``hpcorch ARGV`` run by ``nobody`` (another user of the node), from /tmp."""
+    hpcorch = Path(sys.executable).with_name("hpcorch")
+    return subprocess.run(
+        [*NOBODY, str(hpcorch), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"},
+        cwd="/tmp",
+        check=False,
+    )
+
+
+def tree_workflow(directory: Path, marker: str) -> Path:
+    """A command task with a child and a grandchild (it touches ``started`` first), and a
+    function task with a child whose environment holds ``MARK=marker``."""
+    workflow, started = directory / "tree.yaml", directory / "started"
+    workflow.write_text(
+        "name: tree\n"
+        "tasks:\n"
+        "  - id: cmd\n"
+        f"    command: [bash, -c, 'touch {started}; (sleep 301 &) ; sleep 302 & wait']\n"
+        "  - id: fn\n"
+        "    function: subprocess:call\n"
+        "    args: [[sleep, '303']]\n"
+        f"    kwargs: {{env: {{MARK: '{marker}'}}}}\n"
+    )
+    return workflow
+
+
 def listeners(client: Any) -> tuple[list[str], list[int]]:
     """Every comm address (scheduler, workers, nannies) and HTTP port of a run's cluster."""
     info = client.scheduler_info()

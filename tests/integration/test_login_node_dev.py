@@ -19,7 +19,13 @@ import yaml
 
 from hpcorch.engine import start_run
 from hpcorch.loaders import load_workflow
-from tests.integration.login_node import listeners, probe_as_nobody, processes_with, wait_gone
+from tests.integration.login_node import (
+    listeners,
+    probe_as_nobody,
+    processes_with,
+    tree_workflow,
+    wait_gone,
+)
 
 HPCORCH = Path(sys.executable).with_name("hpcorch")
 REPO = Path(__file__).resolve().parents[2]
@@ -110,17 +116,7 @@ def test_no_task_process_outlives_cancel_or_a_killed_driver_on_slurm(
 ) -> None:
     run_id = f"tree-{uuid.uuid4().hex[:8]}"
     marker = f"MARK-{run_id}"
-    started = tmp_path / "started"
-    workflow = tmp_path / "tree.yaml"
-    workflow.write_text(
-        "name: tree\ntasks:\n"
-        "  - id: cmd\n"
-        f"    command: [bash, -c, 'touch {started}; (sleep 301 &) ; sleep 302 & wait']\n"
-        "  - id: fn\n"
-        "    function: subprocess:call\n"
-        "    args: [[sleep, '303']]\n"
-        f"    kwargs: {{env: {{MARK: '{marker}'}}}}\n"
-    )
+    workflow = tree_workflow(tmp_path, marker)
     run_dir = tmp_path / "run"
     argv = [str(HPCORCH), "run", str(workflow), "--site", "dev", "--run-dir", str(run_dir)]
     driver = subprocess.Popen(

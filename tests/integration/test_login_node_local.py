@@ -19,10 +19,11 @@ import pytest
 from hpcorch.engine import start_run
 from hpcorch.loaders import load_workflow
 from tests.integration.login_node import (
-    NOBODY,
+    as_nobody,
     listeners,
     probe_as_nobody,
     processes_with,
+    tree_workflow,
     wait_gone,
 )
 
@@ -67,23 +68,6 @@ def _wait_for(path: Path, timeout_s: float = 120) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.2)
-
-
-def _tree_workflow(tmp_path: Path, marker: str) -> Path:
-    """A command task with a child and a grandchild, and a function task with a child."""
-    started = tmp_path / "started"
-    workflow = tmp_path / "tree.yaml"
-    workflow.write_text(
-        "name: tree\n"
-        "tasks:\n"
-        "  - id: cmd\n"
-        f"    command: [bash, -c, 'touch {started}; (sleep 301 &) ; sleep 302 & wait']\n"
-        "  - id: fn\n"
-        "    function: subprocess:call\n"
-        "    args: [[sleep, '303']]\n"
-        f"    kwargs: {{env: {{MARK: '{marker}'}}}}\n"
-    )
-    return workflow
 
 
 def test_another_user_reaches_no_listener_of_a_local_run(tmp_path: Path) -> None:
@@ -161,7 +145,7 @@ def test_two_resumes_at_once_run_each_task_once(tmp_path: Path) -> None:
 def test_no_task_process_outlives_cancel_or_a_killed_driver(tmp_path: Path, how: str) -> None:
     run_id = f"tree-{uuid.uuid4().hex[:8]}"
     marker = f"MARK-{run_id}"
-    workflow, run_dir = _tree_workflow(tmp_path, marker), tmp_path / "run"
+    workflow, run_dir = tree_workflow(tmp_path, marker), tmp_path / "run"
     driver = _start(
         "run",
         str(workflow),
@@ -243,18 +227,9 @@ def test_a_read_only_run_directory_fails_within_seconds(tmp_path: Path) -> None:
             check=True,
         )
         subprocess.run(["chmod", "-R", "a+rX,a-w", str(base)], check=True)
-        env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
         for command in ("resume", "cancel"):
             started = time.monotonic()
-            done = subprocess.run(
-                [*NOBODY, str(HPCORCH), command, str(run_dir)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-                cwd="/tmp",
-                check=False,
-            )
+            done = as_nobody(command, str(run_dir))
             took = time.monotonic() - started
             assert done.returncode == 2, (command, done.returncode, done.stderr)
             line = done.stderr.strip()
@@ -297,17 +272,8 @@ def test_another_users_run_directory_is_refused_in_one_line(tmp_path: Path) -> N
         run_dir.mkdir(mode=0o700)
         (run_dir / "journal.sqlite").touch()
         base.chmod(0o755)
-        env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
         for command in ("resume", "cancel", "status"):
-            done = subprocess.run(
-                [*NOBODY, str(HPCORCH), command, str(run_dir)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-                cwd="/tmp",
-                check=False,
-            )
+            done = as_nobody(command, str(run_dir))
             line = done.stderr.strip()
             assert done.returncode == 2 and "\n" not in line, (command, line)
             assert "permission denied; run hpcorch as the user who owns" in line, line

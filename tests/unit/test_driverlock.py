@@ -14,20 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.cli.main import main
 from hpcorch.engine.driverlock import LOCK_NAME, DriverLock, Holder, holder_alive, live_driver
 from hpcorch.errors import RunLocked
 from hpcorch.guardian import start_ticks
 from hpcorch.journal import Journal
-
-
-def _hpcorch(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["hpcorch", *argv])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.unit.test_cli_run import _hpcorch
 
 
 @pytest.fixture
@@ -48,6 +39,14 @@ def _running_run(run_dir: Path, driver_pid: int) -> None:
     conn.execute("UPDATE runs SET driver_pid = ?, state = 'running'", (driver_pid,))
     conn.commit()
     conn.close()
+
+
+def _record(lock: DriverLock, pid: int, start: int | None) -> None:
+    """Make the held lock's record name ``pid`` with ``start`` (what a holder wrote)."""
+    assert lock._fd is not None
+    os.ftruncate(lock._fd, 0)
+    record = {"host": os.uname()[1], "pid": pid, "start": start, "since": 0}
+    os.pwrite(lock._fd, json.dumps(record).encode(), 0)
 
 
 def test_a_second_driver_is_refused_and_told_who_holds_the_run(tmp_path: Path) -> None:
@@ -122,10 +121,7 @@ def test_cancel_refuses_a_locked_run_whose_recorded_pid_was_reused(
     _running_run(run_dir, stranger.pid)
     with DriverLock.acquire(run_dir) as lock:
         # the holder's record names the stranger, with another start time (a reused pid)
-        assert lock._fd is not None
-        os.ftruncate(lock._fd, 0)
-        record = {"host": os.uname()[1], "pid": stranger.pid, "start": 1, "since": 0}
-        os.pwrite(lock._fd, json.dumps(record).encode(), 0)
+        _record(lock, stranger.pid, 1)
         assert _hpcorch(monkeypatch, "cancel", str(run_dir)) == 2
     err = capsys.readouterr().err.strip()
     assert "nothing was signalled" in err and "\n" not in err and "Traceback" not in err
@@ -146,15 +142,7 @@ def test_cancel_of_another_users_driver_is_one_line(
 
     monkeypatch.setattr(signal, "pidfd_send_signal", refused)
     with DriverLock.acquire(run_dir) as lock:
-        assert lock._fd is not None
-        record = {
-            "host": os.uname()[1],
-            "pid": stranger.pid,
-            "start": start_ticks(stranger.pid),
-            "since": 0,
-        }
-        os.ftruncate(lock._fd, 0)
-        os.pwrite(lock._fd, json.dumps(record).encode(), 0)
+        _record(lock, stranger.pid, start_ticks(stranger.pid))
         assert _hpcorch(monkeypatch, "cancel", str(run_dir)) == 2
     err = capsys.readouterr().err.strip()
     assert "belongs to another user" in err and "\n" not in err and "Traceback" not in err
