@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from hpcorch.engine.reaper import TaskReaper
 from hpcorch.engine.security import NO_HTTP, temporary_security
 from hpcorch.environ import site_secrets
 from hpcorch.errors import InfrastructureError
@@ -120,7 +121,6 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     workers hand out their nodes' cores and GPUs (:mod:`hpcorch.engine.placing`)."""
     backend = _open_backend(site, spec, run_dir)
     from hpcorch.engine.placing import register_slots
-    from hpcorch.engine.reaper import TaskReaper
     from hpcorch.engine.rebalance import Rebalancer
 
     sites = [site, *getattr(backend, "sites", {}).values()]

@@ -8,6 +8,7 @@ JSON line: ``{address: what got through, or null}``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -19,6 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from distributed.comm import connect
+from distributed.security import Security
+
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 
 
@@ -29,11 +33,6 @@ def _host_port(address: str) -> tuple[str, int]:
 
 def _dask_comm(address: str) -> str | None:
     """A Dask client without this run's certificates: plain tcp://, then tls:// with none."""
-    import asyncio
-
-    from distributed.comm import connect
-    from distributed.security import Security
-
     host, port = _host_port(address)
 
     async def attempt(addr: str, **kw: Any) -> str | None:

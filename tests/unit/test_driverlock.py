@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from hpcorch.engine import session
 from hpcorch.engine.driverlock import LOCK_NAME, DriverLock, Holder, holder_alive, live_driver
 from hpcorch.errors import RunLocked
 from hpcorch.guardian import start_ticks
 from hpcorch.journal import Journal
+from hpcorch.slurm.fake import FakeSlurm
+from hpcorch.slurm.script import JobRequest
 from tests.unit.test_cli_run import _hpcorch
 
 
@@ -158,6 +161,7 @@ def test_cancel_signals_the_live_driver_that_holds_the_lock(
     code = f"""
 import signal, sqlite3, sys, time
 from pathlib import Path
+from hpcorch.engine import session
 from hpcorch.engine.driverlock import DriverLock
 lock = DriverLock.acquire(Path({str(run_dir)!r}))
 def stop(*_):
@@ -183,10 +187,6 @@ def test_a_requeued_driver_job_keeps_its_run(
 ) -> None:
     """Between a driver job's requeue and its restart no process holds the lock: the record
     says whose run it is, so a manual resume is refused and cancel also cancels that job."""
-    from hpcorch.engine import session
-    from hpcorch.slurm.fake import FakeSlurm
-    from hpcorch.slurm.script import JobRequest
-
     fake = FakeSlurm(nodes={"cpu1": "cpu"})
     job = fake.client().submit(JobRequest(command="true"))
     monkeypatch.setattr(session, "connect", lambda site: fake.client())

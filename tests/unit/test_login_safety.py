@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcorch.engine import watchdog
 from hpcorch.engine.slurm import _job_class, job_options, plan_pools
 from hpcorch.engine.worker import Payload, _task_env
 from hpcorch.environ import child_env, is_secret, secret_names, site_secrets
@@ -196,3 +197,18 @@ def test_end_groups_kills_what_ignores_sigterm() -> None:
     end_groups([proc.pid], grace_s=0.5)
     assert proc.wait(timeout=10) != 0
     assert time.monotonic() - started < 5
+
+
+def test_a_timed_out_command_leaves_no_process_even_one_that_left_its_tree() -> None:
+    """Past its walltime the whole group goes, with a grandchild re-parented to init."""
+    proc = subprocess.Popen(["bash", "-c", "(sleep 300 &) ; sleep 301"], start_new_session=True)
+    ended = watchdog.wait(proc, timeout=1.0)
+    assert ended.timed_out
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("a process of the timed-out command's group is still alive")
