@@ -6,7 +6,8 @@ every process a task started are ended on cancel, on timeout and when the worker
   long as the task runs, and what is left of the group when the command ends is killed.
 - :func:`end_tasks` (the driver calls it on every worker when the run is
   cancelled, :meth:`hpcorch.engine.runner.Engine.cancel`) ends every tracked group
-  and every other process this worker started (a function task's children).
+  and every other process this worker started (a function task's children), and
+  no attempt of that run starts there afterwards (:func:`refuse_cancelled`).
 - :class:`TaskReaper`, a worker plugin every backend registers, starts the
   worker's guardian (:mod:`hpcorch.guardian`, which ends them all should the worker
   die without warning), ends them when the worker closes, and removes secrets from
@@ -31,7 +32,7 @@ from distributed import WorkerPlugin
 from hpcorch.environ import is_secret
 from hpcorch.guardian import end_groups, end_processes, start_ticks
 
-__all__ = ["PLUGIN_NAME", "TaskReaper", "end_tasks", "tracked"]
+__all__ = ["PLUGIN_NAME", "TaskReaper", "end_tasks", "refuse_cancelled", "tracked"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ class _Guard:
 
 
 _GUARD = _Guard()
+_CANCELLED: set[str] = set()  # runs whose attempts this worker no longer starts
+
+
+def refuse_cancelled(run_id: str) -> None:
+    """Raise instead of starting an attempt of a run that was cancelled on this worker."""
+    if run_id in _CANCELLED:
+        raise RuntimeError(f"run {run_id} was cancelled; the attempt did not start")
 
 
 @contextlib.contextmanager
@@ -119,6 +127,8 @@ def end_tasks(run_id: str | None = None) -> int:
     A worker serves one run, so the processes its function tasks started go too.
     Returns how many process groups and processes were signalled.
     """
+    if run_id is not None:
+        _CANCELLED.add(run_id)  # before the processes go, so that none starts meanwhile
     with _GUARD.lock:
         groups = [g for g, r in _GUARD.groups.items() if run_id is None or r == run_id]
     others = _descendants()

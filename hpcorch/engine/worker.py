@@ -39,7 +39,7 @@ from typing import Any
 
 from hpcorch.engine import watchdog
 from hpcorch.engine.placing import MpiStep, Placing, rank_nodes
-from hpcorch.engine.reaper import tracked
+from hpcorch.engine.reaper import refuse_cancelled, tracked
 from hpcorch.engine.retry import TaskFailed
 from hpcorch.environ import child_env
 from hpcorch.placement.request import Slot
@@ -383,6 +383,7 @@ def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> An
 
 def execute(p: Payload, *dep_values: Any) -> Any:
     """Run one attempt of one task; parent values arrive as ``dep_values`` (see ``p.deps``)."""
+    refuse_cancelled(p.run_id)
     record: dict[str, Any] = {"task_id": p.task_id, "n": p.n, "run_id": p.run_id}
     record.update(_identity())
     record["start"] = time.time()
