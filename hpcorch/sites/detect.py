@@ -22,7 +22,7 @@ from hpcorch.environ import child_env
 from hpcorch.errors import SlurmError
 from hpcorch.sites.model import Site
 from hpcorch.slurm.cli import run_command
-from hpcorch.slurm.parse import expand_hostlist
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.topology import merge_gres, parse_gres_conf, parse_scontrol_nodes
 from hpcorch.units import format_duration
 

@@ -82,7 +82,7 @@ def test_worker_step_argv() -> None:
         "--nodes=2",
         "--ntasks=2",
         "--ntasks-per-node=1",
-        "--nodelist=gpu1,gpu2",
+        "--nodelist=gpu[1-2]",
         "--cpus-per-task=8",
         "--kill-on-bad-exit=0",
     ]
@@ -178,7 +178,7 @@ def test_cancel_never_cancels_the_users_allocation(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr("hpcorch.slurm.connect.connect", lambda site: Client())
+    monkeypatch.setattr("hpcorch.engine.session.connect", lambda site: Client())
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     journal = Journal.create(
         tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
