@@ -413,7 +413,7 @@ def status(run_dir: Path) -> dict[str, Any]:
         tasks = conn.execute("SELECT task_id, state FROM tasks ORDER BY rowid").fetchall()
         attempts = conn.execute("SELECT * FROM attempts ORDER BY task_id, n").fetchall()
         allocs = conn.execute("SELECT * FROM allocations ORDER BY start").fetchall()
-        # the scaler's latest core/GPU-hours and cost (hpcorch.engine.accounting)
+        # the scaler's latest core/GPU-hours and cost (hpcorch.provision.accounting)
         accounting = conn.execute(
             "SELECT payload FROM events WHERE kind = 'accounting' ORDER BY id DESC LIMIT 1"
         ).fetchone()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hpcorch.environ import SECRET_ENV, site_secrets
 from hpcorch.journal import JOURNAL_NAME
+from hpcorch.loaders import load_workflow
 from hpcorch.sites.model import Site
 from hpcorch.slurm.script import JobRequest
 
@@ -144,10 +145,9 @@ def submit_driver(
     time_scale: float | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
-    from hpcorch.engine.rundir import new_run_id, runs_root
-    from hpcorch.engine.session import validate_run
-    from hpcorch.loaders import load_workflow
-    from hpcorch.slurm.connect import connect
+    from hpcorch.engine.rundir import new_run_id, runs_root  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.engine.session import validate_run  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # loads distributed: only when submitting
 
     spec = load_workflow(workflow, time_scale=time_scale)
     validate_run(spec, site.name)

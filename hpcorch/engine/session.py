@@ -18,18 +18,22 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import dask.config
+
 from hpcorch import dag
 from hpcorch.engine.driverlock import LOCK_NAME, DriverLock, Holder, holder_alive, live_driver
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
-from hpcorch.engine.pools import Backend, needs_resources, open_backend
 from hpcorch.engine.retry import RetryConfig
 from hpcorch.engine.rundir import find_run, new_run_id, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
-from hpcorch.engine.site import check_fits, resolve_site
+from hpcorch.engine.worker import load_result
 from hpcorch.errors import HpcorchError, JournalError, RunError, RunLocked, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.placement.fit import check_fits
+from hpcorch.provision.pools import Backend, needs_resources, open_backend
 from hpcorch.sites.model import Site
+from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 
@@ -103,7 +107,6 @@ class RunHandle:
         fut = self.engine.futures.get(task_id)
         if fut is not None:
             return fut.result()
-        from hpcorch.engine.worker import load_result
 
         return load_result(self.engine._stored_result(task_id))
 
@@ -176,7 +179,6 @@ def _engine(
     # On Slurm a lost worker fails its tasks at once, so that the recovery classifies
     # them (node failure, allocation cancelled or timed out) instead of Dask retrying
     # them silently under the same attempt number.
-    import dask.config
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
@@ -355,15 +357,24 @@ def run_workflow(
     return _run_in_foreground(engine, backend, journal, lock)
 
 
-def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = None) -> RunSummary:
+def resume_run(
+    run: str | os.PathLike[str],
+    load: Callable[[str, float | None], WorkflowSpec],
+    *,
+    on_progress: Progress | None = None,
+) -> RunSummary:
     """Finish a run whose driver died: tasks the journal records as succeeded do not run again.
 
-    Refused (exit 2) while another driver holds the run."""
+    ``load`` rebuilds the spec from the run's source file and time scale
+    (:func:`hpcorch.loaders.load_workflow`); it is passed in so the engine does
+    not import the loaders, which import the Python API. Refused (exit 2) while
+    another driver holds the run.
+    """
     run_dir = find_run(run)
     lock = DriverLock.acquire(run_dir)
     try:
         _refuse_if_requeued(lock, str(read_run(run_dir)["site"]))
-        engine, backend, journal = _resume(run_dir, on_progress)
+        engine, backend, journal = _resume(run_dir, load, on_progress)
     except BaseException:
         lock.release()
         raise
@@ -404,16 +415,18 @@ def _refuse_if_requeued(lock: DriverLock, site_name: str) -> None:
         )
 
 
-def _resume(run_dir: Path, on_progress: Progress | None) -> tuple[Engine, Backend, Journal]:
-    from hpcorch.loaders import load_workflow
-
+def _resume(
+    run_dir: Path,
+    load: Callable[[str, float | None], WorkflowSpec],
+    on_progress: Progress | None,
+) -> tuple[Engine, Backend, Journal]:
     row = read_run(run_dir)
     if not row["source"]:
         raise JournalError(
             f"run {row['run_id']} was started from Python, not from a file; "
             "rebuild the workflow and run it again"
         )
-    spec = load_workflow(row["source"], time_scale=row["time_scale"])
+    spec = load(row["source"], row["time_scale"])
     resolved = validate_run(spec, row["site"])
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
@@ -572,7 +585,7 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
         return []
     journal.flush()
     # Never a user's allocation that `hpcorch run` ran in (pool "current",
-    # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
+    # hpcorch.provision.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     by_site: dict[str, list[dict[str, Any]]] = {}
     for alloc in _allocation_rows(run_dir):

@@ -57,7 +57,7 @@ def _kill(procs: list[Any]) -> None:
         except psutil.Error:
             continue
     if procs:
-        # The command leads its own session (engine.reaper): its group holds the rest,
+        # The command leads its own session (provision.reaper): its group holds the rest,
         # even what left the tree (a daemonized child re-parented to init).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(procs[0].pid) == procs[0].pid:

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 from hpcorch.errors import WorkflowError
+from hpcorch.loaders.pyfile import load_python
+from hpcorch.loaders.wfformat import load_wfformat
 from hpcorch.spec import WorkflowSpec
 
 __all__ = ["load_workflow"]
@@ -30,16 +32,12 @@ def load_workflow(path: str | os.PathLike[str], time_scale: float | None = None)
         raise WorkflowError(f"{source}: no such workflow file")
     suffix = source.suffix.lower()
     if suffix in (".yaml", ".yml"):
-        from hpcorch.loaders.yamlfile import load_yaml
+        from hpcorch.loaders.yamlfile import load_yaml  # noqa: PLC0415  # PyYAML only for YAML workflows
 
         spec = load_yaml(source)
     elif suffix == ".json":
-        from hpcorch.loaders.wfformat import load_wfformat
-
         return load_wfformat(source, time_scale)
     elif suffix == ".py":
-        from hpcorch.loaders.pyfile import load_python
-
         spec = load_python(source)
     else:
         raise WorkflowError(

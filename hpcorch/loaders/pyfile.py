@@ -11,6 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from hpcorch.api import Workflow
 from hpcorch.errors import WorkflowError
 from hpcorch.spec import WorkflowSpec
 
@@ -18,9 +19,7 @@ __all__ = ["load_python"]
 
 
 def load_python(path: Path) -> WorkflowSpec:
-    import cloudpickle  # type: ignore[import-untyped]
-
-    from hpcorch.api import Workflow
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415  # only when a Python workflow is loaded
 
     module_name = f"hpcorch_workflow_{path.stem}_{abs(hash(path.resolve())):x}"
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -26,7 +26,7 @@ __all__ = ["site_from_jobqueue"]
 
 def _load(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
     if source is None:
-        import dask.config
+        import dask.config  # noqa: PLC0415  # CLI fast path: --help does not load it
 
         return dict(dask.config.get("jobqueue.slurm", default={}) or {}), "dask config"
     if isinstance(source, Mapping):

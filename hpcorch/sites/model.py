@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from hpcorch.slurm.rest_dialects import AUTO, DIALECTS, valid_api_version
+from hpcorch.slurm.rest_versions import AUTO, DIALECTS, valid_api_version
 from hpcorch.units import parse_duration, parse_memory
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +146,6 @@ def test_unknown_run(tmp_path: Path, monkeypatch, capsys) -> None:
 
 
 def test_cancel_with_dead_driver_marks_journal(tmp_path: Path, monkeypatch, capsys) -> None:
-    import sqlite3
 
     _journal(tmp_path / "run")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from hpcorch.engine import watchdog
-from hpcorch.engine.slurm import _job_class, job_options, plan_pools
 from hpcorch.engine.worker import Payload, _task_env
 from hpcorch.environ import child_env, is_secret, secret_names, site_secrets
 from hpcorch.errors import InfrastructureError, JournalError
 from hpcorch.guardian import end_groups, start_ticks
 from hpcorch.journal import Journal
+from hpcorch.provision.slurm_pool import _job_class, job_options, plan_pools
 from hpcorch.sites import load_site
 from hpcorch.spec import WorkflowSpec
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from hpcorch.engine.session import cancel_allocations
-from hpcorch.engine.site import resolve_site
 from hpcorch.journal import Journal, status
+from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.fake import FakeSlurm
 from hpcorch.slurm.script import JobRequest
 from hpcorch.slurm.states import JobState

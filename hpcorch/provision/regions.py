@@ -34,14 +34,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from hpcorch.engine.accounting import AllocationLife
-from hpcorch.engine.scaler import Candidate, Journaling, Load
 from hpcorch.environ import child_env, site_secrets
 from hpcorch.errors import SlurmError
 from hpcorch.policies.cost import Usage, account, amount_in, budget_status, charge, committed
 from hpcorch.policies.region import RegionConfig, choose_site, update_wait
 from hpcorch.policies.scale import Submit
 from hpcorch.policies.state import Budget, ChargeRates, SiteQueue, charge_rates
+from hpcorch.provision.accounting import AllocationLife
+from hpcorch.provision.scaler import Candidate, Journaling, Load
 from hpcorch.sites.model import Partition, Site
 from hpcorch.slurm.cli import run_command
 from hpcorch.slurm.connect import slurm_conf_path

@@ -30,10 +30,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from hpcorch.engine.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.environ import child_env, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.placement.placing import span_resource
+from hpcorch.provision.horizon import resources_arg
+from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Site
+from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.spec import WorkflowSpec
 
@@ -141,18 +144,16 @@ def worker_argv(
     the tasks' own ``srun`` steps share the worker's; each worker advertises
     its node's cores, memory and GPUs as Dask resources, as pool workers do.
     """
-    from hpcorch.engine.horizon import resources_arg
 
     resources = f"cpus={cpus},memory={allocation.memory},gpus={allocation.gpus}"
-    # Every walltime tier (hpcorch.engine.horizon): nothing can be added to a user's
+    # Every walltime tier (hpcorch.provision.horizon): nothing can be added to a user's
     # allocation in time, so a task starts even when its estimate exceeds the time
     # left, as it would in the user's own script; Slurm ends it with the allocation.
     tiers = resources_arg(_UNLIMITED_S)
     if tiers:
         resources += f",{tiers}"
     # A task spanning k nodes runs as an srun step over the allocation's first k
-    # nodes (hpcorch.engine.placing); any worker may start it.
-    from hpcorch.engine.placing import span_resource
+    # nodes (hpcorch.placement.placing); any worker may start it.
 
     resources += "".join(f",{span_resource(k)}={cpus}" for k in range(2, len(allocation.nodes) + 1))
     argv = [
@@ -245,8 +246,8 @@ class AllocationBackend:
         *,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
     ) -> None:
-        import dask.config
-        from distributed import Client, LocalCluster
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.allocation = allocation
@@ -267,7 +268,7 @@ class AllocationBackend:
         try:
             if site.allocation.add_allocations:
                 # The site's pools, scaled with demand, behind one scheduler our workers join.
-                from hpcorch.engine.slurm import SlurmBackend
+                from hpcorch.provision.slurm_pool import SlurmBackend  # noqa: PLC0415  # optional dependency, guarded
 
                 self._added = SlurmBackend(site, spec, run_dir)
                 self._client = self._added.client
@@ -310,7 +311,6 @@ class AllocationBackend:
         )
 
     def _start_steps(self, address: str, tls: Mapping[str, str], log_dir: Path) -> None:
-        from hpcorch.slurm.connect import slurm_conf_path
 
         env = {**child_env(os.environ, site_secrets(self.site)), **NO_HTTP_ENV}
         conf = slurm_conf_path(self.site)
@@ -404,7 +404,7 @@ def _listen_host(site: Site) -> str:
     (temporary certificates) keeps others out.
     """
     if site.dask.interface:
-        from distributed.utils import get_ip_interface
+        from distributed.utils import get_ip_interface  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         return str(get_ip_interface(site.dask.interface))  # type: ignore[no-untyped-call]
     return "0.0.0.0"

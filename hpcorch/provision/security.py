@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distributed.security import Security
-
 __all__ = ["NO_HTTP", "NO_HTTP_ENV", "private_dir", "temporary_security"]
 
 NO_HTTP: dict[str, Any] = {
@@ -32,6 +30,8 @@ NO_HTTP_ENV: dict[str, str] = {"DASK_DISTRIBUTED__WORKER__HTTP__ROUTES": "[]"}
 
 def temporary_security() -> Any:
     """A :class:`distributed.security.Security` with a new CA, required on both ends."""
+    from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+
     return Security.temporary()  # type: ignore[no-untyped-call]
 
 

@@ -4,7 +4,7 @@ A :class:`Backend` owns the scheduler and its pools and hands the engine a
 Dask client. Every worker advertises its node's ``cpus``, ``memory`` (bytes)
 and ``gpus`` as Dask worker resources, so per-task requests are enforced by
 the scheduler. ``local`` is one LocalCluster worker holding the whole machine;
-Slurm sites are in :mod:`hpcorch.engine.slurm`.
+Slurm sites are in :mod:`hpcorch.provision.slurm_pool`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from hpcorch.engine.reaper import TaskReaper
-from hpcorch.engine.security import NO_HTTP, temporary_security
 from hpcorch.environ import site_secrets
 from hpcorch.errors import InfrastructureError
+from hpcorch.placement.placing import register_slots, span_resource
+from hpcorch.placement.rebalance import Rebalancer
+from hpcorch.provision.inside import AllocationBackend, current_allocation
+from hpcorch.provision.reaper import TaskReaper
+from hpcorch.provision.security import NO_HTTP, temporary_security
+from hpcorch.provision.slurm_pool import SlurmBackend
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec, WorkflowSpec
 
@@ -53,8 +57,6 @@ def task_resources(task: TaskSpec) -> dict[str, float]:
     if task.gpus:
         res["gpus"] = float(task.gpus)
     if task.nodes > 1:  # only workers of allocations that span its nodes
-        from hpcorch.engine.placing import span_resource
-
         res[span_resource(task.nodes)] = float(task.cpus)
     return res
 
@@ -63,12 +65,12 @@ class LocalBackend:
     """One LocalCluster worker process with a thread per core of this machine.
 
     Other users of the machine reach loopback too: the scheduler and the worker
-    take only clients with this run's certificates (:mod:`hpcorch.engine.security`).
+    take only clients with this run's certificates (:mod:`hpcorch.provision.security`).
     """
 
     def __init__(self, site: Site) -> None:
-        import dask.config
-        from distributed import Client, LocalCluster
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         node = site.partitions[0].node
@@ -118,10 +120,8 @@ class LocalBackend:
 
 def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     """Start the scheduler and worker pools the workflow needs on ``site``; their
-    workers hand out their nodes' cores and GPUs (:mod:`hpcorch.engine.placing`)."""
+    workers hand out their nodes' cores and GPUs (:mod:`hpcorch.placement.placing`)."""
     backend = _open_backend(site, spec, run_dir)
-    from hpcorch.engine.placing import register_slots
-    from hpcorch.engine.rebalance import Rebalancer
 
     sites = [site, *getattr(backend, "sites", {}).values()]
     try:
@@ -138,12 +138,10 @@ def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
 def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
     if site.kind == "local":
         return LocalBackend(site)
-    from hpcorch.engine.inside import AllocationBackend, current_allocation
 
     allocation = current_allocation() if site.allocation.use_current else None
     if allocation is not None:  # inside a user's sbatch script: its nodes come first
         return AllocationBackend(site, spec, run_dir, allocation)
-    from hpcorch.engine.slurm import SlurmBackend
 
     backend: Backend = SlurmBackend(site, spec, run_dir)
     return backend

@@ -6,18 +6,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from distributed.security import Security
 
-from hpcorch.engine import inside, pools
-from hpcorch.engine.inside import (
+from hpcorch.engine.session import cancel_allocations
+from hpcorch.errors import ResourceError
+from hpcorch.journal import Journal
+from hpcorch.loaders import load_workflow
+from hpcorch.provision import inside, pools
+from hpcorch.provision.inside import (
     Allocation,
     check_fits_allocation,
     current_allocation,
     parse_per_node,
     worker_argv,
 )
-from hpcorch.errors import ResourceError
-from hpcorch.loaders import load_workflow
 from hpcorch.sites import load_site
+from hpcorch.slurm.models import JobInfo
+from hpcorch.slurm.states import JobState
 
 BATCH_ENV = {
     "SLURM_JOB_ID": "376",
@@ -114,7 +119,6 @@ def test_a_task_too_big_for_the_allocation_is_refused(tmp_path: Path) -> None:
 
 
 def test_worker_tls_files_are_private(tmp_path: Path) -> None:
-    from distributed.security import Security
 
     files = inside.worker_tls_files(Security.temporary(), tmp_path / "tls")
     assert set(files) == {"ca_file", "cert", "key"}
@@ -133,7 +137,7 @@ def test_open_backend_uses_the_current_allocation(
 
     for key, value in BATCH_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(inside, "AllocationBackend", FakeBackend)
+    monkeypatch.setattr(pools, "AllocationBackend", FakeBackend)
     site = load_site("dev")
     spec = _spec(tmp_path, "{cpus: 1}")
     assert isinstance(pools._open_backend(site, spec, tmp_path), FakeBackend)
@@ -147,7 +151,7 @@ def test_open_backend_uses_the_current_allocation(
     def no_slurm(*args: object, **kwargs: object) -> None:
         raise RuntimeError("SlurmBackend")
 
-    monkeypatch.setattr("hpcorch.engine.slurm.SlurmBackend", no_slurm)
+    monkeypatch.setattr(pools, "SlurmBackend", no_slurm)
     with pytest.raises(RuntimeError, match="SlurmBackend"):
         pools._open_backend(off, spec, tmp_path)
 
@@ -161,10 +165,6 @@ def test_site_allocation_defaults() -> None:
 def test_cancel_never_cancels_the_users_allocation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hpcorch.engine.session import cancel_allocations
-    from hpcorch.journal import Journal
-    from hpcorch.slurm.models import JobInfo
-    from hpcorch.slurm.states import JobState
 
     cancelled: list[str] = []
 

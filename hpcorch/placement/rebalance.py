@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado.ioloop import PeriodicCallback
 
 __all__ = ["Rebalancer", "WorkerLoad", "plan_moves"]
 
@@ -100,7 +101,6 @@ class Rebalancer(SchedulerPlugin):
         self._scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
-        from tornado.ioloop import PeriodicCallback
 
         self._scheduler = scheduler
         self._callback = PeriodicCallback(self.balance, self.interval_s * 1000)

@@ -5,14 +5,14 @@ partition each fits: one pool of whole-node jobs per partition (per site, when
 the run spans several), with the most jobs its demand could use.
 :class:`SlurmBackend` starts one ``SLURMCluster`` (it owns the scheduler, TLS
 with a temporary certificate by default) with NO job: the
-:class:`~hpcorch.engine.scaler.Scaler` brings allocations up with demand and
+:class:`~hpcorch.provision.scaler.Scaler` brings allocations up with demand and
 back down to zero when idle, adding and removing entries of the cluster's
 worker spec, each job with the walltime the policy chose. One run mixes CPU
 and GPU shapes, and sites, on one scheduler; results flow worker to worker.
 
 Several sites ("regions"): ``regions`` (or ``HPCORCH_REGIONS``, a
 comma-separated list of site names or files) adds sites whose pools the
-:class:`~hpcorch.engine.regions.Router` may choose; ``budget`` (or
+:class:`~hpcorch.provision.regions.Router` may choose; ``budget`` (or
 ``HPCORCH_BUDGET``, e.g. ``"20 SU"``) caps what the run may spend. Each
 site's jobs are submitted with that site's ``SLURM_CONF``.
 """
@@ -30,15 +30,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hpcorch.engine.horizon import resources_arg, set_worker_resources, task_estimate
-from hpcorch.engine.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
-from hpcorch.engine.site import partition_for
 from hpcorch.environ import secret_names, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.journal import Journal, task_states
+from hpcorch.placement.fit import partition_for
+from hpcorch.placement.placing import span_resource
 from hpcorch.policies.scale import ScaleConfig, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
+from hpcorch.provision.accounting import journal_attempts
+from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
+from hpcorch.provision.regions import Router, parse_budget
+from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler, ScalerSettings
+from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Partition, Site
+from hpcorch.sites.resolve import resolve_site
+from hpcorch.slurm.connect import connect, slurm_conf_path
 from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
@@ -117,7 +124,6 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     skip: list[str] = []
     if plan.nodes > 1:
         # One worker on the first node; the tasks' srun steps use all the nodes.
-        from hpcorch.engine.placing import span_resource
 
         resources += f",{span_resource(plan.nodes)}={node.cores}"
         directives += [f"--nodes={plan.nodes}", "--ntasks-per-node=1"]
@@ -132,7 +138,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     # slurmrestd's token (under whatever name the site gives it) breaks srun inside the
     # job, and no task may see it; the submission already leaves it out (_job_class).
     prologue.append(f"unset {shlex.join(site_secrets(site))}")
-    # A worker's HTTP port is not covered by TLS: it serves nothing (engine.security).
+    # A worker's HTTP port is not covered by TLS: it serves nothing (provision.security).
     prologue += [f"export {k}={shlex.quote(v)}" for k, v in NO_HTTP_ENV.items()]
     # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
     prologue.append(f"export HPCORCH_SITE={shlex.quote(site.name)}")
@@ -164,9 +170,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
 def _job_class(site: Site) -> Any:
     """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a secret:
     sbatch exports the caller's environment into the job)."""
-    from dask_jobqueue.slurm import SLURMJob
-
-    from hpcorch.slurm.connect import slurm_conf_path
+    from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
     conf = slurm_conf_path(site)
     secrets = sorted({*site_secrets(site), *secret_names(os.environ, site_secrets(site))})
@@ -182,21 +186,19 @@ def _job_class(site: Site) -> Any:
 
 
 def _regions_from_env(site: Site) -> list[Site]:
-    from hpcorch.engine.site import resolve_site
 
     names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
     return [resolve_site(n) for n in names if n != site.name]
 
 
 def _budget_from_env() -> Budget | None:
-    from hpcorch.engine.regions import parse_budget
 
     text = os.environ.get("HPCORCH_BUDGET", "").strip()
     return parse_budget(text) if text else None
 
 
 class _DaskPools:
-    """The scaler's :class:`~hpcorch.engine.scaler.PoolRuntime` over one SLURMCluster."""
+    """The scaler's :class:`~hpcorch.provision.scaler.PoolRuntime` over one SLURMCluster."""
 
     def __init__(
         self, cluster: Any, options: Mapping[str, dict[str, Any]], classes: Any, client: Any = None
@@ -305,7 +307,6 @@ class _JournalDemand:
         sites: Sequence[Site],
         config: ScaleConfig | None = None,
     ) -> None:
-        from hpcorch.engine.scaler import Load
 
         self.run_dir = run_dir
         self.config = config or ScaleConfig()
@@ -333,7 +334,6 @@ class _JournalDemand:
         self.estimates = {tid: load.estimate_s for tid, load in self.loads.items()}
 
     def __call__(self) -> list[Any]:
-        from hpcorch.journal import task_states
 
         states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
         phase: dict[str, str] = {}
@@ -418,11 +418,9 @@ class SlurmBackend:
         budget: Budget | None = None,
         settings: Any = None,
     ) -> None:
-        import dask.config
-        from dask_jobqueue.slurm import SLURMCluster
-        from distributed import Client
-
-        from hpcorch.engine.scaler import ScalerSettings
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.sites = {site.name: site}
@@ -488,11 +486,6 @@ class SlurmBackend:
         )
 
     def _start_scaler(self, spec: WorkflowSpec) -> Any:
-        from hpcorch.engine.accounting import journal_attempts
-        from hpcorch.engine.regions import Router
-        from hpcorch.engine.scaler import PollerStates, Scaler
-        from hpcorch.journal import Journal
-        from hpcorch.slurm.connect import connect
 
         self._journal = Journal.open(self.run_dir)
         shapes = [
@@ -540,7 +533,7 @@ class SlurmBackend:
 
     def _stranded(self, message: str) -> None:
         """The budget is spent and nothing runs: end the queued tasks, saying why."""
-        from distributed import Future
+        from distributed import Future  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         logger.error("%s", message)
         keys = self._pools.queued_keys()
@@ -555,7 +548,6 @@ class SlurmBackend:
 
     def use_monitor(self, monitor: Any) -> None:
         """Follow this site's allocations through the run's monitor (one poll for the run)."""
-        from hpcorch.engine.scaler import MonitorStates
 
         if self.scaler is None:
             return

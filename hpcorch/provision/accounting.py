@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcorch.journal import JOURNAL_NAME
 from hpcorch.policies.cost import AllocationRecord, AttemptRecord, account, committed
 from hpcorch.policies.state import ChargeRates
 
@@ -84,7 +85,6 @@ def journal_attempts(
     when it has no site (recorded by an older hpcorch). ``cpus`` gives each
     task's cores where the record lists none.
     """
-    from hpcorch.journal import JOURNAL_NAME
 
     by_address = {life.address: life for life in lives if life.address}
     by_key = {(life.site, life.job_id): life for life in lives if life.job_id}

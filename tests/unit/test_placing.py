@@ -10,23 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hpcorch.engine import worker
 from hpcorch.engine.monitor import whoami
-from hpcorch.engine.placing import (
+from hpcorch.errors import ResourceError
+from hpcorch.journal import Journal, status
+from hpcorch.placement import Request, SlotAllocator
+from hpcorch.placement.fit import check_placeable
+from hpcorch.placement.placing import (
     MpiStep,
     Placing,
-    check_placeable,
     placing_for,
     pool_topologies,
     rank_nodes,
     span_resource,
 )
-from hpcorch.engine.pools import task_resources
-from hpcorch.engine.slurm import _SpanRouter, job_options, plan_pools
-from hpcorch.errors import ResourceError
-from hpcorch.journal import Journal, status
-from hpcorch.placement import Request, SlotAllocator
+from hpcorch.policies.scale import Submit
+from hpcorch.policies.state import Resources
+from hpcorch.provision.inside import Allocation, worker_argv
+from hpcorch.provision.pools import task_resources
+from hpcorch.provision.scaler import Load
+from hpcorch.provision.slurm_pool import _SpanRouter, job_options, plan_pools
 from hpcorch.sites import load_site
 from hpcorch.spec import TaskSpec, parse_workflow
 from hpcorch.topology import NodeTopology
@@ -96,9 +101,6 @@ class _Router:
 
 
 def test_span_router_sends_multi_node_loads_to_their_pool() -> None:
-    from hpcorch.engine.scaler import Load
-    from hpcorch.policies.scale import Submit
-    from hpcorch.policies.state import Resources
 
     router = _SpanRouter(_Router(), {("cpu", 2): "cpu-2nodes"})
     assert router.route(Load("a", Resources(nodes=1), None), 0) == "cpu"
@@ -125,7 +127,6 @@ def test_span_router_sends_multi_node_loads_to_their_pool() -> None:
 def test_impossible_requests_fail_before_submission(
     task: dict[str, Any], message: str, tmp_path: Path
 ) -> None:
-    import yaml
 
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(yaml.safe_dump({"name": "bad", "tasks": [task]}))
@@ -210,7 +211,7 @@ def test_without_a_slot_plugin_tasks_run_unplaced(tmp_path: Path) -> None:
 def test_attempt_records_name_the_site_of_the_workers_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Job ids are per Slurm cluster: the job's prologue exports its site (engine.slurm).
+    # Job ids are per Slurm cluster: the job's prologue exports its site (provision.slurm_pool).
     monkeypatch.setattr(worker, "_IDENTITY", {})
     monkeypatch.setenv("SLURM_JOB_ID", "685")
     monkeypatch.setenv("HPCORCH_SITE", "dev2")
@@ -308,7 +309,6 @@ def test_journal_written_before_ranks_gains_the_column(tmp_path: Path) -> None:
 
 
 def test_workers_inside_a_users_allocation_take_tasks_spanning_its_nodes() -> None:
-    from hpcorch.engine.inside import Allocation, worker_argv
 
     allocation = Allocation("376", ("cpu1", "cpu2"), (8, 8), 8000 * 1024**2, 0, "cpu")
     argv = worker_argv(allocation, allocation.nodes, 8, "tls://10.0.0.1:8786")

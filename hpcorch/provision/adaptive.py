@@ -2,13 +2,13 @@
 
 Existing code keeps its ``SLURMCluster`` and its ``adapt`` call::
 
-    from hpcorch.engine.adaptive import HpcorchSLURMCluster as SLURMCluster
+    from hpcorch.provision.adaptive import HpcorchSLURMCluster as SLURMCluster
 
     cluster = SLURMCluster(queue="cpu", cores=8, memory="7GB", walltime="01:00:00")
     cluster.adapt(minimum_jobs=0, maximum_jobs=4)   # hpcorch's Scaler, not dask's Adaptive
     client = Client(cluster)
 
-:meth:`HpcorchSLURMCluster.adapt` installs a :class:`~hpcorch.engine.scaler.Scaler`
+:meth:`HpcorchSLURMCluster.adapt` installs a :class:`~hpcorch.provision.scaler.Scaler`
 with one pool of the cluster's jobs: the demand is the scheduler's tasks
 (waiting for a worker, or processing) with Dask's own duration estimates;
 the policy's cool-down, hysteresis and idle release replace Adaptive's
@@ -25,11 +25,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from dask_jobqueue.slurm import SLURMCluster
+from dask_jobqueue.slurm import SLURMCluster, SLURMJob
 
-from hpcorch.engine.accounting import AllocationLife
-from hpcorch.engine.regions import ObservedWaits
-from hpcorch.engine.scaler import Load, PollerStates, Scaler, ScalerSettings
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     ChargeRates,
@@ -38,6 +35,11 @@ from hpcorch.policies.state import (
     Resources,
     SiteLimits,
 )
+from hpcorch.provision.accounting import AllocationLife
+from hpcorch.provision.regions import ObservedWaits
+from hpcorch.provision.scaler import Load, PollerStates, Scaler, ScalerSettings
+from hpcorch.provision.slurm_pool import _DaskPools
+from hpcorch.slurm.cli import CliClient
 from hpcorch.units import parse_duration
 
 __all__ = ["HpcorchSLURMCluster", "scheduler_demand"]
@@ -116,10 +118,6 @@ class HpcorchSLURMCluster(SLURMCluster):
         **_ignored: Any,
     ) -> Scaler:
         """Scale between ``minimum`` and ``maximum`` jobs with hpcorch's policy; see the module."""
-        from dask_jobqueue.slurm import SLURMJob
-
-        from hpcorch.engine.slurm import _DaskPools
-        from hpcorch.slurm.cli import CliClient
 
         if self._hpcorch_scaler is not None:
             self._hpcorch_scaler.stop()

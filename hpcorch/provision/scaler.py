@@ -3,7 +3,7 @@
 Every ``interval_s`` the :class:`Scaler`
 
 1. reads the engine's ready and running tasks (a :data:`DemandSource`) and
-   routes each to a pool (:class:`~hpcorch.engine.regions.Router`: the
+   routes each to a pool (:class:`~hpcorch.provision.regions.Router`: the
    partition it fits, on the site where it is expected to finish first at
    acceptable cost);
 2. reads its allocations' Slurm states (an :class:`AllocationStates`: the
@@ -16,7 +16,7 @@ Every ``interval_s`` the :class:`Scaler`
    plan's walltime; idle workers retired, then their jobs ended) and writes
    every decision to the journal (``scale`` events, with the reason), each
    allocation's life (``allocations`` rows) and, now and then, the run's
-   accounting (``accounting`` events, see :mod:`hpcorch.engine.accounting`).
+   accounting (``accounting`` events, see :mod:`hpcorch.provision.accounting`).
 
 Everything it decides comes from the pure policies; this module only
 gathers their inputs and applies their answers, so the simulator and the
@@ -39,8 +39,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from hpcorch.engine.accounting import AllocationLife, accounts_payload
-from hpcorch.engine.horizon import tiers
 from hpcorch.policies.cost import AttemptRecord
 from hpcorch.policies.scale import (
     DEFAULT_INTERVAL_S,
@@ -61,8 +59,11 @@ from hpcorch.policies.state import (
     Resources,
     SiteLimits,
 )
+from hpcorch.provision.accounting import AllocationLife, accounts_payload
+from hpcorch.provision.horizon import tiers
 from hpcorch.slurm.client import SlurmClient
 from hpcorch.slurm.models import JobInfo
+from hpcorch.slurm.poller import Poller
 from hpcorch.units import format_duration, parse_duration
 
 __all__ = [
@@ -146,7 +147,6 @@ class PollerStates:
     """:class:`AllocationStates` over one :class:`~hpcorch.slurm.poller.Poller` per site."""
 
     def __init__(self, clients: Mapping[str, SlurmClient], interval_s: float) -> None:
-        from hpcorch.slurm.poller import Poller
 
         self._pollers = {site: Poller(c, interval_s=interval_s) for site, c in clients.items()}
         self._subs = {
@@ -214,7 +214,7 @@ class PoolRuntime(Protocol):
         ...
 
     def set_resources(self, address: str, resources: dict[str, float]) -> None:
-        """Change a worker's resources (its walltime tiers, :mod:`hpcorch.engine.horizon`)."""
+        """Change a worker's resources (its walltime tiers, :mod:`hpcorch.provision.horizon`)."""
         ...
 
 

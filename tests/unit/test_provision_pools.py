@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.engine.pools import needs_resources, task_resources
-from hpcorch.engine.site import check_fits, partition_for
-from hpcorch.engine.slurm import job_options, plan_pools
 from hpcorch.errors import ResourceError
+from hpcorch.placement.fit import check_fits, partition_for
+from hpcorch.provision.pools import needs_resources, task_resources
+from hpcorch.provision.slurm_pool import job_options, plan_pools
 from hpcorch.sites import load_site
 from hpcorch.spec import parse_workflow
 

@@ -6,7 +6,7 @@ and GPUs on the worker's node, NVLink pairs, cores near the GPUs) and, for an
 MPI task, the :class:`MpiStep` the worker launches as an ``srun`` step inside
 the allocation it runs in. :func:`register_slots` puts a
 :class:`PoolSlots` plugin on every worker of the run, so each node's
-allocator knows its topology from the site config. :func:`check_placeable`
+allocator knows its topology from the site config. :func:`~hpcorch.placement.fit.check_placeable`
 refuses, before anything is submitted, a task that no node could ever hold.
 
 A task spanning ``N`` nodes runs on a worker whose allocation spans ``N``
@@ -26,20 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcorch.engine.site import partition_for
 from hpcorch.errors import ResourceError
-from hpcorch.placement.feasibility import check_feasible
+from hpcorch.placement.fit import partition_for
 from hpcorch.placement.plugin import SlotPlugin
 from hpcorch.placement.request import Request
 from hpcorch.sites.model import Site
-from hpcorch.spec import TaskSpec, WorkflowSpec
+from hpcorch.spec import TaskSpec
 from hpcorch.topology import NodeTopology
 
 __all__ = [
     "MpiStep",
     "Placing",
     "PoolSlots",
-    "check_placeable",
     "placing_for",
     "pool_topologies",
     "rank_nodes",
@@ -145,14 +143,6 @@ def rank_nodes(step: MpiStep, nodelist: Sequence[str]) -> list[str]:
     return [
         node for node, count in zip(nodelist, step.layout(), strict=False) for _ in range(count)
     ]
-
-
-def check_placeable(spec: WorkflowSpec, site: Site) -> None:
-    """Raise :class:`~hpcorch.errors.ResourceError` (exit 2) for the first task no node
-    of ``site`` can hold (more GPUs than any node has, more ranks x cores per node than
-    its cores), before anything is submitted."""
-    for task in spec.tasks:
-        check_feasible(Request.from_task(task), site.partitions)
 
 
 class PoolSlots(SlotPlugin):
