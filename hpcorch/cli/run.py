@@ -6,6 +6,7 @@ Exit codes: 0 every task succeeded; 1 tasks failed (summary printed);
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import sys
@@ -16,7 +17,8 @@ import click
 
 from hpcorch.cli.options import apply_regions_budget, regions_budget_options
 from hpcorch.cli.progress import Progress
-from hpcorch.errors import HpcorchError, JournalError, RunError
+from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
+from hpcorch.ids import check_id
 from hpcorch.journal import read_run
 from hpcorch.journal import status as read_status
 
@@ -100,7 +102,11 @@ def _finish(summary: Any, as_json: bool = False) -> None:
     default=None,
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
-@click.option("--run-id", default=None, help="Run id (default: a new one from the name).")
+@click.option(
+    "--run-id",
+    default=None,
+    help="Run id: letters, digits and _ . : @ + - (default: a new one from the name).",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
 )
@@ -239,10 +245,14 @@ def logs(run_ref: str, task: str, attempt: int | None) -> None:
     from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     log_dir = find_run(run_ref) / "logs"
+    try:
+        check_id(task, "task id")  # also keeps the name a plain file name, never a pattern
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     prefix = f"{task}."
     attempts = sorted(
         int(middle)
-        for p in log_dir.glob(f"{task}.*.out")
+        for p in log_dir.glob(f"{glob.escape(task)}.*.out")
         if (middle := p.name[len(prefix) : -len(".out")]).isdigit()
     )
     if not attempts:

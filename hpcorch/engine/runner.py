@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "upstream_failed", "cancelled"})
 _COLLECT_INTERVAL_S = 0.5
-_GROUP_RE = re.compile(r"[-_.:@+]*\d+$")
+_GROUP_RE = re.compile(r"[-_.:@+]*\d+\Z")
 
 
 @dataclass(frozen=True)

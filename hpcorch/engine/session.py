@@ -25,7 +25,7 @@ from hpcorch.engine.driverlock import LOCK_NAME, DriverLock, Holder, holder_aliv
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.retry import RetryConfig
-from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.worker import load_result
 from hpcorch.errors import HpcorchError, JournalError, RunError, RunLocked, SpecError
@@ -48,7 +48,19 @@ def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
     """The site the run will use, after checking that every task fits one of its partitions."""
     resolved = resolve_site(site or spec.site or "local")
     check_fits(spec, resolved)
+    if resolved.kind == "local":
+        _check_cwds(spec)
     return resolved
+
+
+def _check_cwds(spec: WorkflowSpec) -> None:
+    """A task that depends on nothing runs in a directory that exists now (on this
+    machine, where a local run's tasks run): no task of the run can create it first."""
+    for task in spec.tasks:
+        if task.cwd is not None and not task.after and not Path(task.cwd).is_dir():
+            raise SpecError(
+                f"task {task.id!r}: cwd {task.cwd!r} is not a directory; create it, or fix cwd"
+            )
 
 
 class RunHandle:
@@ -231,10 +243,11 @@ def _open_run(
     """Validate, lock the run directory, create the run's journal and start its engine; a
     failed start marks the run failed."""
     resolved = validate_run(spec, site)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     lock = DriverLock.acquire(path)
     try:
+        if (path / JOURNAL_NAME).exists():  # another driver made it since new_run_dir looked
+            raise RunLocked(f"{path} already holds a run; finish it with 'hpcorch resume {path}'")
         journal = Journal.create(
             path,
             run_id=run_id,

@@ -54,14 +54,14 @@ logger = logging.getLogger(__name__)
 
 _HOUR = 3600.0
 _TEST_ONLY = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
-_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{2,3})?\s*$")
+_BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{2,3})?\s*")
 
 QueueProbe = Callable[[Site, Partition, float], SiteQueue]
 
 
 def parse_budget(text: str) -> Budget:
     """``"12.5"`` or ``"12.5 SU"`` (service units) or ``"300 EUR"`` (a currency)."""
-    found = _BUDGET.match(text)
+    found = _BUDGET.fullmatch(text)
     if not found:
         raise ValueError(f"budget {text!r}: give an amount and a unit, e.g. '100 SU' or '50 EUR'")
     unit = (found.group(2) or "SU").upper()

@@ -46,6 +46,7 @@ from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, tempor
 from hpcorch.sites.model import Partition, Site
 from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.connect import connect, slurm_conf_path
+from hpcorch.slurm.script import prologue_lines
 from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
@@ -132,9 +133,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         directives.append(f"--gres={plan.partition.gres}:{node.gpus}")
     if plan.partition.constraint:
         directives.append(f"--constraint={plan.partition.constraint}")
-    prologue = [f"module load {m}" for m in site.prologue.modules]
-    prologue += [f"export {k}={v}" for k, v in site.prologue.env.items()]
-    prologue += list(site.prologue.commands)
+    prologue = prologue_lines(site.prologue)
     # slurmrestd's token (under whatever name the site gives it) breaks srun inside the
     # job, and no task may see it; the submission already leaves it out (_job_class).
     prologue.append(f"unset {shlex.join(site_secrets(site))}")

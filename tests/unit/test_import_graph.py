@@ -17,13 +17,16 @@ ROOT = Path(__file__).resolve().parents[2] / "hpcorch"
 # The package map: each unit of hpcorch and the units it may import. The
 # foundation (errors, units, spec, ...) is open to all and listed once.
 FOUNDATION = frozenset(
-    {"_version", "errors", "units", "spec", "dag", "failures", "environ", "guardian"}
+    {"_version", "errors", "units", "spec", "dag", "failures", "ids", "yamltext"}
+    | {"environ", "guardian"}
 )
 ALLOWED: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),
     "_version": frozenset(),
     "errors": frozenset(),
     "units": frozenset(),
+    "ids": frozenset(),
+    "yamltext": frozenset(),
     "spec": frozenset(),
     "dag": frozenset(),
     "topology": frozenset({"sites", "slurm"}),
