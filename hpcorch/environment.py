@@ -31,9 +31,9 @@ from hpcorch.units import parse_duration
 
 __all__ = [
     "TRACES_DIR",
-    "child_env",
     "config_home",
     "no_gpu",
+    "options_env",
     "run_options",
     "runs_home",
     "site_path",
@@ -101,7 +101,7 @@ def run_options(env: Mapping[str, str] | None = None) -> RunOptions:
     )
 
 
-def child_env(options: RunOptions) -> dict[str, str]:
+def options_env(options: RunOptions) -> dict[str, str]:
     """The variables that hand ``options`` to a child hpcorch (``hpcorch submit``'s driver
     job reads them back with :func:`run_options`)."""
     out: dict[str, str] = {}

@@ -12,6 +12,7 @@ they enter, so callers only ever catch this tree::
     │   └── OptionError           no         2   a run option (flag, keyword, HPCORCH_* variable)
     ├── RunError                  no         1   a run that ended with failed tasks
     ├── JournalError              no         2   a run directory that is missing or unreadable
+    │   └── RunLocked             no         2   another driver holds the run (one driver per run)
     └── InfrastructureError       yes        3   Slurm, Dask or the network is not available
         ├── SlurmError            yes        3   a Slurm command or REST call failed
         │   └── SubmissionRefused no         3   Slurm refused a job (limits, bad partition)
@@ -32,6 +33,7 @@ __all__ = [
     "OptionError",
     "ResourceError",
     "RunError",
+    "RunLocked",
     "SiteConfigError",
     "SlurmError",
     "SpecError",
@@ -83,6 +85,10 @@ class JournalError(HpcorchError):
     """A run directory or journal that cannot be read."""
 
     exit_code = 2
+
+
+class RunLocked(JournalError):
+    """Another driver holds the run directory's lock (``hpcorch.engine.driverlock``)."""
 
 
 class InfrastructureError(HpcorchError):

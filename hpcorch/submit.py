@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcorch.environment import child_env
+from hpcorch.childenv import SECRET_ENV, site_secrets
+from hpcorch.environment import options_env
 from hpcorch.errors import SpecError
 from hpcorch.journal import JOURNAL_NAME
 from hpcorch.loaders import load_workflow
@@ -52,8 +53,11 @@ def driver_script(
     walltime_s: float,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
+    secrets: tuple[str, ...] = SECRET_ENV,
 ) -> str:
-    """The body of the driver job (bash): start or resume, and requeue before the walltime."""
+    """The body of the driver job (bash): start or resume, and requeue before the walltime.
+
+    ``secrets``: the site's token variables; the submission leaves them out already."""
     exe = hpcorch or (sys.executable, "-m", "hpcorch")
     run_argv = [*exe, "run", str(workflow), "--site", site, "--run-dir", str(run_dir)]
     run_argv += ["--run-id", run_id]
@@ -67,7 +71,7 @@ def driver_script(
             # Append, so a requeued driver's log follows the first one's (Slurm would truncate).
             f"exec >>{shlex.quote(str(log))} 2>&1",
             "# Slurm 22.05's slurmd rejects JWT-authenticated srun; the driver gets its own token.",
-            "unset SLURM_JWT",
+            f"unset {shlex.join(secrets)}",
             "requeue() {",
             '  echo "hpcorch driver: walltime near, requeueing job $SLURM_JOB_ID" >&2',
             # USR1: the engine stops and leaves the run to `hpcorch resume`.
@@ -121,6 +125,7 @@ def driver_request(
             walltime_s=walltime_s,
             time_scale=time_scale,
             hpcorch=hpcorch,
+            secrets=site_secrets(site),
         ),
         partition=partition or default,
         account=site.account,
@@ -133,7 +138,7 @@ def driver_request(
         chdir=str(Path.cwd()),
         requeue=True,
         comment=f"hpcorch driver {run_id}",
-        env=child_env(options or RunOptions()),
+        env=options_env(options or RunOptions()),
     )
 
 

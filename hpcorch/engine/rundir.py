@@ -70,6 +70,11 @@ def find_run(ref: str | os.PathLike[str]) -> Path:
         try:
             if (candidate / JOURNAL_NAME).is_file():
                 return candidate
+        except PermissionError:  # another user's run directory
+            raise JournalError(
+                f"cannot read the run directory {candidate}: permission denied; "
+                "run hpcorch as the user who owns the run directory"
+            ) from None
         except (OSError, ValueError):  # a name too long, a NUL: no such run
             continue
     raise JournalError(

@@ -31,10 +31,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.options import RunOptions
 from hpcorch.placement.placing import span_resource
 from hpcorch.provision.horizon import resources_arg
+from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Site
 from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
@@ -199,7 +201,7 @@ def _write_private(path: Path, text: str) -> str:
 
 def worker_tls_files(security: Any, directory: Path) -> dict[str, str]:
     """Write the workers' in-memory TLS material to files (mode 0600); ``{key: path}``."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     out: dict[str, str] = {}
     for key, value in security.get_tls_config_for_role("worker").items():
         if value is None or key == "ciphers":
@@ -249,7 +251,6 @@ class AllocationBackend:
     ) -> None:
         import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
-        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.allocation = allocation
@@ -277,9 +278,9 @@ class AllocationBackend:
                 security = self._added.security
                 address = self._client.scheduler.address
             else:
-                security = Security.temporary()  # type: ignore[no-untyped-call]
+                security = temporary_security()
                 # TLS covers the scheduler's comms, not its HTTP port: serve nothing there.
-                with dask.config.set({"distributed.scheduler.http.routes": []}):
+                with dask.config.set(NO_HTTP):
                     self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
                         n_workers=0,
                         host=_listen_host(site),
@@ -314,7 +315,7 @@ class AllocationBackend:
 
     def _start_steps(self, address: str, tls: Mapping[str, str], log_dir: Path) -> None:
 
-        env = {k: v for k, v in os.environ.items() if k != "SLURM_JWT"}
+        env = {**child_env(os.environ, site_secrets(self.site)), **NO_HTTP_ENV}
         conf = slurm_conf_path(self.site)
         if conf and "SLURM_CONF" not in env:
             env["SLURM_CONF"] = conf

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hpcorch.childenv import secret_names, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.journal import Journal, task_states
 from hpcorch.options import RunOptions
@@ -40,6 +42,7 @@ from hpcorch.provision.accounting import journal_attempts
 from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
 from hpcorch.provision.regions import Router
 from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler
+from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Partition, Site
 from hpcorch.sites.resolve import resolve_regions
 from hpcorch.slurm.connect import connect, slurm_conf_path
@@ -131,8 +134,11 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     if plan.partition.constraint:
         directives.append(f"--constraint={plan.partition.constraint}")
     prologue = prologue_lines(site.prologue)
-    # slurmrestd's token breaks srun inside the job; workers never need it.
-    prologue.append("unset SLURM_JWT")
+    # slurmrestd's token (under whatever name the site gives it) breaks srun inside the
+    # job, and no task may see it; the submission already leaves it out (_job_class).
+    prologue.append(f"unset {shlex.join(site_secrets(site))}")
+    # A worker's HTTP port is not covered by TLS: it serves nothing (provision.security).
+    prologue += [f"export {k}={shlex.quote(v)}" for k, v in NO_HTTP_ENV.items()]
     # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
     prologue.append(f"export HPCORCH_SITE={shlex.quote(site.name)}")
     options: dict[str, Any] = {
@@ -161,11 +167,14 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
 
 
 def _job_class(site: Site) -> Any:
-    """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a JWT)."""
+    """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a secret:
+    sbatch exports the caller's environment into the job)."""
     from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
     conf = slurm_conf_path(site)
-    prefix = ["env", "-u", "SLURM_JWT", *([f"SLURM_CONF={conf}"] if conf else [])]
+    secrets = sorted({*site_secrets(site), *secret_names(os.environ, site_secrets(site))})
+    unset = [arg for name in secrets for arg in ("-u", name)]
+    prefix = ["env", *unset, *([f"SLURM_CONF={conf}"] if conf else [])]
 
     class SiteJob(SLURMJob):
         submit_command = shlex.join([*prefix, "sbatch"])
@@ -398,7 +407,6 @@ class SlurmBackend:
         import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed import Client  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
-        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         options = options or RunOptions()
         self.site = site
@@ -417,10 +425,9 @@ class SlurmBackend:
                     self.plans += plan_pools(spec, extra, prefix=f"{name}.")
         self.plans = [p if p.site else replace(p, site=site.name) for p in self.plans]
         self.run_dir = run_dir
-        tls_dir = run_dir / "tls"
-        tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tls_dir = private_dir(run_dir / "tls")  # the workers' keys, 0600 (dask-jobqueue)
         (run_dir / "slurm").mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.security = security if security is not None else Security.temporary()  # type: ignore[no-untyped-call]
+        self.security = security if security is not None else temporary_security()
         first = self.plans[0]
         # The scheduler's HTTP port is not covered by TLS: serve nothing on it,
         # and only on localhost (a shared login node has other users).
@@ -430,7 +437,7 @@ class SlurmBackend:
         self.scaler: Any = None
         self._journal: Any = None
         try:
-            with dask.config.set({"distributed.scheduler.http.routes": []}):
+            with dask.config.set(NO_HTTP):
                 self._cluster = SLURMCluster(
                     security=self.security,
                     shared_temp_directory=str(tls_dir),

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from hpcorch.cli.main import cli
 from hpcorch.cli.options import build_run_options
-from hpcorch.environment import child_env, run_options
+from hpcorch.environment import options_env, run_options
 from hpcorch.policies.state import Budget
 
 
@@ -78,6 +78,6 @@ def test_flags_win_over_the_environment_and_nothing_is_written_back(
 
 def test_the_driver_job_gets_the_options_as_variables() -> None:
     options = build_run_options("dev", "dev", "20 SU", "simple")
-    env = child_env(options)
+    env = options_env(options)
     assert env == {"HPCORCH_REGIONS": "dev", "HPCORCH_BUDGET": "20 SU", "HPCORCH_SCALING": "simple"}
     assert run_options(env) == replace(options, site=None)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2] / "hpcorch"
 # foundation (errors, units, spec, ...) is open to all and listed once.
 FOUNDATION = frozenset(
     {"_version", "errors", "units", "spec", "dag", "failures", "ids", "yamltext"}
+    | {"childenv", "guardian"}
 )
 ALLOWED: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),
@@ -30,6 +31,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dag": frozenset(),
     "topology": frozenset({"sites", "slurm"}),
     "failures": frozenset(),
+    # secrets kept out of every child environment; the guardian of a worker's tasks
+    "childenv": frozenset(),
+    "guardian": frozenset(),
     "policies": frozenset({"sites"}),
     # A run's options (a frozen type), and the one module that reads them from the environment.
     "options": frozenset({"policies"}),

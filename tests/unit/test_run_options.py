@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import hpcorch
-from hpcorch.environment import child_env, run_options
+from hpcorch.environment import options_env, run_options
 from hpcorch.errors import OptionError
 from hpcorch.options import RunOptions, ScalerSettings
 from hpcorch.policies.retry import RetryConfig
@@ -56,7 +56,7 @@ def test_the_environment_is_read_in_one_place() -> None:
     assert options.scaler.interval_s == 2.0
     assert options.scaler.scale.idle_timeout_s == 60.0
     assert not options.use_allocation
-    assert run_options(child_env(options)) == options  # what a driver job reads back
+    assert run_options(options_env(options)) == options  # what a driver job reads back
     with pytest.raises(OptionError, match="HPCORCH_LOOKAHEAD"):
         run_options({"HPCORCH_LOOKAHEAD": "soon"})
     assert run_options({}) == RunOptions()

@@ -19,6 +19,7 @@ EDGE = "environment.py"
 
 ALLOWED = {
     "doctor.py": "hands the caller's environment to the Slurm commands it checks",
+    "engine/driverlock.py": "the Slurm job the driver runs in, recorded with the run's lock",
     "engine/monitor.py": "whoami() on a worker: its node, Slurm job and that job's HPCORCH_SITE",
     "engine/session.py": "the Slurm job the driver itself runs in (never cancelled with the run)",
     "engine/worker.py": "a task's environment, and the Slurm job and GPUs of its worker",
@@ -27,7 +28,9 @@ ALLOWED = {
     "placement/placing.py": "the partition of the Slurm job a worker runs in",
     "placement/plugin.py": "a worker's node, GPUs and slurm.conf, and its tasks' environment",
     "provision/inside.py": "the user's allocation (SLURM_JOB_*) and the srun steps' environment",
+    "provision/reaper.py": "removes secrets from a worker's own environment before tasks run",
     "provision/regions.py": "the environment of the sbatch/squeue probes (engineer slurm-polling)",
+    "provision/slurm_pool.py": "the secret names the worker job's sbatch must unset (env -u)",
     "sites/detect.py": "the environment of the Slurm commands that detect a site",
     "sites/loader.py": "${VAR} references in site files",
     "sites/resolve.py": "CUDA_VISIBLE_DEVICES: the GPUs this machine gives the local site",
