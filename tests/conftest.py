@@ -97,28 +97,28 @@ def _parse_env(text: str) -> dict[str, str]:
     return env
 
 
-def cluster_args(name: str | None, slurm: str = TEST_SLURM) -> list[str]:
+def cluster_args(name: str | None, slurm: str = TEST_SLURM, exact: bool = False) -> list[str]:
     """dev-cluster options for cluster NAME of release SLURM (None: the release's own cluster).
 
     Extra clusters of a newer release get the release in their name (dev2 -> dev22411), so
-    they never meet a 22.05 cluster of the same name.
+    they never meet a 22.05 cluster of the same name; EXACT keeps NAME as it is.
     """
-    if slurm == DEFAULT_SLURM:
-        return ["--name", name or "dev"]
-    if slurm != IN_ROOT:
+    if slurm != DEFAULT_SLURM and slurm != IN_ROOT:
         pytest.fail(
             f"HPCORCH_SLURM_RELEASE={slurm}: run pytest inside that release's root, e.g. "
             f"scripts/dev-cluster exec --slurm {slurm} -- pytest ... (or scripts/check-releases)",
             pytrace=False,
         )
+    if slurm == DEFAULT_SLURM or exact:
+        return ["--name", name or "dev"]
     suffix = slurm.replace(".", "")
     return ["--slurm", slurm, *(["--name", f"{name}{suffix}"] if name else [])]
 
 
-def ensure_dev_cluster(name: str | None = None) -> DevCluster:
+def ensure_dev_cluster(name: str | None = None, *, exact: bool = False) -> DevCluster:
     """Return the running cluster NAME (None: the tested release's own), starting it if
     needed; fail (never skip) otherwise."""
-    args = cluster_args(name)
+    args = cluster_args(name, exact=exact)
     shown = " ".join(args)
     status = subprocess.run(
         [sys.executable, str(DEV_CLUSTER), "status", *args],
@@ -158,7 +158,9 @@ def ensure_dev_cluster(name: str | None = None) -> DevCluster:
 def dev_cluster() -> Iterator[DevCluster]:
     """The real dev Slurm cluster. Sets SLURM_CONF and SLURMRESTD_URL in os.environ
     (not SLURM_JWT: see DevCluster.cli_env); the token is ``dev_cluster.jwt``."""
-    cluster = ensure_dev_cluster()
+    # `scripts/dev-cluster exec --name dev2411 -- pytest ...` names the cluster to test.
+    named = os.environ.get("HPCORCH_DEV_CLUSTER_NAME")
+    cluster = ensure_dev_cluster(named, exact=True) if named else ensure_dev_cluster()
     saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "SLURMRESTD_URL")}
     os.environ["SLURM_CONF"] = cluster.slurm_conf
     os.environ["SLURMRESTD_URL"] = cluster.rest_url
