@@ -5,7 +5,7 @@ cluster is not running, the fixture starts it (as root) with
 ``scripts/dev-cluster up``; if that is impossible the test FAILS — it never
 skips — so a CI run cannot pass without exercising the real Slurm.
 
-``HPCORCH_SLURM_RELEASE`` (read at the edge; ``scripts/check-releases`` sets it)
+``HPCORCH_DEV_CLUSTER_SLURM`` (read at the edge; ``scripts/check-releases`` sets it)
 picks the Slurm release the cluster runs: 22.05 (default, the host's) or a
 newer one, whose Slurm clients and Python live in a Debian root: pytest must
 then run inside it (``scripts/dev-cluster exec --slurm 24.11 -- pytest ...``).
@@ -28,7 +28,7 @@ DEV_CLUSTER = REPO / "scripts" / "dev-cluster"
 SHARED = REPO.parent / "shared"
 TRACES = Path(os.environ.get("HPCORCH_TRACES_DIR", SHARED / "traces"))
 DEFAULT_SLURM = "22.05"
-TEST_SLURM = os.environ.get("HPCORCH_SLURM_RELEASE", DEFAULT_SLURM)
+TEST_SLURM = os.environ.get("HPCORCH_DEV_CLUSTER_SLURM", DEFAULT_SLURM)
 # Set by scripts/dev-cluster in every process it runs inside a release root.
 IN_ROOT = os.environ.get("HPCORCH_DEV_CLUSTER_IN_ROOT")
 
@@ -105,7 +105,7 @@ def cluster_args(name: str | None, slurm: str = TEST_SLURM, exact: bool = False)
     """
     if slurm != DEFAULT_SLURM and slurm != IN_ROOT:
         pytest.fail(
-            f"HPCORCH_SLURM_RELEASE={slurm}: run pytest inside that release's root, e.g. "
+            f"HPCORCH_DEV_CLUSTER_SLURM={slurm}: run pytest inside that release's root, e.g. "
             f"scripts/dev-cluster exec --slurm {slurm} -- pytest ... (or scripts/check-releases)",
             pytrace=False,
         )
