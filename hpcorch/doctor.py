@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from hpcorch.errors import HpcorchError
+from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Partition, Site
 from hpcorch.slurm.cli import SECRET_ENV, Completed, Runner, run_command
 from hpcorch.slurm.models import NodeInfo, PartitionInfo
@@ -334,8 +335,8 @@ def _temporary_security(security: Any) -> Any:
 
 
 async def _probe_scheduler(interface: str | None, tls: bool) -> str:
-    from distributed import Scheduler
-    from distributed.comm.core import connect
+    from distributed import Scheduler  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from distributed.comm.core import connect  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     # The scheduler always serves HTTP too; a random port keeps it off a busy 8787.
     kwargs: dict[str, Any] = {
@@ -346,7 +347,7 @@ async def _probe_scheduler(interface: str | None, tls: bool) -> str:
     }
     connection: dict[str, Any] = {}
     if tls:
-        from distributed.security import Security
+        from distributed.security import Security  # noqa: PLC0415  # CLI fast path: --help does not load it
 
         security = _temporary_security(Security)
         kwargs.update(protocol="tls", security=security)
@@ -389,7 +390,7 @@ def probe_ports(interface: str | None, tls_required: bool = False) -> Check:
 
 
 def _slurm_env(site: Site, env: Mapping[str, str]) -> dict[str, str]:
-    from hpcorch.slurm.connect import slurm_conf_path
+    from hpcorch.slurm.connect import slurm_conf_path  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     out = {k: v for k, v in env.items() if k not in SECRET_ENV}
     conf = slurm_conf_path(site, env)
@@ -421,9 +422,8 @@ def _step_argv(
 
 def _backends(site: Site, env: Mapping[str, str]) -> list[tuple[str, str, Any]]:
     """``(name, where, client or error text)`` for each configured backend."""
-    from hpcorch.sites.loader import expand_vars
-    from hpcorch.slurm.connect import connect
-    from hpcorch.slurm.fallback import FallbackClient
+    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.slurm.fallback import FallbackClient  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     assert site.slurm is not None
     where = {

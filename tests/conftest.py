@@ -25,8 +25,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_CLUSTER = REPO / "scripts" / "dev-cluster"
-SHARED = REPO.parent / "shared"
-TRACES = Path(os.environ.get("HPCORCH_TRACES_DIR", SHARED / "traces"))
 DEFAULT_SLURM = "22.05"
 TEST_SLURM = os.environ.get("HPCORCH_DEV_CLUSTER_SLURM", DEFAULT_SLURM)
 # Set by scripts/dev-cluster in every process it runs inside a release root.
@@ -171,14 +169,6 @@ def dev_cluster() -> Iterator[DevCluster]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def traces_dir() -> Path:
-    """../shared/traces (read-only public traces); fails when missing."""
-    if not TRACES.is_dir():
-        pytest.fail(f"public traces not found at {TRACES}; set HPCORCH_TRACES_DIR", pytrace=False)
-    return TRACES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
