@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from hpcorch.slurm.rest_dialects import choose, served_versions
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 
@@ -106,8 +108,6 @@ def test_gpu_gres_and_topology_visible(dev_cluster: DevCluster) -> None:
 
 
 def test_slurmrestd_answers_with_jwt_and_refuses_without(dev_cluster: DevCluster) -> None:
-    from hpcorch.slurm.rest_dialects import choose, served_versions
-
     auth = {"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": dev_cluster.jwt}
     # Each release serves its own data_parser versions (22.05: v0.0.38; 24.11: v0.0.40-42).
     openapi = httpx.get(f"{dev_cluster.rest_url}/openapi/v3", headers=auth, timeout=10)
