@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import httpx
-
-from hpcorch.slurm.rest_dialects import choose, served_versions
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 
+from hpcorch.slurm.rest_versions import choose, served_versions
 from tests.conftest import DevCluster, ensure_dev_cluster
 from tests.waiting import wait_for
 
