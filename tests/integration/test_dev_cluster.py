@@ -20,6 +20,7 @@ import httpx
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 
+from hpcorch.slurm.rest_versions import choose, served_versions
 from tests.conftest import DevCluster, ensure_dev_cluster
 from tests.waiting import wait_for
 
@@ -106,14 +107,15 @@ def test_gpu_gres_and_topology_visible(dev_cluster: DevCluster) -> None:
 
 
 def test_slurmrestd_answers_with_jwt_and_refuses_without(dev_cluster: DevCluster) -> None:
-    url = f"{dev_cluster.rest_url}/slurm/v0.0.38/nodes"
+    auth = {"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": dev_cluster.jwt}
+    # Each release serves its own data_parser versions (22.05: v0.0.38; 24.11: v0.0.40-42).
+    openapi = httpx.get(f"{dev_cluster.rest_url}/openapi/v3", headers=auth, timeout=10)
+    dialect = choose(served_versions(openapi.json())[0])
+    assert dialect is not None, "slurmrestd serves no version hpcorch speaks"
+    url = f"{dev_cluster.rest_url}{dialect.base}/nodes"
     refused = httpx.get(url, timeout=10)
     assert refused.status_code == 401
-    ok = httpx.get(
-        url,
-        headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": dev_cluster.jwt},
-        timeout=10,
-    )
+    ok = httpx.get(url, headers=auth, timeout=10)
     assert ok.status_code == 200
     names = {n["name"] for n in ok.json()["nodes"]}
     assert names == {"cpu1", "cpu2", "gpu1", "gpu2"}
