@@ -3,7 +3,9 @@
     client.submit(JobRequest | script text) -> job id
     client.cancel(job ids)
     client.jobs(job ids) -> [JobInfo]      one call for all of them
-    client.nodes() -> [NodeInfo]           one call
+    client.nodes(partitions) -> [NodeInfo] one call; None: every node
+    client.pending_jobs(partition) -> [JobInfo]   every user's, for queue probes
+    client.start_estimate(partition, nodes, walltime) -> Unix time | None
     client.partitions() -> [PartitionInfo]
     client.steps(job id) -> [StepInfo]
     client.version -> "22.05.8"
@@ -49,7 +51,11 @@ class SlurmClient(Protocol):
 
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]: ...
 
-    def nodes(self) -> list[NodeInfo]: ...
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]: ...
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]: ...
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None: ...
 
     def partitions(self) -> list[PartitionInfo]: ...
 

@@ -15,7 +15,14 @@ from types import ModuleType
 from typing import Any
 
 from hpcorch.errors import BackendUnavailable, SlurmError
-from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
+from hpcorch.slurm.models import (
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    StepInfo,
+    in_partitions,
+    pending_in,
+)
 from hpcorch.slurm.parse import expand_hostlist
 from hpcorch.slurm.script import JobRequest, render_sbatch
 from hpcorch.slurm.states import parse_job_state, parse_node_state
@@ -87,11 +94,12 @@ class PyslurmClient:
 
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]:
         wanted = {str(j) for j in job_ids}
+        return [j for j in self._jobs() if j.job_id in wanted]
+
+    def _jobs(self) -> list[JobInfo]:
         table: Mapping[Any, Mapping[str, Any]] = self._guard("job info", self._mod.job().get)
         out = []
         for key, job in table.items():
-            if str(key) not in wanted:
-                continue
             code, _, sig = str(job.get("exit_code") or "0:0").partition(":")
             state = parse_job_state(job.get("job_state"))
             out.append(
@@ -109,8 +117,17 @@ class PyslurmClient:
             )
         return out
 
-    def nodes(self) -> list[NodeInfo]:
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
         table: Mapping[str, Mapping[str, Any]] = self._guard("node info", self._mod.node().get)
+        return in_partitions(self._nodes(table), partitions)
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        return pending_in(self._jobs(), partition)
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        return None  # no --test-only through pyslurm: the region policy goes without
+
+    def _nodes(self, table: Mapping[str, Mapping[str, Any]]) -> list[NodeInfo]:
         return [
             NodeInfo(
                 name=name,

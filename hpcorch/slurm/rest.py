@@ -27,7 +27,14 @@ from hpcorch.errors import SlurmError, SubmissionRefused
 from hpcorch.sites.model import Prologue
 from hpcorch.slurm.cli import CliClient
 from hpcorch.slurm.client import BackendDown
-from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
+from hpcorch.slurm.models import (
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    StepInfo,
+    in_partitions,
+    pending_in,
+)
 from hpcorch.slurm.parse import (
     job_id_order,
     parse_jobs_json,
@@ -285,8 +292,17 @@ class RestClient:
             result += self._history.jobs(missing)
         return sorted(result, key=lambda j: job_id_order(j.job_id))
 
-    def nodes(self) -> list[NodeInfo]:
-        return parse_nodes_json(self._get("/nodes"))
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
+        return in_partitions(parse_nodes_json(self._get("/nodes")), partitions)
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        return pending_in(parse_jobs_json(self._get("/jobs"), "rest"), partition)
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        # slurmrestd has no --test-only; the cli backend (history) has.
+        if self._history is None:
+            return None
+        return self._history.start_estimate(partition, nodes, walltime_s)
 
     def partitions(self) -> list[PartitionInfo]:
         return parse_partitions_json(self._get("/partitions"))
