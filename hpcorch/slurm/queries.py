@@ -154,7 +154,7 @@ def sinfo_nodes_argv(partitions: Iterable[str] | None) -> list[str]:
 
 
 def _fields(line: str, count: int) -> list[str] | None:
-    values = line.split(SEP)
+    values = line.removesuffix(SEP).split(SEP)  # every field, the last too, ends with SEP
     if len(values) < count:
         return None
     return [v.strip() for v in values[: count - 1]] + [SEP.join(values[count - 1 :]).strip()]
@@ -234,9 +234,10 @@ def parse_sinfo_nodes(stdout: str) -> list[NodeInfo]:
             continue
         (name, state, partition, cpus, sockets, cores, threads, memory, cpu_state,
          alloc_mem, gres, gres_used, reason) = values  # fmt: skip
+        partition = partition.rstrip("*")  # "cpu*": the default partition
         parts.setdefault(name, [])
         if partition and partition not in parts[name]:
-            parts[name].append(partition.rstrip("*"))  # "cpu*": the default partition
+            parts[name].append(partition)
         if name in nodes:
             continue
         allocated = cpu_state.split("/")[0]
