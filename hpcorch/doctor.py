@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from hpcorch.errors import HpcorchError
 from hpcorch.sites.model import Partition, Site
-from hpcorch.slurm.cli import SECRET_ENV, Completed, Runner, run_command
+from hpcorch.slurm.cli import Completed, Runner, run_command
+from hpcorch.slurm.connect import slurm_env
 from hpcorch.slurm.models import NodeInfo, PartitionInfo
 from hpcorch.slurm.token import scrub
 
@@ -388,16 +389,6 @@ def probe_ports(interface: str | None, tls_required: bool = False) -> Check:
     return check_ports(address, None, f"ok ({tls_address})")
 
 
-def _slurm_env(site: Site, env: Mapping[str, str]) -> dict[str, str]:
-    from hpcorch.slurm.connect import slurm_conf_path
-
-    out = {k: v for k, v in env.items() if k not in SECRET_ENV}
-    conf = slurm_conf_path(site, env)
-    if conf:
-        out["SLURM_CONF"] = conf
-    return out
-
-
 def _run(
     runner: Runner, argv: Sequence[str], env: Mapping[str, str], timeout: float
 ) -> tuple[Completed | None, str | None]:
@@ -427,7 +418,7 @@ def _backends(site: Site, env: Mapping[str, str]) -> list[tuple[str, str, Any]]:
 
     assert site.slurm is not None
     where = {
-        "cli": f"SLURM_CONF={_slurm_env(site, env).get('SLURM_CONF', '(default)')}",
+        "cli": f"SLURM_CONF={slurm_env(site, env).get('SLURM_CONF', '(default)')}",
         "rest": expand_vars(site.slurm.rest.url, env) if site.slurm.rest else "",
         "pyslurm": "libslurm",
     }
@@ -463,7 +454,7 @@ def run_doctor(
         checks.append(check_command("mpi launcher", argv, done, error=error, required=False))
         return checks
 
-    slurm_env = _slurm_env(site, environ)
+    command_env = slurm_env(site, environ)
     secrets = [environ.get("SLURM_JWT")]
     live: tuple[list[PartitionInfo], list[NodeInfo]] | None = None
     for name, where, client in _backends(site, environ):
@@ -496,7 +487,7 @@ def run_doctor(
         f"user={user}",
         "format=account,user,partition",
     ]
-    done, error = _run(runner, argv, slurm_env, 30)
+    done, error = _run(runner, argv, command_env, 30)
     if done is not None and done.returncode != 0:
         error = done.stderr.strip() or f"exit {done.returncode}"
         done = None
@@ -510,11 +501,11 @@ def run_doctor(
     else:
         argv = [*launcher, "-n", "1", "true"]
     checks.append(
-        check_command("mpi launcher", argv, *_run(runner, argv, slurm_env, step_timeout_s))
+        check_command("mpi launcher", argv, *_run(runner, argv, command_env, step_timeout_s))
     )
 
     argv = _step_argv(site, [sys.executable, "-c", _IMPORT_PROBE])
     checks.append(
-        check_command("python on compute", argv, *_run(runner, argv, slurm_env, step_timeout_s))
+        check_command("python on compute", argv, *_run(runner, argv, command_env, step_timeout_s))
     )
     return checks

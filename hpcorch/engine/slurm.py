@@ -504,11 +504,14 @@ class SlurmBackend:
             )
             for p in self.plans
         ]
+        # One Slurm client per site: the scaler's job states and the router's queue probes.
+        clients = {name: connect(s) for name, s in self.sites.items()}
         router = _SpanRouter(
             Router(
                 self.sites,
                 {(p.site, p.partition.name): _base_name(p) for p in self.plans},
                 budget=self.budget,
+                clients=clients,
                 default_estimate_s=self.settings.scale.walltime.default_estimate_s,
                 journal=self._journal,
             ),
@@ -519,9 +522,7 @@ class SlurmBackend:
             shapes,
             {name: site_limits(s) for name, s in self.sites.items()},
             self._pools,
-            PollerStates(
-                {name: connect(s) for name, s in self.sites.items()}, self.settings.interval_s
-            ),
+            PollerStates(clients, self.settings.interval_s),
             _JournalDemand(spec, self.run_dir, list(self.sites.values()), self.settings.scale),
             router,
             journal=self._journal,

@@ -10,14 +10,14 @@ from pathlib import Path
 from hpcorch.errors import BackendUnavailable, SiteConfigError
 from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Site
-from hpcorch.slurm.cli import CliClient
+from hpcorch.slurm.cli import SECRET_ENV, CliClient
 from hpcorch.slurm.client import SlurmClient
 from hpcorch.slurm.fallback import FallbackClient
 from hpcorch.slurm.pyslurm_ import PyslurmClient
 from hpcorch.slurm.rest import RestClient
 from hpcorch.slurm.token import TokenProvider
 
-__all__ = ["connect", "slurm_conf_path"]
+__all__ = ["connect", "slurm_conf_path", "slurm_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,15 @@ def slurm_conf_path(site: Site, env: Mapping[str, str] | None = None) -> str | N
     if site.slurm is None or not site.slurm.conf:
         return None
     return str(Path(expand_vars(site.slurm.conf, env)).expanduser().absolute())
+
+
+def slurm_env(site: Site, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for Slurm commands on ``site``: its SLURM_CONF, never a secret."""
+    out = {k: v for k, v in (os.environ if env is None else env).items() if k not in SECRET_ENV}
+    conf = slurm_conf_path(site, out)
+    if conf:
+        out["SLURM_CONF"] = conf
+    return out
 
 
 def connect(site: Site, env: Mapping[str, str] | None = None) -> SlurmClient:
