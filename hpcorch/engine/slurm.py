@@ -447,12 +447,14 @@ class SlurmBackend:
         try:
             with dask.config.set({"distributed.scheduler.http.routes": []}):
                 self._cluster = SLURMCluster(
+                    job_cls=_job_class(self.sites[first.site]),
                     security=self.security,
                     shared_temp_directory=str(tls_dir),
                     scheduler_options=scheduler_options,
                     **job_options(first, self.sites[first.site], run_dir),
                 )
-            base = dict(self._cluster._job_kwargs)
+            # SpecCluster's worker template: the job options the constructor resolved.
+            base = dict(self._cluster.new_spec["options"])
             classes = {name: _job_class(s) for name, s in self.sites.items()}
             self._pools = _DaskPools(
                 self._cluster,
