@@ -11,8 +11,9 @@
     client.version -> "22.05.8"
 
 Backends: :mod:`~hpcorch.slurm.rest` (slurmrestd), :mod:`~hpcorch.slurm.cli`
-(``squeue/sinfo --json``, ``sbatch --parsable``), :mod:`~hpcorch.slurm.pyslurm_`
-and :mod:`~hpcorch.slurm.fake`; :mod:`~hpcorch.slurm.fallback` chains them.
+(``squeue``/``sinfo`` for this user's jobs and the partitions in use,
+``sbatch --parsable``), :mod:`~hpcorch.slurm.pyslurm_` and :mod:`~hpcorch.slurm.fake`;
+:mod:`~hpcorch.slurm.fallback` chains them.
 Every foreign error is translated to :class:`~hpcorch.errors.SlurmError` at
 the backend's boundary.
 """
