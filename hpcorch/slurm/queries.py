@@ -16,7 +16,9 @@ queue costs. What each command asks slurmctld for (22.05 to 26.05):
   uses (text too: ``sinfo --json`` ignores ``--partition`` on 22.05).
 
 The ``--Format`` field names and ``--me`` are the same from 22.05 to 26.05, so
-the argv does not depend on the release (checked on 22.05).
+the argv does not depend on the release (checked on 22.05 and 24.11); what
+differs is the output: ``exit_code`` is the raw wait status on 22.05
+(``768``) and ``code:signal`` from 24.11 on (``3:0``).
 """
 
 from __future__ import annotations
@@ -187,6 +189,15 @@ def _limit(text: str) -> float | None:
         return None
 
 
+def _exit_status(text: str) -> tuple[int | None, int | None]:
+    # 22.05 prints the raw wait status ("768"), 24.11 on "code:signal" ("3:0").
+    code, colon, sig = text.partition(":")
+    if not colon:
+        return decode_wait_status(_count(text))
+    signal = _count(sig)
+    return _count(code), signal or None
+
+
 def parse_squeue_jobs(stdout: str, source: str = "squeue") -> list[JobInfo]:
     """The jobs of :func:`squeue_jobs_argv`'s output."""
     jobs = []
@@ -198,7 +209,7 @@ def parse_squeue_jobs(stdout: str, source: str = "squeue") -> list[JobInfo]:
          partition, user, account, nodelist, reason, name, comment) = values  # fmt: skip
         state = parse_job_state(state_text)
         terminal = state.terminal
-        exit_code, signal = decode_wait_status(_count(exit_text))
+        exit_code, signal = _exit_status(exit_text)
         jobs.append(
             JobInfo(
                 job_id=job_id,

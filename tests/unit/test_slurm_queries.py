@@ -43,6 +43,18 @@ def test_squeue_text_parses_states_exit_codes_arrays_and_times() -> None:
     assert jobs["8_1"].state is JobState.COMPLETED and jobs["8_1"].exit_code == 0
 
 
+def test_squeue_text_of_24_11_has_code_colon_signal_exit_status() -> None:
+    # As squeue 24.11.5 printed it on the 24.11 dev cluster.
+    fields = ["4", "FAILED", "3:0", "1", "1", "1:00", "2026-12-03T10:18:24"]
+    fields += ["2026-12-03T10:18:25", "2026-12-03T10:18:25", "cpu", "root", "root", "cpu1"]
+    fields += ["NonZeroExitCode", "fails", "(null)"]
+    (job,) = parse_squeue_jobs(SEP.join(fields) + SEP + "\n")
+    assert (job.state, job.exit_code, job.signal) == (JobState.FAILED, 3, None)
+    fields[1:3] = ["CANCELLED", "0:9"]
+    (job,) = parse_squeue_jobs(SEP.join(fields) + SEP + "\n")
+    assert (job.exit_code, job.signal) == (0, 9)
+
+
 def test_a_separator_inside_the_last_field_stays_in_it() -> None:
     line = SEP.join(["9", "PENDING", "0", "1", "1", "5:00", "N/A", "N/A", "N/A", "cpu", "u", "a"])
     line += SEP + SEP.join(["", "None", "name", "a" + SEP + "b"]) + SEP
