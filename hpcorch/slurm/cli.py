@@ -3,9 +3,10 @@
 Every command is an argv list run by a :class:`Runner` (a thin wrapper over
 ``subprocess.run``; tests pass their own); every output goes through a pure
 parser in :mod:`hpcorch.slurm.parse` or :mod:`hpcorch.slurm.queries`.
-``jobs(ids)`` costs one ``squeue`` call for this user's jobs only, plus one
-``sacct`` call only when some ids have ended or left squeue; ``nodes(partitions)``
-one ``sinfo`` call for those partitions (see :mod:`hpcorch.slurm.queries`).
+``jobs(ids)`` costs one state sweep of those jobs, plus one ``squeue`` call for
+the details of those whose state changed and one ``sacct`` call only when some
+have left squeue; ``nodes(partitions)`` one ``sinfo`` call for those partitions
+(see :mod:`hpcorch.slurm.queries`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ from hpcorch.slurm.queries import (
     JOB_GONE,
     parse_sinfo_nodes,
     parse_squeue_jobs,
+    parse_state_sweep,
     parse_test_only,
+    release,
     sacct_jobs_argv,
     sinfo_nodes_argv,
     squeue_jobs_argv,
     squeue_pending_argv,
+    state_sweep_argv,
+    sweeps_in_slurmctld,
     test_only_argv,
 )
 from hpcorch.slurm.script import JobRequest, render_sbatch
@@ -127,6 +132,7 @@ class CliClient:
         self._timeout = timeout_s
         self._run = runner
         self._version: str | None = None
+        self._seen: dict[str, JobInfo] = {}  # each job's last details, kept while its state holds
         self.calls = 0
 
     # ------------------------------------------------------------------ plumbing
@@ -197,19 +203,39 @@ class CliClient:
         wanted = sorted({str(j) for j in job_ids}, key=job_id_order)
         if not wanted:
             return []
-        argv = squeue_jobs_argv(wanted)
-        done = self._call(argv)
+        rel = release(self.version)
+        sweep = state_sweep_argv(wanted, rel)
+        done = self._call(sweep)
         if done.returncode != 0 and JOB_GONE not in done.stderr:  # one id, purged: not a failure
-            _fail(argv, done)
-        listed = parse_squeue_jobs(done.stdout) if done.returncode == 0 else []
-        found = {j.job_id: j for j in listed}
+            _fail(sweep, done)
+        states = parse_state_sweep(done.stdout) if done.returncode == 0 else {}
+        in_ctld = sweeps_in_slurmctld(rel)
+        # Details only for the jobs whose state changed: a quiet poll asks for nothing more.
+        # Not in a slurmctld sweep: gone (sacct); not in a slurmdbd sweep: maybe not there yet.
+        changed = [
+            j
+            for j in wanted
+            if (j in states or not in_ctld)
+            and (j not in self._seen or states.get(j) is not self._seen[j].state)
+        ]
+        found: dict[str, JobInfo] = {}
+        if changed:
+            argv = squeue_jobs_argv(changed)
+            listed = self._call(argv)
+            if listed.returncode != 0 and JOB_GONE not in listed.stderr:
+                _fail(argv, listed)
+            if listed.returncode == 0:
+                found = {j.job_id: j for j in parse_squeue_jobs(listed.stdout)}
         # Jobs gone from squeue: sacct (slurmdbd). squeue's record wins while it has one:
         # sacct --json 22.05 reports return_code 0 for a job that exited 3.
-        ask = [j for j in wanted if j not in found]
+        ask = [j for j in changed if j not in found] + [
+            j for j in wanted if in_ctld and j not in states and j not in self._seen
+        ]
         if ask:
             history = parse_sacct_json(self._json(sacct_jobs_argv(ask)))
             found.update({j.job_id: j for j in history if j.job_id in ask})
-        return [found[j] for j in wanted if j in found]
+        self._seen.update(found)
+        return [self._seen[j] for j in wanted if j in self._seen]
 
     def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
         return parse_sinfo_nodes(self._checked(sinfo_nodes_argv(partitions)))

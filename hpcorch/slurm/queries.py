@@ -1,24 +1,26 @@
 """The CLI backend's polling queries: argv builders and parsers, pure, for 22.05 on.
 
 A poll must cost slurmctld what the run's own jobs cost, not what the site's
-queue costs. What each command asks slurmctld for (22.05 to 26.05):
+queue costs. What each command asks slurmctld for (measured with ``sdiag``):
 
-- ``squeue --json`` ignores ``--jobs``/``--me`` on 22.05 and always packs the
-  whole queue, so jobs are read from squeue's text output instead, with an
-  ``--Format`` whose fields are joined by an ASCII unit separator.
-- ``squeue --jobs=A,B`` alone still loads every job (REQUEST_JOB_INFO) and
-  filters in the client; ``--me`` makes slurmctld pack only this user's jobs
-  (REQUEST_JOB_USER_INFO). One id alone is REQUEST_JOB_INFO_SINGLE. So the
-  poll sends ``--me --jobs=...`` (one id: ``--jobs=ID`` only).
-- Jobs that already left squeue come from ``sacct --json --jobs=...``
-  (slurmdbd, not slurmctld); squeue's record wins while it has one.
-- Nodes come from ``sinfo --Node --partition=...`` for the partitions the run
-  uses (text too: ``sinfo --json`` ignores ``--partition`` on 22.05).
+- ``squeue`` with several ``--jobs``, with ``--me`` or ``--user`` still loads
+  every job in slurmctld (REQUEST_JOB_INFO), on 22.05 and on 24.11; only one id
+  alone is cheap (REQUEST_JOB_INFO_SINGLE). ``squeue --json`` on 22.05 ignores
+  the filters altogether.
+- ``squeue --only-job-state --jobs=...`` (24.05 on) asks slurmctld for the
+  states of exactly those jobs (REQUEST_JOB_STATE).
+- ``sacct`` asks slurmdbd, not slurmctld.
 
-The ``--Format`` field names and ``--me`` are the same from 22.05 to 26.05, so
-the argv does not depend on the release (checked on 22.05 and 24.11); what
-differs is the output: ``exit_code`` is the raw wait status on 22.05
-(``768``) and ``code:signal`` from 24.11 on (``3:0``).
+So a poll is a *state sweep* of the run's jobs — ``squeue --only-job-state``
+from 24.05 on, ``sacct --allocations`` before — and details (nodes, times,
+exit status: ``squeue`` text with an ``--Format`` whose fields end with an
+ASCII unit separator) only for the jobs whose state changed. A quiet poll
+costs slurmctld nothing on 22.05 and one filtered RPC on 24.05+. Jobs gone
+from squeue come from ``sacct --json``. Nodes come from ``sinfo --Node
+--partition=...`` for the partitions the run uses.
+
+Outputs differ too: squeue's ``exit_code`` is the raw wait status on 22.05
+(``768``) and ``code:signal`` from 24.11 on (``3:0``). Checked on 22.05 and 24.11.
 """
 
 from __future__ import annotations
@@ -31,18 +33,22 @@ from datetime import datetime
 
 from hpcorch.slurm.models import JobInfo, NodeInfo
 from hpcorch.slurm.parse import decode_wait_status, expand_hostlist
-from hpcorch.slurm.states import parse_job_state, parse_node_state
+from hpcorch.slurm.states import JobState, parse_job_state, parse_node_state
 from hpcorch.units import parse_duration
 
 __all__ = [
     "JOB_GONE",
     "parse_sinfo_nodes",
     "parse_squeue_jobs",
+    "parse_state_sweep",
     "parse_test_only",
+    "release",
     "sacct_jobs_argv",
     "sinfo_nodes_argv",
     "squeue_jobs_argv",
     "squeue_pending_argv",
+    "state_sweep_argv",
+    "sweeps_in_slurmctld",
     "test_only_argv",
 ]
 
@@ -85,6 +91,8 @@ _NODE_FIELDS = (
     "Reason",  # last: free text
 )
 _MIB = 1024**2
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+ONLY_JOB_STATE = (24, 5)  # squeue --only-job-state: REQUEST_JOB_STATE
 _TEST_ONLY = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 
 
@@ -93,14 +101,56 @@ def _format(fields: Sequence[str]) -> str:
     return ",".join(f"{name}:0{SEP}" for name in fields)
 
 
-def squeue_jobs_argv(job_ids: Sequence[str]) -> list[str]:
-    """squeue for these jobs only, as text (``--json`` ignores the filter on 22.05)."""
+def release(version: str) -> tuple[int, int]:
+    """``"22.05.8"`` or ``"slurm-wlm 24.11.5"`` → (22, 5); unreadable: the oldest supported."""
+    found = _VERSION.search(version or "")
+    return (int(found.group(1)), int(found.group(2))) if found else (22, 5)
+
+
+def sweeps_in_slurmctld(rel: tuple[int, int]) -> bool:
+    """Whether squeue can ask slurmctld for just these jobs' states (24.05 on)."""
+    return rel >= ONLY_JOB_STATE
+
+
+def state_sweep_argv(job_ids: Sequence[str], rel: tuple[int, int]) -> list[str]:
+    """The states of these jobs, and nothing else: from slurmctld (24.05+) or slurmdbd."""
     ids = ",".join(job_ids)
-    # --me: slurmctld packs only this user's jobs; one id is its own cheap RPC.
-    who = [] if len(job_ids) == 1 else ["--me"]
+    if sweeps_in_slurmctld(rel):
+        return [
+            "squeue",
+            "--only-job-state",
+            f"--jobs={ids}",
+            "--states=all",
+            "--noheader",
+            f"--Format={_format(('JobID', 'State'))}",
+        ]
+    return [
+        "sacct",
+        f"--jobs={ids}",
+        "--allocations",
+        "--noheader",
+        "--parsable2",
+        "--format=JobID,State",
+    ]
+
+
+def parse_state_sweep(stdout: str) -> dict[str, JobState]:
+    """Job id → state from :func:`state_sweep_argv`'s output (either form)."""
+    states: dict[str, JobState] = {}
+    for line in stdout.splitlines():
+        job_id, _, rest = line.replace("|", SEP).partition(SEP)
+        state = rest.split(SEP, 1)[0].strip()
+        if job_id.strip() and state:
+            states[job_id.strip()] = parse_job_state(state)  # sacct: the latest id wins
+    return states
+
+
+def squeue_jobs_argv(job_ids: Sequence[str]) -> list[str]:
+    """squeue for these jobs' details, as text (``--json`` ignores the filter on 22.05)."""
+    ids = ",".join(job_ids)
     return [
         "squeue",
-        *who,
+        "--me",
         f"--jobs={ids}",
         "--states=all",
         "--noheader",

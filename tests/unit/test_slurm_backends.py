@@ -52,9 +52,12 @@ def ok(text: str) -> Completed:
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_jobs_is_one_filtered_squeue_call_plus_sacct_for_gone_jobs() -> None:
+def test_cli_jobs_22_05_sweeps_states_in_slurmdbd_and_asks_squeue_for_changes_only() -> None:
+    sweep = {"5": "PENDING", "6": "RUNNING", "7": "FAILED"}
     runner = FakeRunner(
         {
+            "sinfo --version": ok("slurm 22.05.8\n"),
+            "sacct --jobs=5,6,7": ok("".join(f"{k}|{v}\n" for k, v in sweep.items())),
             "squeue --me": ok((DATA / "squeue.txt").read_text()),
             "sacct --json": ok((DATA / "sacct.json").read_text()),
         }
@@ -63,22 +66,53 @@ def test_cli_jobs_is_one_filtered_squeue_call_plus_sacct_for_gone_jobs() -> None
         runner=runner, env={"PATH": "/bin", "SLURM_JWT": "secret"}, conf="/x/slurm.conf"
     )
     jobs = cli.jobs(["5", "6", "7"])
-    assert [c[0][:3] for c in runner.calls] == [["squeue", "--me", "--jobs=5,6,7"]]
+    assert [c[0][:2] for c in runner.calls] == [
+        ["sinfo", "--version"], ["sacct", "--jobs=5,6,7"], ["squeue", "--me"]
+    ]  # fmt: skip
     assert [j.state for j in jobs] == [JobState.PENDING, JobState.RUNNING, JobState.FAILED]
     assert jobs[2].exit_code == 3  # squeue's record wins while it has one
-    env = runner.calls[0][2]
+    assert jobs[1].nodes == ("gpu1", "gpu2")
+    env = runner.calls[1][2]
     assert env["SLURM_CONF"] == "/x/slurm.conf" and "SLURM_JWT" not in env
-    cli.jobs(["5", "999"])
-    assert [c[0][0] for c in runner.calls[1:]] == ["squeue", "sacct"]
+    runner.calls.clear()
+    assert cli.jobs(["5", "6", "7"]) == jobs  # nothing changed: the sweep alone
+    assert [c[0][0] for c in runner.calls] == ["sacct"]
+    runner.calls.clear()
+    cli.jobs(["5", "999"])  # 999: in no sweep, no squeue: sacct's record, if any
+    assert [c[0][0] for c in runner.calls] == ["sacct", "squeue", "sacct"]
     assert runner.calls[-1][0] == ["sacct", "--json", "--jobs=999"]
+
+
+def test_cli_jobs_24_11_sweeps_states_in_slurmctld_with_only_job_state() -> None:
+    sep = "\x1f"
+    runner = FakeRunner(
+        {
+            "sinfo --version": ok("slurm-wlm 24.11.5\n"),
+            "squeue --only-job-state": ok(f"5{sep}PENDING{sep}\n6{sep}RUNNING{sep}\n"),
+            "squeue --me": ok((DATA / "squeue.txt").read_text()),
+            "sacct --json": ok('{"jobs": []}'),
+        }
+    )
+    cli = CliClient(runner=runner, env={})
+    assert [j.job_id for j in cli.jobs(["5", "6", "999"])] == ["5", "6"]
+    sweep, details, gone = (c[0] for c in runner.calls[1:])
+    assert sweep[:3] == ["squeue", "--only-job-state", "--jobs=5,6,999"]
+    assert details[:3] == ["squeue", "--me", "--jobs=5,6"]  # 999 left slurmctld: sacct only
+    assert gone == ["sacct", "--json", "--jobs=999"]
 
 
 def test_cli_jobs_of_one_purged_id_asks_sacct() -> None:
     gone = Completed(1, "", "slurm_load_jobs error: Invalid job id specified\n")
-    runner = FakeRunner({"squeue --jobs=999": gone, "sacct --json": ok('{"jobs": []}')})
+    runner = FakeRunner(
+        {
+            "sinfo --version": ok("slurm-wlm 24.11.5\n"),
+            "squeue --only-job-state": gone,
+            "sacct --json": ok('{"jobs": []}'),
+        }
+    )
     assert CliClient(runner=runner, env={}).jobs(["999"]) == []
-    assert [c[0][0] for c in runner.calls] == ["squeue", "sacct"]
-    down = FakeRunner({"squeue": Completed(1, "", "Unable to contact slurm controller")})
+    assert [c[0][0] for c in runner.calls[1:]] == ["squeue", "sacct"]
+    down = FakeRunner({"sacct": Completed(1, "", "Unable to contact slurm controller")})
     with pytest.raises(BackendDown):
         CliClient(runner=down, env={}).jobs(["1", "2"])
 

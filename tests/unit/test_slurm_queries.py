@@ -9,23 +9,38 @@ from hpcorch.slurm.queries import (
     SEP,
     parse_sinfo_nodes,
     parse_squeue_jobs,
+    parse_state_sweep,
     parse_test_only,
+    release,
     sacct_jobs_argv,
     sinfo_nodes_argv,
     squeue_jobs_argv,
+    state_sweep_argv,
+    sweeps_in_slurmctld,
 )
 from hpcorch.slurm.states import JobState, NodeState
 
 DATA = Path(__file__).parent / "data" / "slurm-22.05"
 
 
-def test_squeue_asks_for_this_users_listed_jobs_only() -> None:
+def test_the_state_sweep_depends_on_the_release() -> None:
+    assert release("slurm 22.05.8") == (22, 5) and release("slurm-wlm 24.11.5") == (24, 11)
+    assert release("unknown") == (22, 5)
+    old = state_sweep_argv(["5", "6_1"], (22, 5))  # no filtered RPC in slurmctld: slurmdbd
+    assert old[:3] == ["sacct", "--jobs=5,6_1", "--allocations"]
+    new = state_sweep_argv(["5", "6_1"], (24, 11))  # REQUEST_JOB_STATE for these ids
+    assert new[:4] == ["squeue", "--only-job-state", "--jobs=5,6_1", "--states=all"]
+    assert not sweeps_in_slurmctld((23, 11)) and sweeps_in_slurmctld((24, 5))
+    sacct_out = "5|PENDING\n6_1|CANCELLED by 0\n5|RUNNING\n"
+    assert parse_state_sweep(sacct_out) == {"5": JobState.RUNNING, "6_1": JobState.CANCELLED}
+    squeue_out = f"5{SEP}PENDING{SEP}\n6_1{SEP}COMPLETED{SEP}\n"
+    assert parse_state_sweep(squeue_out) == {"5": JobState.PENDING, "6_1": JobState.COMPLETED}
+
+
+def test_details_are_text_squeue_for_the_listed_jobs() -> None:
     argv = squeue_jobs_argv(["5", "6_1"])
-    # --me: slurmctld packs this user's jobs only (--jobs alone loads the whole queue).
     assert argv[:4] == ["squeue", "--me", "--jobs=5,6_1", "--states=all"]
     assert "--json" not in argv  # 22.05's squeue --json ignores every filter
-    # One id is its own single-job RPC: no --me (it would be ignored anyway).
-    assert squeue_jobs_argv(["5"])[:3] == ["squeue", "--jobs=5", "--states=all"]
     assert sacct_jobs_argv(["7", "8"]) == ["sacct", "--json", "--jobs=7,8"]
 
 
