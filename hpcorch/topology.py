@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from hpcorch.sites.model import NodeShape
-from hpcorch.slurm.parse import expand_hostlist
+from hpcorch.slurm.hostlists import expand_hostlist
 
 __all__ = [
     "GpuInfo",

@@ -127,7 +127,8 @@ def ensure_dev_cluster(name: str = "dev") -> DevCluster:
 def dev_cluster() -> Iterator[DevCluster]:
     """The real dev Slurm cluster. Sets SLURM_CONF and SLURMRESTD_URL in os.environ
     (not SLURM_JWT: see DevCluster.cli_env); the token is ``dev_cluster.jwt``."""
-    cluster = ensure_dev_cluster("dev")
+    # `scripts/dev-cluster exec --name dev2411 -- pytest ...` names the cluster to test.
+    cluster = ensure_dev_cluster(os.environ.get("HPCORCH_DEV_CLUSTER_NAME", "dev"))
     saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "SLURMRESTD_URL")}
     os.environ["SLURM_CONF"] = cluster.slurm_conf
     os.environ["SLURMRESTD_URL"] = cluster.rest_url

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.sites.model import Site
-from hpcorch.slurm.parse import expand_hostlist
+from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.spec import WorkflowSpec
 
 __all__ = [
@@ -160,7 +160,7 @@ def worker_argv(
         f"--nodes={len(nodes)}",
         f"--ntasks={len(nodes)}",
         "--ntasks-per-node=1",
-        f"--nodelist={','.join(nodes)}",
+        f"--nodelist={compress_hostlist(nodes)}",
         f"--cpus-per-task={cpus}",
         # One worker dying (its node failed) must not take the others down.
         "--kill-on-bad-exit=0",

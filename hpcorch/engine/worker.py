@@ -236,7 +236,7 @@ def _task_env(p: Payload, run_dir: str | None) -> dict[str, str]:
 
 def _allocation_nodes() -> list[str]:
     """The nodes of the Slurm allocation this worker runs in (empty outside Slurm)."""
-    from hpcorch.slurm.parse import expand_hostlist
+    from hpcorch.slurm.hostlists import expand_hostlist
 
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
     return list(expand_hostlist(nodelist)) if nodelist else []

@@ -21,7 +21,7 @@ import yaml
 from hpcorch.errors import SlurmError
 from hpcorch.sites.model import Site
 from hpcorch.slurm.cli import SECRET_ENV, run_command
-from hpcorch.slurm.parse import expand_hostlist
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.topology import merge_gres, parse_gres_conf, parse_scontrol_nodes
 from hpcorch.units import format_duration
 

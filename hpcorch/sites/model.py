@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
+from hpcorch.slurm.rest_dialects import AUTO, DIALECTS, valid_api_version
 from hpcorch.units import parse_duration, parse_memory
 
 __all__ = [
@@ -157,7 +166,14 @@ class TokenSource(_Frozen):
 
 class RestAccess(_Frozen):
     url: str = Field(..., description="slurmrestd base URL, may use ${VAR} and ${VAR:-default}")
-    api_version: str = "v0.0.38"
+    api_version: Annotated[str, AfterValidator(valid_api_version)] = Field(
+        AUTO,
+        description=(
+            "slurmrestd data_parser version, e.g. 'v0.0.42'; 'auto': the newest the server "
+            "and hpcorch share"
+        ),
+        json_schema_extra={"enum": [AUTO, *DIALECTS]},
+    )
     user: str | None = Field(None, description="X-SLURM-USER-NAME; default: the login name")
     token: TokenSource = TokenSource()
     timeout_s: Seconds = Field(10, gt=0)

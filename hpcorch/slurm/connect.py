@@ -68,7 +68,7 @@ def connect(site: Site, env: Mapping[str, str] | None = None) -> SlurmClient:
             )
         elif kind == "pyslurm":
             try:
-                backends.append(PyslurmClient(site.slurm.version or cli.version))
+                backends.append(PyslurmClient(site.slurm.version or cli.version, env=environ))
             except BackendUnavailable as exc:
                 if len(site.slurm.backends) == 1:
                     raise

@@ -2,8 +2,11 @@
 
 ``squeue --json``, ``sinfo --json`` and slurmrestd's ``/jobs``, ``/nodes``
 share one format per Slurm release (the openapi plugin dumps both); parsers
-accept the 22.05 (v0.0.38) shapes and the list/object shapes of later
-releases, so a newer cluster degrades to "works" rather than "crashes".
+accept the 22.05 (v0.0.38) shapes and those of v0.0.39 and later: states as
+lists, numbers as ``{"set", "infinite", "number"}``, exit codes as
+``{"status", "return_code", "signal": {"id", "name"}}``, partitions nested
+(``nodes.configured``, ``maximums.time``). Fixtures recorded from each
+release (tests/unit/data/slurm-*) pin them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpcorch.errors import SlurmError
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
 from hpcorch.slurm.states import parse_job_state, parse_node_state
 from hpcorch.units import parse_duration
@@ -39,27 +43,6 @@ _MIB = 1024**2
 _INFINITE = 0xFFFFFFFE  # Slurm's NO_VAL/INFINITE for 32-bit fields
 
 
-def expand_hostlist(text: str | None) -> tuple[str, ...]:
-    """``"cpu[1-2],gpu[01,3]"`` → ``("cpu1", "cpu2", "gpu01", "gpu3")``."""
-    if not text or text in ("(null)", "None"):
-        return ()
-    names: list[str] = []
-    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,\[]*", text):
-        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
-        if not match:
-            names.append(item)
-            continue
-        prefix, ranges, suffix = match.groups()
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            if not hi:
-                names.append(f"{prefix}{lo}{suffix}")
-                continue
-            width = len(lo) if lo.startswith("0") else 0
-            names += [f"{prefix}{n:0{width}d}{suffix}" for n in range(int(lo), int(hi) + 1)]
-    return tuple(names)
-
-
 def decode_wait_status(value: Any) -> tuple[int | None, int | None]:
     """Slurm's exit status → (exit code, signal).
 
@@ -69,29 +52,37 @@ def decode_wait_status(value: Any) -> tuple[int | None, int | None]:
     if value is None:
         return None, None
     if isinstance(value, Mapping):
-        code = value.get("return_code")
+        # 22.05 sacct: {"return_code": 3, "signal": {"signal_id": 0}}; v0.0.39+:
+        # {"status": [...], "return_code": {"set", "number"}, "signal": {"id": {...}}}
+        code = _int(value.get("return_code"))
         sig = value.get("signal")
-        sig_id = sig.get("signal_id") if isinstance(sig, Mapping) else sig
-        return (
-            int(code) if isinstance(code, int) else None,
-            int(sig_id) if isinstance(sig_id, int) and sig_id else None,
-        )
+        if isinstance(sig, Mapping):
+            sig = sig.get("signal_id", sig.get("id"))
+        sig_id = _int(sig)
+        return code, sig_id or None
     raw = int(value)
     signal = raw & 0x7F
     return raw >> 8, signal or None
 
 
+def _unwrap(value: Any) -> Any:
+    """v0.0.39+ ``{"set": true, "infinite": false, "number": N}`` → N; unset/infinite → None."""
+    if isinstance(value, Mapping):
+        if not value.get("set", True) or value.get("infinite"):
+            return None
+        return value.get("number")
+    return value
+
+
 def _time(value: Any) -> float | None:
-    if isinstance(value, Mapping):  # 23.02+: {"set": true, "number": 123}
-        value = value.get("number") if value.get("set", True) else None
+    value = _unwrap(value)
     if not isinstance(value, int | float) or value <= 0 or value >= _INFINITE:
         return None
     return float(value)
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, Mapping):
-        value = value.get("number") if value.get("set", True) else None
+    value = _unwrap(value)
     if not isinstance(value, int) or value < 0 or value >= _INFINITE:
         return None
     return value
@@ -157,7 +148,7 @@ def parse_jobs_json(data: Mapping[str, Any], source: str) -> list[JobInfo]:
     return [job_from_json(job, source) for job in data.get("jobs") or []]
 
 
-def parse_sacct_json(data: Mapping[str, Any]) -> list[JobInfo]:
+def parse_sacct_json(data: Mapping[str, Any], source: str = "sacct") -> list[JobInfo]:
     """``sacct --json``: one record per job id, the latest submission winning.
 
     Job ids restart when a cluster's state is wiped while its database is kept,
@@ -195,7 +186,7 @@ def parse_sacct_json(data: Mapping[str, Any]) -> list[JobInfo]:
             if isinstance(job.get("comment"), Mapping)
             else _text(job.get("comment")),
             time_limit_s=limit_min * 60.0 if limit_min is not None else None,
-            source="sacct",
+            source=source,
         )
         submitted = info.submit or 0.0
         if job_id not in latest or submitted >= latest[job_id][0]:
@@ -214,10 +205,12 @@ def parse_sacct_steps(data: Mapping[str, Any], job_id: str) -> list[StepInfo]:
         ident = step.get("step") or {}
         exit_code, signal = decode_wait_status(step.get("exit_code"))
         nodes = step.get("nodes") or {}
+        # 22.05: "id": "batch" or 0; v0.0.39+: "id": "<job>.batch"
+        step_id = str(ident.get("id", "")).removeprefix(f"{job_id}.")
         steps.append(
             StepInfo(
                 job_id=job_id,
-                step_id=str(ident.get("id", "")),
+                step_id=step_id,
                 name=str(ident.get("name") or ""),
                 state=parse_job_state(step.get("state")),
                 exit_code=exit_code,
@@ -256,23 +249,28 @@ def parse_nodes_json(data: Mapping[str, Any]) -> list[NodeInfo]:
 
 
 def parse_partitions_json(data: Mapping[str, Any]) -> list[PartitionInfo]:
-    """slurmrestd ``/partitions`` (v0.0.38)."""
+    """slurmrestd ``/partitions``: v0.0.38's flat records or v0.0.39+'s nested ones."""
     out = []
     for part in data.get("partitions") or []:
-        flags = [str(f).lower() for f in part.get("flags") or []]
-        max_time = part.get("max_time_limit")
-        max_nodes = part.get("maximum_nodes_per_job")
+        nested = isinstance(part.get("nodes"), Mapping)
+        nodes = (part.get("nodes") or {}).get("configured") if nested else part.get("nodes")
+        limits = part.get("maximums") or {}
+        flags = part.get("flags") or []
+        state = (part.get("partition") or {}).get("state") if nested else part.get("state")
+        if isinstance(state, list):
+            state = state[0] if state else None
+        max_time = _int(limits.get("time") if nested else part.get("max_time_limit"))
+        max_nodes = _int(limits.get("nodes") if nested else part.get("maximum_nodes_per_job"))
+        cpus = (part.get("cpus") or {}).get("total") if nested else part.get("total_cpus")
         out.append(
             PartitionInfo(
                 name=str(part["name"]),
-                nodes=expand_hostlist(part.get("nodes")),
-                default="default" in flags,
-                state=str(part.get("state") or "UP"),
-                max_time_s=max_time * 60.0 if isinstance(max_time, int) and max_time > 0 else None,
-                max_nodes_per_job=max_nodes
-                if isinstance(max_nodes, int) and max_nodes > 0
-                else None,
-                total_cpus=_int(part.get("total_cpus")),
+                nodes=expand_hostlist(nodes),
+                default="default" in [str(f).lower() for f in flags],
+                state=str(state or "UP"),
+                max_time_s=max_time * 60.0 if max_time else None,
+                max_nodes_per_job=max_nodes or None,
+                total_cpus=_int(cpus),
             )
         )
     return out

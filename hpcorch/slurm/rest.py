@@ -1,29 +1,34 @@
-"""The REST backend: slurmrestd ``openapi/v0.0.38`` (Slurm 22.05) over httpx, with a JWT.
+"""The REST backend: slurmrestd over httpx with a JWT, in the API version the server speaks.
+
+On first use the client reads ``GET /openapi/v3`` (or, failing that, probes
+``/slurm/<v>/ping``) and speaks the newest ``data_parser`` version it shares
+with the server; :mod:`hpcorch.slurm.rest_dialects` holds the table of those
+versions and how each wants a job described. A site may pin one instead
+(``api_version: v0.0.42``).
 
 Requests carry ``X-SLURM-USER-NAME`` and ``X-SLURM-USER-TOKEN``; the token
 comes from a :class:`~hpcorch.slurm.token.TokenProvider`, is renewed before it
 expires and on a 401, and never appears in a log line or an error message.
 slurmrestd ignores ``#SBATCH`` lines, so submissions send the job description
-as JSON next to the script. v0.0.38 has no accounting endpoints: jobs that
-have left slurmctld's memory and job steps come from ``history`` (the CLI).
-v0.0.38 also ignores ``"requeue": false`` (on submit and on update, checked
-on 22.05.8): such jobs are submitted held, set ``Requeue=0`` with scontrol,
-then released.
+as JSON next to the script. Jobs slurmctld has forgotten come from slurmdbd's
+``/slurmdb/<v>/jobs`` where the server has it, else from ``history`` (the CLI).
+v0.0.38 (22.05) only: it has no accounting endpoints without slurmdbd, and it
+ignores ``"requeue": false`` (on submit and on update, checked on 22.05.8), so
+such jobs are submitted held, set ``Requeue=0`` with scontrol, then released.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
-import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from hpcorch.errors import SlurmError, SubmissionRefused
+from hpcorch.errors import SiteConfigError, SlurmError, SubmissionRefused
 from hpcorch.sites.model import Prologue
 from hpcorch.slurm.cli import CliClient
 from hpcorch.slurm.client import BackendDown
@@ -40,88 +45,34 @@ from hpcorch.slurm.parse import (
     parse_jobs_json,
     parse_nodes_json,
     parse_partitions_json,
+    parse_sacct_json,
+    parse_sacct_steps,
     slurm_errors,
+)
+from hpcorch.slurm.rest_dialects import (
+    AUTO,
+    DIALECTS,
+    Dialect,
+    choose,
+    job_description,
+    newest_first,
+    served_versions,
+    valid_api_version,
+    version_order,
 )
 from hpcorch.slurm.script import JobRequest, render_sbatch, request_from_script
 from hpcorch.slurm.token import TokenProvider, scrub
 
-__all__ = ["RestClient", "job_description"]
+__all__ = ["RestClient"]
 
 logger = logging.getLogger(__name__)
 
-_MIB = 1024**2
+# Query parameters; a list repeats the name (``step=1&step=2``), as slurmrestd wants.
+Params = Mapping[str, str | list[str]]
 # Slurm answers these with a job id: informational, not failures.
 _INFO_CODES = {2042}  # ESLURM_JOB_HELD: "Job is in held state, pending scheduler release"
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|JWT|API_KEY|CREDENTIAL", re.IGNORECASE)
-_BEGIN = re.compile(r"now\+(\d+)(seconds|minutes|hours|days)?", re.IGNORECASE)
-_UNIT_S = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
-
-
-def _job_environment(req: JobRequest, env: Mapping[str, str]) -> dict[str, str]:
-    # sbatch exports the caller's environment; do the same, minus anything secret.
-    out = {k: v for k, v in env.items() if not _SECRET_NAME.search(k)}
-    out.update(req.env)
-    return out
-
-
-def _begin_time(text: str, now: float) -> int:
-    match = _BEGIN.fullmatch(text.strip())
-    if match:
-        return int(now) + int(match.group(1)) * _UNIT_S[(match.group(2) or "seconds").lower()]
-    if text.strip().isdigit():
-        return int(text)
-    raise SubmissionRefused(
-        f"begin={text!r}: the REST backend understands 'now+N[seconds|minutes|hours|days]' "
-        "or Unix seconds; use the cli backend for other forms"
-    )
-
-
-def job_description(
-    req: JobRequest, env: Mapping[str, str], cwd: str, now: float | None = None
-) -> dict[str, Any]:
-    """The v0.0.38 ``job`` object for a request (pure; ``now`` only for ``begin``)."""
-    desc: dict[str, Any] = {
-        "name": req.name,
-        "environment": _job_environment(req, env),
-        "current_working_directory": req.chdir or cwd,
-    }
-
-    def put(key: str, value: Any) -> None:
-        if value is not None and value != ():
-            desc[key] = value
-
-    put("partition", req.partition)
-    put("account", req.account)
-    put("qos", req.qos)
-    put("nodes", [req.nodes, req.nodes] if req.nodes else None)
-    put("tasks", req.ntasks)
-    put("tasks_per_node", req.ntasks_per_node)
-    put("cpus_per_task", req.cpus_per_task)
-    put("memory_per_node", math.ceil(req.mem / _MIB) if req.mem is not None else None)
-    put("memory_per_cpu", math.ceil(req.mem_per_cpu / _MIB) if req.mem_per_cpu else None)
-    put("gres", req.gres)
-    put("time_limit", math.ceil(req.time_s / 60) if req.time_s else None)
-    put("standard_output", req.output)
-    put("standard_error", req.error)
-    # Undocumented in the v0.0.38 spec but accepted by its parser (checked on 22.05.8).
-    put("nodelist", ",".join(req.nodelist) or None)
-    put("exclude_nodes", ",".join(req.exclude) or None)
-    put("constraints", req.constraint)
-    if req.exclusive:
-        desc["exclusive"] = "true"
-    put("requeue", req.requeue)
-    put("signal", req.signal)
-    put("comment", req.comment)
-    if req.hold:
-        desc["hold"] = True
-    if req.begin:
-        desc["begin_time"] = _begin_time(req.begin, time.time() if now is None else now)
-    put("array", req.array)
-    if req.extra:
-        raise SubmissionRefused(
-            f"the REST backend cannot pass sbatch options {list(req.extra)}; use the cli backend"
-        )
-    return desc
+# Cancelling a job that already ended, or that Slurm no longer knows, is done.
+_GONE = re.compile(r"already completing or completed|Invalid job id", re.IGNORECASE)
 
 
 class RestClient:
@@ -135,17 +86,24 @@ class RestClient:
         *,
         tokens: TokenProvider,
         user: str | None = None,
-        api_version: str = "v0.0.38",
+        api_version: str = AUTO,
         timeout_s: float = 10.0,
         prologue: Prologue | None = None,
         history: CliClient | None = None,
         transport: httpx.BaseTransport | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        try:
+            valid_api_version(api_version)
+        except ValueError as exc:
+            raise SiteConfigError(str(exc)) from None
         self.url = url.rstrip("/")
         self._tokens = tokens
         self._user = user or _login_name()
-        self._base = f"/slurm/{api_version}"
+        self._pinned = None if api_version == AUTO else DIALECTS[api_version]
+        self._dialect: Dialect | None = self._pinned
+        # None: not known yet (tried on first need); False: the server has none.
+        self._accounting: bool | None = None
         self._prologue = prologue
         self._history = history
         self._env = os.environ if env is None else env
@@ -158,11 +116,18 @@ class RestClient:
     # ------------------------------------------------------------------ plumbing
 
     def _request(
-        self, method: str, path: str, *, fresh: bool = False, **kwargs: Any
-    ) -> Mapping[str, Any]:
-        """One call; ``fresh`` uses a new connection, so that a slurmrestd that went
-        away shows as "unreachable" (nothing sent) rather than a reused connection
-        dropped mid-request (maybe delivered): submissions need that certainty."""
+        self,
+        method: str,
+        path: str,
+        *,
+        fresh: bool = False,
+        params: Params | None = None,
+        json: Any = None,
+    ) -> tuple[int, Mapping[str, Any]]:
+        """One call: (HTTP status, decoded body). ``fresh`` uses a new connection, so
+        that a slurmrestd that went away shows as "unreachable" (nothing sent) rather
+        than a reused connection dropped mid-request (maybe delivered): submissions
+        need that certainty."""
         for attempt in (1, 2):
             token = self._tokens.token()
             headers = {"X-SLURM-USER-NAME": self._user, "X-SLURM-USER-TOKEN": token}
@@ -172,11 +137,11 @@ class RestClient:
                 if fresh and self._transport is None:
                     with httpx.Client(base_url=self.url, timeout=self._timeout) as once:
                         response = once.request(
-                            method, self._base + path, headers=headers, **kwargs
+                            method, path, headers=headers, params=params, json=json
                         )
                 else:
                     response = self._http.request(
-                        method, self._base + path, headers=headers, **kwargs
+                        method, path, headers=headers, params=params, json=json
                     )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failure = BackendDown(
@@ -194,7 +159,7 @@ class RestClient:
                 logger.info("slurmrestd answered 401; getting a new token")
                 self._tokens.invalidate()
                 continue
-            return self._decode(method, path, response, token)
+            return response.status_code, self._decode(method, path, response, token)
         raise SlurmError(
             f"slurmrestd at {self.url} rejected a fresh token (401): check that the token "
             f"belongs to user {self._user!r} and that AuthAltTypes=auth/jwt is set"
@@ -211,6 +176,8 @@ class RestClient:
             body = scrub(response.text[:200], token)
             if response.status_code >= 500:
                 raise SlurmError(f"slurmrestd {method} {path}: HTTP {response.status_code}: {body}")
+            if response.status_code == 404:
+                return {"_failed": f"HTTP 404: {body}"}
             raise SlurmError(
                 f"slurmrestd {method} {path}: HTTP {response.status_code}, not JSON: {body!r}"
             )
@@ -226,21 +193,55 @@ class RestClient:
             return {"_failed": text or f"HTTP {response.status_code}", **data}
         return data
 
-    def _get(self, path: str) -> Mapping[str, Any]:
-        data = self._request("GET", path)
+    def _get(self, path: str, params: Params | None = None) -> Mapping[str, Any]:
+        _, data = self._request("GET", path, params=params)
         if "_failed" in data:
             raise SlurmError(f"slurmrestd GET {path}: {data['_failed']}")
         return data
 
-    # ------------------------------------------------------------------ protocol
+    # ------------------------------------------------------------------ version
+
+    @property
+    def dialect(self) -> Dialect:
+        """The API version spoken: pinned, or the newest the server and hpcorch share."""
+        if self._dialect is None:
+            self._dialect = self._negotiate()
+        return self._dialect
+
+    def _negotiate(self) -> Dialect:
+        status, spec = self._request("GET", "/openapi/v3")
+        ctld, dbd = served_versions(spec) if "_failed" not in spec else (set(), set())
+        chosen = choose(ctld)
+        if chosen is not None:
+            self._accounting = chosen.version in dbd
+            how = f"serves {', '.join(sorted(ctld, key=version_order))}"
+        else:
+            # No usable OpenAPI document (HTTP {status}): ask each version's ping.
+            for dialect in newest_first():
+                code, data = self._request("GET", f"{dialect.base}/ping/")
+                if code < 400 and "_failed" not in data:
+                    chosen = dialect
+                    break
+            how = f"answered /openapi/v3 with HTTP {status}; pinged"
+        if chosen is None:
+            raise SlurmError(
+                f"slurmrestd at {self.url} serves none of the API versions hpcorch speaks "
+                f"({', '.join(DIALECTS)}; it serves {', '.join(sorted(ctld)) or 'none'}): "
+                "upgrade hpcorch, or use the cli backend"
+            )
+        logger.info("slurmrestd at %s %s: speaking %s", self.url, how, chosen.version)
+        return chosen
 
     @property
     def version(self) -> str:
         if self._version is None:
-            data = self._get("/ping")
-            release = ((data.get("meta") or {}).get("Slurm") or {}).get("release")
-            self._version = str(release or "unknown")
+            meta = self._get(f"{self.dialect.base}/ping/").get("meta") or {}
+            # v0.0.38 says meta.Slurm, later versions meta.slurm.
+            slurm = meta.get("slurm") or meta.get("Slurm") or {}
+            self._version = str(slurm.get("release") or "unknown")
         return self._version
+
+    # ------------------------------------------------------------------ protocol
 
     def submit(self, job: JobRequest | str) -> str:
         if isinstance(job, JobRequest):
@@ -250,16 +251,21 @@ class RestClient:
                 req, script = request_from_script(job), job
             except ValueError as exc:
                 raise SubmissionRefused(str(exc)) from None
-        desc = job_description(req, self._env, os.getcwd())
-        no_requeue = req.requeue is False
+        dialect = self.dialect
+        desc = job_description(req, dialect, self._env, os.getcwd())
+        no_requeue = req.requeue is False and not dialect.honours_no_requeue
         if no_requeue:
             if self._history is None:
                 raise SubmissionRefused(
-                    "slurmrestd v0.0.38 ignores requeue=false; configure the cli backend too"
+                    f"slurmrestd {dialect.version} ignores requeue=false; "
+                    "configure the cli backend too"
                 )
             desc["hold"] = True
-        data = self._request(
-            "POST", "/job/submit", fresh=True, json={"script": script, "job": desc}
+        _, data = self._request(
+            "POST",
+            f"{dialect.base}/job/submit",
+            fresh=True,
+            json=dialect.submit_body(desc, script),
         )
         if "_failed" in data or not data.get("job_id"):
             raise SubmissionRefused(
@@ -274,29 +280,65 @@ class RestClient:
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
-            data = self._request("DELETE", f"/job/{job_id}")
+            _, data = self._request("DELETE", f"{self.dialect.base}/job/{job_id}")
             failed = str(data.get("_failed") or "")
-            if failed and "Job/step already completing or completed" not in failed:
-                if "Invalid job id" in failed:
-                    continue
+            if failed and not _GONE.search(failed):
                 raise SlurmError(f"slurmrestd could not cancel job {job_id}: {failed}")
 
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]:
         wanted = {str(j) for j in job_ids}
         if not wanted:
             return []
-        found = {j.job_id: j for j in parse_jobs_json(self._get("/jobs"), "rest")}
+        found = {
+            j.job_id: j for j in parse_jobs_json(self._get(f"{self.dialect.base}/jobs/"), "rest")
+        }
         result = [found[j] for j in wanted if j in found]
         missing = wanted - found.keys()
+        if missing:
+            ended = self._accounted(missing)
+            result += ended
+            missing -= {j.job_id for j in ended}
         if missing and self._history is not None:
             result += self._history.jobs(missing)
         return sorted(result, key=lambda j: job_id_order(j.job_id))
 
+    def _accounted(self, job_ids: set[str]) -> list[JobInfo]:
+        """Jobs slurmctld has forgotten, from slurmdbd by id (one call); [] without one."""
+        # One ``step=`` per id: slurmrestd 24.11 refuses "1,2" and "1%2C2" (HTTP 400/422).
+        try:
+            data = self._slurmdb("/jobs/", {"step": sorted(job_ids, key=job_id_order)})
+        except SlurmError as exc:
+            if self._history is None:
+                raise
+            # slurmdbd down or refusing: the CLI (sacct) may still answer.
+            logger.warning("%s; asking the cli backend instead", exc)
+            return []
+        if data is None:
+            return []
+        return [j for j in parse_sacct_json(data, source="rest") if j.job_id in job_ids]
+
+    def _slurmdb(self, path: str, params: Params | None = None) -> Any:
+        """A slurmdbd endpoint's answer, or None when this server has none."""
+        dialect = self.dialect
+        if self._accounting is False or not dialect.structured:
+            return None
+        status, data = self._request("GET", f"{dialect.accounting_base}{path}", params=params)
+        if "_failed" in data:
+            if status == 404 and self._accounting is None:
+                logger.info("slurmrestd at %s has no accounting endpoints", self.url)
+                self._accounting = False
+                return None
+            raise SlurmError(f"slurmrestd GET {dialect.accounting_base}{path}: {data['_failed']}")
+        self._accounting = True
+        return data
+
     def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
-        return in_partitions(parse_nodes_json(self._get("/nodes")), partitions)
+        nodes = parse_nodes_json(self._get(f"{self.dialect.base}/nodes/"))
+        return in_partitions(nodes, partitions)
 
     def pending_jobs(self, partition: str) -> list[JobInfo]:
-        return pending_in(parse_jobs_json(self._get("/jobs"), "rest"), partition)
+        jobs = parse_jobs_json(self._get(f"{self.dialect.base}/jobs/"), "rest")
+        return pending_in(jobs, partition)
 
     def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
         # slurmrestd has no --test-only; the cli backend (history) has.
@@ -305,12 +347,21 @@ class RestClient:
         return self._history.start_estimate(partition, nodes, walltime_s)
 
     def partitions(self) -> list[PartitionInfo]:
-        return parse_partitions_json(self._get("/partitions"))
+        parts = parse_partitions_json(self._get(f"{self.dialect.base}/partitions/"))
+        if not self.dialect.partition_flags and self._history is not None:
+            # v0.0.39 to v0.0.44 do not flag the default partition; scontrol does.
+            defaults = {p.name for p in self._history.partitions() if p.default}
+            parts = [replace(p, default=p.name in defaults) for p in parts]
+        return parts
 
     def steps(self, job_id: str) -> list[StepInfo]:
+        data = self._slurmdb(f"/job/{job_id}")
+        if data is not None:
+            return parse_sacct_steps(data, job_id)
         if self._history is None:
             raise SlurmError(
-                "slurmrestd v0.0.38 has no job steps endpoint; configure the cli backend too"
+                f"slurmrestd {self.dialect.version} here has no job steps endpoint "
+                "(no slurmdbd); configure the cli backend too"
             )
         return self._history.steps(job_id)
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hpcorch.sites.model import Prologue
+from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.units import format_duration, format_memory, parse_duration, parse_memory
 
 __all__ = ["JobRequest", "render_sbatch", "request_from_script", "sbatch_directives"]
@@ -26,6 +27,22 @@ def _memory(value: Any) -> Any:
 
 def _duration(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str) else value
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _node_names(value: Any) -> Any:
+    """Node names, each entry possibly a hostlist (``"gpu[1-2]"``), expanded and checked."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, list | tuple):
+        return value
+    names = tuple(name for entry in value for name in expand_hostlist(str(entry)))
+    bad = [name for name in names if not _NODE_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"not Slurm node names: {bad}")
+    return names
 
 
 class JobRequest(BaseModel):
@@ -49,8 +66,8 @@ class JobRequest(BaseModel):
     output: str | None = Field(None, description="stdout path; Slurm's %j etc. allowed")
     error: str | None = None
     chdir: str | None = None
-    nodelist: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    nodelist: Annotated[tuple[str, ...], BeforeValidator(_node_names)] = ()
+    exclude: Annotated[tuple[str, ...], BeforeValidator(_node_names)] = ()
     constraint: str | None = None
     exclusive: bool = False
     requeue: bool | None = Field(None, description="None: the cluster's default")
@@ -98,8 +115,8 @@ def sbatch_directives(req: JobRequest) -> list[str]:
     add("output", req.output)
     add("error", req.error)
     add("chdir", req.chdir)
-    add("nodelist", ",".join(req.nodelist) or None)
-    add("exclude", ",".join(req.exclude) or None)
+    add("nodelist", compress_hostlist(req.nodelist) or None)
+    add("exclude", compress_hostlist(req.exclude) or None)
     add("constraint", req.constraint)
     if req.exclusive:
         opts.append("--exclusive")
@@ -186,9 +203,6 @@ def request_from_script(text: str) -> JobRequest:
     fields = {k: v for k, v in vars(ns).items() if v not in (None, False)}
     if "time" in fields:
         fields["time_s"] = _slurm_minutes(fields.pop("time"))
-    for key in ("nodelist", "exclude"):
-        if key in fields:
-            fields[key] = tuple(fields[key].split(","))
     if "requeue" in vars(ns) and ns.requeue is False:
         fields["requeue"] = False
     return JobRequest(command=text, **fields)

@@ -82,7 +82,7 @@ def test_worker_step_argv() -> None:
         "--nodes=2",
         "--ntasks=2",
         "--ntasks-per-node=1",
-        "--nodelist=gpu1,gpu2",
+        "--nodelist=gpu[1-2]",
         "--cpus-per-task=8",
         "--kill-on-bad-exit=0",
     ]

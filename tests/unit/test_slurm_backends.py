@@ -17,8 +17,9 @@ from hpcorch.sites.model import TokenSource
 from hpcorch.slurm.cli import CliClient, Completed
 from hpcorch.slurm.client import BackendDown, SlurmClient
 from hpcorch.slurm.pyslurm_ import check_versions, load_pyslurm
-from hpcorch.slurm.rest import RestClient, job_description
-from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.rest import RestClient
+from hpcorch.slurm.rest_dialects import DIALECTS, job_description
+from hpcorch.slurm.script import JobRequest, request_from_script
 from hpcorch.slurm.states import JobState
 from hpcorch.slurm.token import TokenProvider, jwt_expiry, scrub
 
@@ -232,6 +233,7 @@ JOBS = json.loads((DATA / "rest_jobs.json").read_text())
 
 def rest_client(handler, token: str, **kw: object) -> RestClient:
     tokens = TokenProvider(TokenSource(command=()), env={"SLURM_JWT": token})
+    kw.setdefault("api_version", "v0.0.38")
     return RestClient(
         "http://slurm.invalid:6820",
         tokens=tokens,
@@ -252,7 +254,7 @@ def test_rest_sends_jwt_headers_and_one_call_for_jobs() -> None:
 
     client = rest_client(handler, token)
     jobs = client.jobs(["1", "2", "3"])
-    assert len(seen) == 1 and seen[0].url.path == "/slurm/v0.0.38/jobs"
+    assert len(seen) == 1 and seen[0].url.path == "/slurm/v0.0.38/jobs/"
     assert seen[0].headers["X-SLURM-USER-NAME"] == "alice"
     assert seen[0].headers["X-SLURM-USER-TOKEN"] == token
     assert [j.state for j in jobs] == [JobState.RUNNING, JobState.FAILED, JobState.PENDING]
@@ -279,9 +281,10 @@ def test_rest_submit_sends_description_without_secrets() -> None:
 
 def test_rest_submit_of_script_reads_directives() -> None:
     desc = job_description(
-        __import__("hpcorch.slurm.script", fromlist=["x"]).request_from_script(
+        request_from_script(
             "#!/bin/bash\n#SBATCH -J a\n#SBATCH --time=1\n#SBATCH -w gpu2\nsleep 1\n"
         ),
+        DIALECTS["v0.0.38"],
         {},
         "/tmp",
     )
@@ -335,7 +338,13 @@ def test_rest_renews_token_once_on_401() -> None:
             return httpx.Response(401, text="Authentication failure")
         return httpx.Response(200, json={"nodes": []})
 
-    client = RestClient("http://x", tokens=tokens, user="u", transport=httpx.MockTransport(handler))
+    client = RestClient(
+        "http://x",
+        tokens=tokens,
+        user="u",
+        api_version="v0.0.38",
+        transport=httpx.MockTransport(handler),
+    )
     assert client.nodes() == []
     assert sent == [old, new]
 
