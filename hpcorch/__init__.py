@@ -6,6 +6,7 @@ The workflow API (``Workflow``, ``load_workflow``) is imported on first use.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from hpcorch._version import __version__
@@ -27,7 +28,5 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hpcorch' has no attribute {name!r}")

@@ -234,7 +234,7 @@ class Workflow:
         ``retry_config`` (:class:`hpcorch.policies.retry.RetryConfig`) tunes the
         retry policy, e.g. its backoff between attempts.
         """
-        from hpcorch.engine import start_run
+        from hpcorch.engine import start_run  # noqa: PLC0415  # the engine loads distributed: importing the API stays light
 
         self._handle = start_run(
             self.spec(), site=site or self.site, run_dir=run_dir, retry_config=retry_config

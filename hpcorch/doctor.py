@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from hpcorch.errors import HpcorchError
+from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Partition, Site
 from hpcorch.slurm.cli import Completed, Runner, run_command
-from hpcorch.slurm.connect import slurm_env
 from hpcorch.slurm.models import NodeInfo, PartitionInfo
 from hpcorch.slurm.token import scrub
 
@@ -335,8 +335,8 @@ def _temporary_security(security: Any) -> Any:
 
 
 async def _probe_scheduler(interface: str | None, tls: bool) -> str:
-    from distributed import Scheduler
-    from distributed.comm.core import connect
+    from distributed import Scheduler  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from distributed.comm.core import connect  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     # The scheduler always serves HTTP too; a random port keeps it off a busy 8787.
     kwargs: dict[str, Any] = {
@@ -347,7 +347,7 @@ async def _probe_scheduler(interface: str | None, tls: bool) -> str:
     }
     connection: dict[str, Any] = {}
     if tls:
-        from distributed.security import Security
+        from distributed.security import Security  # noqa: PLC0415  # CLI fast path: --help does not load it
 
         security = _temporary_security(Security)
         kwargs.update(protocol="tls", security=security)
@@ -389,6 +389,12 @@ def probe_ports(interface: str | None, tls_required: bool = False) -> Check:
     return check_ports(address, None, f"ok ({tls_address})")
 
 
+def _slurm_env(site: Site, env: Mapping[str, str]) -> dict[str, str]:
+    from hpcorch.slurm.connect import slurm_env  # noqa: PLC0415  # CLI fast path: --help does not load it
+
+    return slurm_env(site, env)
+
+
 def _run(
     runner: Runner, argv: Sequence[str], env: Mapping[str, str], timeout: float
 ) -> tuple[Completed | None, str | None]:
@@ -412,13 +418,12 @@ def _step_argv(
 
 def _backends(site: Site, env: Mapping[str, str]) -> list[tuple[str, str, Any]]:
     """``(name, where, client or error text)`` for each configured backend."""
-    from hpcorch.sites.loader import expand_vars
-    from hpcorch.slurm.connect import connect
-    from hpcorch.slurm.fallback import FallbackClient
+    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.slurm.fallback import FallbackClient  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     assert site.slurm is not None
     where = {
-        "cli": f"SLURM_CONF={slurm_env(site, env).get('SLURM_CONF', '(default)')}",
+        "cli": f"SLURM_CONF={_slurm_env(site, env).get('SLURM_CONF', '(default)')}",
         "rest": expand_vars(site.slurm.rest.url, env) if site.slurm.rest else "",
         "pyslurm": "libslurm",
     }
@@ -454,7 +459,7 @@ def run_doctor(
         checks.append(check_command("mpi launcher", argv, done, error=error, required=False))
         return checks
 
-    command_env = slurm_env(site, environ)
+    command_env = _slurm_env(site, environ)
     secrets = [environ.get("SLURM_JWT")]
     live: tuple[list[PartitionInfo], list[NodeInfo]] | None = None
     for name, where, client in _backends(site, environ):

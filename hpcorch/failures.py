@@ -157,7 +157,7 @@ _FAILED_STATES = frozenset(
         "TIMEOUT",
     }
 )
-_CANCELLED_BY = re.compile(r"^CANCELLED\s+BY\s+(\d+)$")
+_CANCELLED_BY = re.compile(r"CANCELLED\s+BY\s+(\d+)")
 _OOM_EXCEPTIONS = frozenset(
     {"MemoryError", "_ArrayMemoryError", "ArrayMemoryError", "OutOfMemoryError"}
 )
@@ -184,7 +184,7 @@ def normalise_slurm_state(state: str | None) -> tuple[str | None, int | None]:
     if state is None or not state.strip():
         return None, None
     text = " ".join(state.strip().upper().rstrip("+").split())
-    match = _CANCELLED_BY.match(text)
+    match = _CANCELLED_BY.fullmatch(text)
     if match:
         return "CANCELLED", int(match.group(1))
     return _SHORT_STATES.get(text, text), None

@@ -164,7 +164,7 @@ class Journal:
         self._thread.start()
         self.flush()
         if self._error is not None:
-            raise JournalError(f"{path}: cannot write the journal: {self._error}")
+            raise JournalError(f"{path}: cannot write the journal: {self._error}") from self._error
 
     # -- construction -------------------------------------------------------
 
@@ -200,7 +200,9 @@ class Journal:
 
     def _execute(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self._error is not None:
-            raise JournalError(f"{self.path}: journal writer failed: {self._error}")
+            raise JournalError(
+                f"{self.path}: journal writer failed: {self._error}"
+            ) from self._error
         self._queue.put((sql, rows))
 
     def add_tasks(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
@@ -381,7 +383,7 @@ def status(run_dir: Path) -> dict[str, Any]:
         tasks = conn.execute("SELECT task_id, state FROM tasks ORDER BY rowid").fetchall()
         attempts = conn.execute("SELECT * FROM attempts ORDER BY task_id, n").fetchall()
         allocs = conn.execute("SELECT * FROM allocations ORDER BY start").fetchall()
-        # the scaler's latest core/GPU-hours and cost (hpcorch.engine.accounting)
+        # the scaler's latest core/GPU-hours and cost (hpcorch.provision.accounting)
         accounting = conn.execute(
             "SELECT payload FROM events WHERE kind = 'accounting' ORDER BY id DESC LIMIT 1"
         ).fetchone()

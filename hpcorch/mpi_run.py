@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m hpcorch.mpi_run PAYLOAD\n")
         return 2
     payload = Path(args[0])
-    from mpi4py import MPI
+    from mpi4py import MPI  # noqa: PLC0415  # optional, only inside an MPI step
 
     comm = MPI.COMM_WORLD
     with payload.open("rb") as fh:

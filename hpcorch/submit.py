@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcorch.errors import SpecError
 from hpcorch.journal import JOURNAL_NAME
+from hpcorch.loaders import load_workflow
 from hpcorch.sites.model import Site
 from hpcorch.slurm.script import JobRequest
 
@@ -139,25 +141,35 @@ def submit_driver(
     time_scale: float | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
-    from hpcorch.engine.rundir import new_run_id, runs_root
-    from hpcorch.engine.session import validate_run
-    from hpcorch.loaders import load_workflow
-    from hpcorch.slurm.connect import connect
+    from hpcorch.engine.rundir import new_run_dir  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.engine.session import validate_run  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.slurm.connect import connect  # noqa: PLC0415  # loads distributed: only when submitting
 
     spec = load_workflow(workflow, time_scale=time_scale)
     validate_run(spec, site.name)
-    run_id = new_run_id(spec.name)
-    path = (run_dir or runs_root() / run_id).resolve()
+    run_id, path = new_run_dir(spec.name, site, run_dir=run_dir)
+    path = path.resolve()
+    try:
+        request = driver_request(
+            workflow,
+            site,
+            path,
+            run_id,
+            walltime_s=walltime_s,
+            partition=partition,
+            time_scale=time_scale,
+        )
+    except ValueError as exc:  # a value no #SBATCH line can hold (the working directory)
+        raise SpecError(f"cannot write the driver job: {_first_error(exc)}") from None
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
-    request = driver_request(
-        workflow,
-        site,
-        path,
-        run_id,
-        walltime_s=walltime_s,
-        partition=partition,
-        time_scale=time_scale,
-    )
     job_id = connect(site).submit(request)
     return DriverJob(run_id=run_id, run_dir=path, job_id=job_id)
+
+
+def _first_error(exc: ValueError) -> str:
+    """pydantic's several-line report as its first error's message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return str(errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+    return str(exc)

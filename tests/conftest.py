@@ -20,8 +20,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_CLUSTER = REPO / "scripts" / "dev-cluster"
-SHARED = REPO.parent / "shared"
-TRACES = Path(os.environ.get("HPCORCH_TRACES_DIR", SHARED / "traces"))
 
 
 @dataclass(frozen=True)
@@ -139,14 +137,6 @@ def dev_cluster() -> Iterator[DevCluster]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def traces_dir() -> Path:
-    """../shared/traces (read-only public traces); fails when missing."""
-    if not TRACES.is_dir():
-        pytest.fail(f"public traces not found at {TRACES}; set HPCORCH_TRACES_DIR", pytrace=False)
-    return TRACES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,7 +21,7 @@ def completion(ctx: click.Context, shell: str) -> None:
       echo 'eval "$(hpcorch completion zsh)"' >> ~/.zshrc
       hpcorch completion fish > ~/.config/fish/completions/hpcorch.fish
     """
-    from click.shell_completion import get_completion_class
+    from click.shell_completion import get_completion_class  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     cls = get_completion_class(shell)
     assert cls is not None  # click ships all three

@@ -6,9 +6,12 @@ import json
 import logging
 
 import click
+from rich.console import Console
+from rich.markup import escape
 
-from hpcorch.doctor import Check
+from hpcorch.doctor import Check, exit_code, run_doctor
 from hpcorch.errors import InfrastructureError, SiteConfigError
+from hpcorch.sites import load_site
 
 __all__ = ["doctor"]
 
@@ -17,7 +20,7 @@ _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 def _quiet_dask() -> None:
     """The probe scheduler's start-up chatter is not a finding (dask sets levels per logger)."""
-    import distributed  # noqa: F401  (configures its loggers on import)
+    import distributed  # noqa: F401, PLC0415  (configures its loggers on import; heavy)
 
     for name in list(logging.root.manager.loggerDict):
         if name == "distributed" or name.startswith("distributed."):
@@ -38,8 +41,6 @@ def doctor(site_name: str, as_json: bool) -> None:
     Example:
       hpcorch doctor --site dev
     """
-    from hpcorch.doctor import exit_code, run_doctor
-    from hpcorch.sites import load_site
 
     site = load_site(site_name)
     _quiet_dask()
@@ -50,9 +51,6 @@ def doctor(site_name: str, as_json: bool) -> None:
         click.echo(json.dumps(payload))
         _conclude(site.name, checks, code)
         return
-
-    from rich.console import Console
-    from rich.markup import escape
 
     console = Console(highlight=False)
     console.print(f"[bold]hpcorch doctor — site {escape(site.name)}[/]")

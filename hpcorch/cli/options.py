@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
+from hpcorch.errors import SpecError
+
 __all__ = ["apply_regions_budget", "regions_budget_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,9 +40,8 @@ def regions_budget_options(fn: F) -> F:
 
 def apply_regions_budget(regions: str | None, budget: str | None) -> None:
     """Check both now (bad input fails before anything is submitted), then hand them on."""
-    from hpcorch.engine.regions import parse_budget
-    from hpcorch.engine.site import resolve_site
-    from hpcorch.errors import SpecError
+    from hpcorch.provision.regions import parse_budget  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.sites.resolve import resolve_site  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     if budget is not None and budget.strip():
         try:

@@ -7,8 +7,9 @@ failed attempt, so a log stays short and greppable::
 
     2026-11-25T19:20:01Z run demo-1a2b: 12/200 done, 0 failed, 3 running
 
-The engine's ``on_progress`` callback gives fresh task counts; allocations,
-running tasks and failed attempts come from the run's journal, read on a
+The engine's ``on_progress`` callback gives fresh counts of the tasks that
+ended; running tasks (the count too: the engine sends counts only when tasks
+end), allocations and failed attempts come from the run's journal, read on a
 timer through its own read-only connection, so the view never slows the engine.
 """
 
@@ -23,6 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
 
 from hpcorch.journal import JOURNAL_NAME, TASK_STATES
 from hpcorch.sites.model import Site
@@ -93,6 +98,15 @@ def read_snapshot(run_dir: Path) -> Snapshot:
     return Snapshot(counts, allocations, running, failures)
 
 
+def _running_now(counts: Mapping[str, int], running: int) -> dict[str, int]:
+    """``counts`` with ``running`` tasks running; the difference comes from (or goes to)
+    the pending ones, so that the total stays."""
+    out = dict(counts)
+    out["pending"] = max(out.get("pending", 0) + out.get("running", 0) - running, 0)
+    out["running"] = running
+    return out
+
+
 def _done(counts: Mapping[str, int]) -> int:
     return sum(counts.get(s, 0) for s in _FINISHED)
 
@@ -156,10 +170,7 @@ def render(
     gpus_total: int | None = None,
 ) -> Any:
     """The live view: a header with a bar, tasks by state, allocations, GPUs busy."""
-    from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
-    from rich.text import Text
+    from rich.progress_bar import ProgressBar  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     counts = snap.counts
     done = _done(counts)
@@ -254,8 +265,7 @@ class Progress:
         self.run_dir = Path(run_dir)
         self._started = time.monotonic()
         if self.live:
-            from rich.console import Console
-            from rich.live import Live
+            from rich.live import Live  # noqa: PLC0415  # CLI fast path: --help does not load it
 
             console = Console(file=self.stream)
             # Lines written to stderr meanwhile (logging, warnings) go above the view.
@@ -299,7 +309,11 @@ class Progress:
         with self._lock:
             counts = self._counts
         if counts is not None:
-            # The engine's counts are fresher than the journal's batched writes.
+            # The engine's counts are fresher than the journal's batched writes for the tasks
+            # that ended, but it sends them only when tasks end: their running figure is the
+            # one of that moment. The journal's running tasks are those of now.
+            if snap.counts:
+                counts = _running_now(counts, len(snap.running))
             snap = Snapshot(counts, snap.allocations, snap.running, snap.failures)
         return snap
 

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from hpcorch.report import gantt, render_html
 from hpcorch.report.model import Report
 from hpcorch.report.text import SITE_COLUMNS, hours, percent, site_rows
 
@@ -14,8 +17,6 @@ __all__ = ["report"]
 
 
 def _print_summary(r: Report) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     figures = Table(title=f"run {r.run_id} — {r.state}", show_header=False, title_justify="left")
@@ -89,9 +90,8 @@ def report(run_ref: str, html_path: Path | None, png_path: Path | None, as_json:
     Example:
       hpcorch report cpu-pipeline-20251125-190000-ab12 --html report.html --png gantt.png
     """
-    from hpcorch.engine.rundir import find_run
-    from hpcorch.report import gantt, render_html
-    from hpcorch.report.load import load_report
+    from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.report.load import load_report  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     r = load_report(find_run(run_ref))
     if png_path is not None:

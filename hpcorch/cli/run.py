@@ -6,6 +6,7 @@ Exit codes: 0 every task succeeded; 1 tasks failed (summary printed);
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import sys
@@ -16,7 +17,10 @@ import click
 
 from hpcorch.cli.options import apply_regions_budget, regions_budget_options
 from hpcorch.cli.progress import Progress
-from hpcorch.errors import RunError
+from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
+from hpcorch.ids import check_id
+from hpcorch.journal import read_run
+from hpcorch.journal import status as read_status
 
 __all__ = ["cancel", "logs", "resume", "run", "status"]
 
@@ -31,7 +35,7 @@ def _logging(verbose: int) -> None:
     root.setLevel(level)
     # Dask's own chatter (worker errors are in the journal and the summary).
     # Importing distributed applies its logging config, so quiet it afterwards.
-    import distributed  # noqa: F401
+    import distributed  # noqa: F401, PLC0415  # heavy: only when a run starts
 
     quiet = logging.CRITICAL if verbose == 0 else level
     for name in list(logging.root.manager.loggerDict):
@@ -41,8 +45,7 @@ def _logging(verbose: int) -> None:
 
 def _progress(spec: Any, site: str | None) -> Progress:
     """The view for a run of ``spec``: its size, its tasks' GPUs, its site's GPUs per node."""
-    from hpcorch.engine.site import resolve_site
-    from hpcorch.errors import HpcorchError
+    from hpcorch.sites.resolve import resolve_site  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
         resolved = resolve_site(site or spec.site or "local")
@@ -99,7 +102,11 @@ def _finish(summary: Any, as_json: bool = False) -> None:
     default=None,
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
-@click.option("--run-id", default=None, help="Run id (default: a new one from the name).")
+@click.option(
+    "--run-id",
+    default=None,
+    help="Run id: letters, digits and _ . : @ + - (default: a new one from the name).",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
 )
@@ -126,8 +133,8 @@ def run(
       hpcorch run workflows/cpu-pipeline.yaml --site local
       hpcorch run workflows/seismology-110.json --site dev --time-scale 0.01
     """
-    from hpcorch.engine import run_workflow
-    from hpcorch.loaders import load_workflow
+    from hpcorch.engine import run_workflow  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.loaders import load_workflow  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
     apply_regions_budget(regions, budget)
@@ -165,8 +172,7 @@ def status(run_ref: str, as_json: bool) -> None:
       hpcorch status cpu-pipeline-20261125-192234-bb6a
       hpcorch status .hpcorch/runs/cpu-pipeline-20261125-192234-bb6a --json | jq .counts
     """
-    from hpcorch.engine.rundir import find_run
-    from hpcorch.journal import status as read_status
+    from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     data = read_status(find_run(run_ref))
     if as_json:
@@ -194,10 +200,10 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     Example:
       hpcorch resume cpu-pipeline-20261125-192234-bb6a
     """
-    from hpcorch.engine import resume_run
-    from hpcorch.engine.rundir import find_run
-    from hpcorch.engine.site import resolve_site
-    from hpcorch.journal import read_run
+    from hpcorch.engine import resume_run  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.loaders import load_workflow  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.sites.resolve import resolve_site  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
     run_dir = find_run(run_ref)
@@ -205,7 +211,7 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     progress = Progress(site=resolve_site(str(row["site"])))
     progress.start(str(row["run_id"]), run_dir)
     try:
-        summary = resume_run(run_dir, on_progress=progress)
+        summary = resume_run(run_dir, load_workflow, on_progress=progress)
     finally:
         progress.close()
     _finish(summary, as_json)
@@ -220,7 +226,7 @@ def cancel(run_ref: str) -> None:
     Example:
       hpcorch cancel cpu-pipeline-20261125-192234-bb6a
     """
-    from hpcorch.engine import cancel_run
+    from hpcorch.engine import cancel_run  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     click.echo(f"run {run_ref}: {cancel_run(run_ref)}")
 
@@ -236,14 +242,17 @@ def logs(run_ref: str, task: str, attempt: int | None) -> None:
     Example:
       hpcorch logs cpu-pipeline-20261125-192234-bb6a square-0 --attempt 1
     """
-    from hpcorch.engine.rundir import find_run
-    from hpcorch.errors import JournalError
+    from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     log_dir = find_run(run_ref) / "logs"
+    try:
+        check_id(task, "task id")  # also keeps the name a plain file name, never a pattern
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     prefix = f"{task}."
     attempts = sorted(
         int(middle)
-        for p in log_dir.glob(f"{task}.*.out")
+        for p in log_dir.glob(f"{glob.escape(task)}.*.out")
         if (middle := p.name[len(prefix) : -len(".out")]).isdigit()
     )
     if not attempts:

@@ -38,7 +38,8 @@ _FIGURES = (
     "trace",
     required=True,
     help="SWF log (.swf[.gz]), Alibaba openb pod list, Philly csv, WfFormat .json or a "
-    "workflow .yaml; a bare name is looked up under ../shared/traces ($HPCORCH_TRACES_DIR).",
+    "workflow .yaml; a bare name is looked up in $HPCORCH_TRACES_DIR, the traces shipped "
+    "with hpcorch, then ../shared/traces.",
 )
 @click.option(
     "--nodes",
@@ -93,7 +94,7 @@ def simulate(
       hpcorch simulate --trace openb_pod_list_default.csv
       hpcorch simulate --trace montage.json --nodes 16 --run-dir sim-run
     """
-    from hpcorch.sim.runs import simulate_trace
+    from hpcorch.sim.runs import simulate_trace  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
         mtbf_s = parse_duration(mtbf) if mtbf is not None else None

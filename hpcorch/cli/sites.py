@@ -60,7 +60,7 @@ def show(name: str) -> None:
     Example:
       hpcorch sites show dev
     """
-    from hpcorch.sites.detect import site_to_yaml
+    from hpcorch.sites.detect import site_to_yaml  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     site = load_site(name)
     console = Console()
@@ -101,7 +101,7 @@ def detect(name: str | None, conf: str | None, output: Path | None) -> None:
     Example:
       hpcorch sites detect --name mycluster > mycluster.yaml
     """
-    from hpcorch.sites.detect import detect_site, site_to_yaml
+    from hpcorch.sites.detect import detect_site, site_to_yaml  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     text = site_to_yaml(detect_site(name=name, conf=conf))
     if output:
@@ -132,7 +132,7 @@ def import_jobqueue(file: Path | None, name: str) -> None:
     Example:
       hpcorch sites import-jobqueue ~/.config/dask/jobqueue.yaml --name mycluster
     """
-    from hpcorch.sites.detect import site_to_yaml
+    from hpcorch.sites.detect import site_to_yaml  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     site = site_from_jobqueue(file, name=name)
     click.echo(site_to_yaml(site), nl=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from hpcorch.cli.options import apply_regions_budget, regions_budget_options
+from hpcorch.sites import load_site
 from hpcorch.units import parse_duration
 
 __all__ = ["submit"]
@@ -57,8 +58,7 @@ def submit(
       hpcorch submit workflows/cpu-pipeline.yaml --site dev
       hpcorch status RUN_ID        # from any shell, later
     """
-    from hpcorch.sites import load_site
-    from hpcorch.submit import submit_driver
+    from hpcorch.submit import submit_driver  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
         walltime_s = parse_duration(walltime)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from hpcorch.journal import Journal
 from hpcorch.sites.model import Site
 from hpcorch.slurm.client import SlurmClient
+from hpcorch.slurm.connect import connect
 from hpcorch.slurm.models import JobInfo, NodeInfo
 from hpcorch.slurm.poller import JobUpdate, Poller, Update
 
@@ -453,8 +454,6 @@ def open_monitor(
     """Start the monitor of a run on ``site``: Slurm too when the site has it."""
     slurm = None
     if site.kind == "slurm":
-        from hpcorch.slurm.connect import connect
-
         slurm = connect(site)
     monitor = Monitor(journal, slurm=slurm, dask_client=dask_client, site=site.name)
     monitor.watch_allocations(allocations)

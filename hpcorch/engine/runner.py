@@ -15,24 +15,32 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dask._expr import LLGExpr
+from dask._task_spec import Task
+from dask._task_spec import TaskRef as DaskRef
+from dask.base import annotate
+
 from hpcorch import dag
-from hpcorch.engine import horizon, retry
+from hpcorch.engine import retry
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
-from hpcorch.engine.placing import Placing, placing_for
-from hpcorch.engine.pools import task_resources
 from hpcorch.engine.recovery import Recovery
-from hpcorch.engine.site import local_site, partition_for
 from hpcorch.engine.worker import Payload, drain, execute, load_result
 from hpcorch.journal import Journal
+from hpcorch.placement.fit import partition_for
+from hpcorch.placement.placing import Placing, placing_for
 from hpcorch.policies.state import site_limits
+from hpcorch.provision import horizon
+from hpcorch.provision.pools import task_resources
 from hpcorch.sites.model import Site
+from hpcorch.sites.resolve import local_site
 from hpcorch.spec import TaskRef, TaskSpec, WorkflowSpec
 
 __all__ = ["TERMINAL", "Engine", "RunSummary", "TaskFailure"]
@@ -41,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "upstream_failed", "cancelled"})
 _COLLECT_INTERVAL_S = 0.5
-_GROUP_RE = re.compile(r"[-_.:@+]*\d+$")
+_GROUP_RE = re.compile(r"[-_.:@+]*\d+\Z")
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,7 @@ class Engine:
         self.on_progress = on_progress
         self.on_submitted = on_submitted
         """Called once the tasks' states are in the journal (the scaler looks at once)."""
-        # On Slurm every task also asks for a walltime tier (hpcorch.engine.horizon):
+        # On Slurm every task also asks for a walltime tier (hpcorch.provision.horizon):
         # it never starts on a worker whose time left is below its estimate.
         self.tiers = self.site.kind == "slurm"
         self.use_resources = use_resources or self.tiers
@@ -241,9 +249,6 @@ class Engine:
 
     def _submit(self, ids: list[str], bump: set[str]) -> list[Any]:
         """Send ``ids`` (parents first) to the scheduler as one graph; return their futures."""
-        from dask._task_spec import Task
-        from dask._task_spec import TaskRef as DaskRef
-        from dask.base import annotate
 
         self._generation += 1
         gen = self._generation
@@ -599,8 +604,5 @@ def _graph(dsk: dict[str, Any]) -> Any:
     Tokenizing a graph of 20,000 tasks deterministically costs seconds of
     driver time; each submission is unique anyway (as ``Client.submit`` knows).
     """
-    import uuid
-
-    from dask._expr import LLGExpr
 
     return LLGExpr(dsk, _determ_token=uuid.uuid4().hex)  # type: ignore[no-untyped-call]

@@ -18,17 +18,22 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import dask.config
+
 from hpcorch import dag
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
-from hpcorch.engine.pools import Backend, needs_resources, open_backend
 from hpcorch.engine.retry import RetryConfig
-from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
-from hpcorch.engine.site import check_fits, resolve_site
+from hpcorch.engine.worker import load_result
 from hpcorch.errors import JournalError, RunError, SpecError
 from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.placement.fit import check_fits
+from hpcorch.provision.pools import Backend, needs_resources, open_backend
 from hpcorch.sites.model import Site
+from hpcorch.sites.resolve import resolve_site
+from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 
 __all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
@@ -42,7 +47,19 @@ def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
     """The site the run will use, after checking that every task fits one of its partitions."""
     resolved = resolve_site(site or spec.site or "local")
     check_fits(spec, resolved)
+    if resolved.kind == "local":
+        _check_cwds(spec)
     return resolved
+
+
+def _check_cwds(spec: WorkflowSpec) -> None:
+    """A task that depends on nothing runs in a directory that exists now (on this
+    machine, where a local run's tasks run): no task of the run can create it first."""
+    for task in spec.tasks:
+        if task.cwd is not None and not task.after and not Path(task.cwd).is_dir():
+            raise SpecError(
+                f"task {task.id!r}: cwd {task.cwd!r} is not a directory; create it, or fix cwd"
+            )
 
 
 class RunHandle:
@@ -98,7 +115,6 @@ class RunHandle:
         fut = self.engine.futures.get(task_id)
         if fut is not None:
             return fut.result()
-        from hpcorch.engine.worker import load_result
 
         return load_result(self.engine._stored_result(task_id))
 
@@ -160,7 +176,6 @@ def _engine(
     # On Slurm a lost worker fails its tasks at once, so that the recovery classifies
     # them (node failure, allocation cancelled or timed out) instead of Dask retrying
     # them silently under the same attempt number.
-    import dask.config
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
@@ -213,8 +228,7 @@ def _open_run(
     """Validate, create the run's journal and start its engine; a failed start marks the
     run failed."""
     resolved = validate_run(spec, site)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
+    run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     journal = Journal.create(
         path,
         run_id=run_id,
@@ -329,10 +343,18 @@ def run_workflow(
     return _run_in_foreground(engine, backend, journal)
 
 
-def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = None) -> RunSummary:
-    """Finish a run whose driver died: tasks the journal records as succeeded do not run again."""
-    from hpcorch.loaders import load_workflow
+def resume_run(
+    run: str | os.PathLike[str],
+    load: Callable[[str, float | None], WorkflowSpec],
+    *,
+    on_progress: Progress | None = None,
+) -> RunSummary:
+    """Finish a run whose driver died: tasks the journal records as succeeded do not run again.
 
+    ``load`` rebuilds the spec from the run's source file and time scale
+    (:func:`hpcorch.loaders.load_workflow`); it is passed in so the engine does
+    not import the loaders, which import the Python API.
+    """
     run_dir = find_run(run)
     row = read_run(run_dir)
     if not row["source"]:
@@ -340,7 +362,7 @@ def resume_run(run: str | os.PathLike[str], *, on_progress: Progress | None = No
             f"run {row['run_id']} was started from Python, not from a file; "
             "rebuild the workflow and run it again"
         )
-    spec = load_workflow(row["source"], time_scale=row["time_scale"])
+    spec = load(row["source"], row["time_scale"])
     resolved = validate_run(spec, row["site"])
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
@@ -463,7 +485,7 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
         return []
     journal.flush()
     # Never a user's allocation that `hpcorch run` ran in (pool "current",
-    # hpcorch.engine.inside): the run did not submit it; nor the job this process runs in.
+    # hpcorch.provision.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     by_site: dict[str, list[dict[str, Any]]] = {}
     for alloc in _allocation_rows(run_dir):
@@ -509,7 +531,6 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
 def _cancel_on(site: Site, job_ids: list[str]) -> list[str]:
     """Cancel those of ``job_ids`` still queued or running on ``site``; return them."""
-    from hpcorch.slurm.connect import connect
 
     client = connect(site)
     try:

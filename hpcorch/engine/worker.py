@@ -7,7 +7,7 @@ code, failure class) to a buffer in the worker process; the driver collects
 the buffer in batches with :func:`drain`, so no per-task message goes to the
 driver and results stay on the workers.
 
-Placement (:mod:`hpcorch.engine.placing`): an attempt first takes a slot of
+Placement (:mod:`hpcorch.placement.placing`): an attempt first takes a slot of
 its node from the worker's slot plugin (cores and GPUs no other running task
 holds; NVLink pairs, cores near the GPUs). A command runs confined to it
 (``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``, CPU affinity where allowed); a
@@ -37,10 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcorch import gpu
 from hpcorch.engine import watchdog
-from hpcorch.engine.placing import MpiStep, Placing, rank_nodes
 from hpcorch.engine.retry import TaskFailed
+from hpcorch.mpi import build_srun_step_argv, run_mpi_function
+from hpcorch.placement.placing import MpiStep, Placing, rank_nodes
+from hpcorch.placement.plugin import PLUGIN_NAME
 from hpcorch.placement.request import Slot
+from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.spec import TaskRef
 
 __all__ = ["Payload", "TaskFailed", "current_slot", "drain", "execute", "load_result"]
@@ -91,13 +95,13 @@ class Payload:
     timeout: float | None = None
     memory: int = 0  # bytes an emulated task really allocates
     memory_request: int = 0  # bytes requested, for diagnosing a failure
-    placing: Placing | None = None  # a slot on the node, or an MPI step (engine.placing)
+    placing: Placing | None = None  # a slot on the node, or an MPI step (placement.placing)
 
 
 def _identity() -> dict[str, Any]:
     if not _IDENTITY:
         try:
-            from distributed import get_worker
+            from distributed import get_worker  # noqa: PLC0415  # optional dependency, guarded
 
             worker: str | None = get_worker().address
         except ValueError:
@@ -120,10 +124,9 @@ def current_slot() -> Slot | None:
 
 def _slot_plugin() -> Any:
     """This worker's slot plugin, or None (no Dask worker, or no plugin registered)."""
-    from hpcorch.placement.plugin import PLUGIN_NAME
 
     try:
-        from distributed import get_worker
+        from distributed import get_worker  # noqa: PLC0415  # optional dependency, guarded
 
         plugin = get_worker().plugins.get(PLUGIN_NAME)
     except ValueError:
@@ -173,7 +176,6 @@ def _in_slot(slot: Slot | None, plugin: Any) -> Iterator[None]:
 
 
 def _use_gpu(slot: Slot, names: tuple[str, ...]) -> None:
-    from hpcorch import gpu
 
     if not gpu.gpu_available():
         return
@@ -181,7 +183,7 @@ def _use_gpu(slot: Slot, names: tuple[str, ...]) -> None:
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
     name = names[slot.gpus[0]] if names else str(slot.gpus[0])
     ordinal = visible.index(name) if name in visible else slot.gpus[0]
-    import cupy
+    import cupy  # noqa: PLC0415  # optional GPU dependency
 
     cupy.cuda.Device(ordinal).use()  # the current device is per thread
 
@@ -236,7 +238,6 @@ def _task_env(p: Payload, run_dir: str | None) -> dict[str, str]:
 
 def _allocation_nodes() -> list[str]:
     """The nodes of the Slurm allocation this worker runs in (empty outside Slurm)."""
-    from hpcorch.slurm.hostlists import expand_hostlist
 
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
     return list(expand_hostlist(nodelist)) if nodelist else []
@@ -271,7 +272,6 @@ def _step(
 
 
 def _mpi_argv(p: Payload, step: MpiStep, options: Mapping[str, Any]) -> list[str]:
-    from hpcorch.mpi import build_srun_step_argv
 
     return build_srun_step_argv(step, list(p.target), **options)
 
@@ -297,7 +297,7 @@ def _run_command(
         io: dict[str, Any] = {"stdout": out, "stderr": err, "stdin": subprocess.DEVNULL}
         try:
             if slot is not None:
-                from hpcorch.placement.plugin import start_in_slot
+                from hpcorch.placement.plugin import start_in_slot  # noqa: PLC0415  # optional dependency, guarded
 
                 proc = start_in_slot(argv, slot, env, gpu_names, cwd=p.cwd, **io)
             else:
@@ -353,7 +353,6 @@ def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> An
     if step is None:
         return fn(*args, **kwargs)
     # An mpi4py function task: every rank calls fn(comm, *args, **kwargs).
-    from hpcorch.mpi import run_mpi_function
 
     # The step's payload lies in <run dir>/mpi; its ranks know the run directory.
     options, env = _step(p, step, _task_env(p, str(Path(step.workdir).parent)), record)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from distributed import WorkerPlugin
+from distributed import WorkerPlugin, get_worker
 
 from hpcorch.errors import InfrastructureError
 from hpcorch.placement.request import Request, Slot
@@ -126,7 +126,6 @@ class SlotPlugin(WorkerPlugin):
 
 def current_allocator() -> SlotAllocator:
     """The allocator of the worker running the current task."""
-    from distributed import get_worker
 
     try:
         worker = get_worker()

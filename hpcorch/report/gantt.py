@@ -125,11 +125,11 @@ def _ticks(rows: Sequence[Row]) -> tuple[list[float], list[str]]:
 
 def _matplotlib() -> tuple[Any, Any, Any, Any, Any]:
     try:
-        from matplotlib import rc_context
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.collections import PolyCollection
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
+        from matplotlib import rc_context  # noqa: PLC0415  # optional dependency, guarded
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415  # optional dependency, guarded
+        from matplotlib.collections import PolyCollection  # noqa: PLC0415  # optional dependency, guarded
+        from matplotlib.figure import Figure  # noqa: PLC0415  # optional dependency, guarded
+        from matplotlib.patches import Patch  # noqa: PLC0415  # optional dependency, guarded
     except ImportError:
         raise HpcorchError(
             "the Gantt chart needs matplotlib: pip install 'hpcorch[report]'"

@@ -14,9 +14,11 @@ from typing import Any
 
 from hpcorch import journal
 from hpcorch.errors import HpcorchError
+from hpcorch.loaders import load_workflow
 from hpcorch.report.build import build_report
 from hpcorch.report.model import Report, TaskDecl
 from hpcorch.sites.model import Site
+from hpcorch.sites.resolve import resolve_site
 
 __all__ = ["load_report", "workflow_decls"]
 
@@ -27,7 +29,6 @@ def workflow_decls(source: str | None, time_scale: float | None = None) -> dict[
     """Each task's dependencies, cores and GPUs from the workflow file ({} if unreadable)."""
     if not source or not Path(source).is_file():
         return {}
-    from hpcorch.loaders import load_workflow
 
     try:
         spec = load_workflow(source, time_scale)
@@ -39,7 +40,6 @@ def workflow_decls(source: str | None, time_scale: float | None = None) -> dict[
 
 def _sites(names: set[str]) -> dict[str, Site]:
     # The engine's resolver, so a local run is measured against this machine's shape.
-    from hpcorch.engine.site import resolve_site
 
     sites = {}
     for name in sorted(names):

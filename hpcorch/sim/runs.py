@@ -14,9 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hpcorch.loaders import load_workflow
+from hpcorch.placement import POLICIES, workload_classes
 from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.hooks import SimPolicies
+from hpcorch.sim.openb import compare_policies, event_replay, load_openb
+from hpcorch.sim.output import summary, write_journal
 from hpcorch.sim.replay import ReplayJob, TraceFeeder, replay_philly, replay_swf, swf_jobs
 from hpcorch.sim.slurm import SimSlurm
 from hpcorch.sim.validate import recorded_wait_split
@@ -100,8 +104,6 @@ def simulate_trace(
 def _workflow_file(
     source: Path, nodes: int | None, mtbf_s: float | None, seed: int, **options: Any
 ) -> dict[str, Any]:
-    from hpcorch.loaders import load_workflow
-    from hpcorch.sim.output import summary, write_journal
 
     spec = load_workflow(source, time_scale=1.0 if source.suffix.lower() == ".json" else None)
     workload = from_spec(spec)
@@ -125,8 +127,6 @@ def _workflow_file(
 
 
 def _openb(source: Path, seed: int) -> dict[str, Any]:
-    from hpcorch.placement import POLICIES, workload_classes
-    from hpcorch.sim.openb import compare_policies, event_replay, load_openb
 
     nodes, pods, times = load_openb(source)
     classes = workload_classes(pods)

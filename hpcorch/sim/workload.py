@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpcorch.errors import WorkflowError
+from hpcorch.spec import WorkflowSpec
 
 __all__ = ["SimWorkload", "from_spec", "from_wftasks", "synthetic"]
 
@@ -142,7 +143,6 @@ def from_spec(spec: object) -> SimWorkload:
     Emulated tasks run for their ``duration``; other tasks for their walltime
     (else 60 s): the simulator has no way to know how long real code runs.
     """
-    from hpcorch.spec import WorkflowSpec
 
     if not isinstance(spec, WorkflowSpec):
         raise TypeError(f"expected a WorkflowSpec, got {type(spec).__name__}")

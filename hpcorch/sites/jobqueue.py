@@ -20,13 +20,14 @@ from pydantic import ValidationError
 from hpcorch.errors import SiteConfigError
 from hpcorch.sites.loader import format_validation_error
 from hpcorch.sites.model import Site
+from hpcorch.yamltext import load_yaml_text
 
 __all__ = ["site_from_jobqueue"]
 
 
 def _load(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
     if source is None:
-        import dask.config
+        import dask.config  # noqa: PLC0415  # CLI fast path: --help does not load it
 
         return dict(dask.config.get("jobqueue.slurm", default={}) or {}), "dask config"
     if isinstance(source, Mapping):
@@ -35,7 +36,7 @@ def _load(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple[di
     else:
         path = Path(source).expanduser()
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml_text(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise SiteConfigError(f"{path}: cannot read a jobqueue config: {exc}") from exc
         name = str(path)

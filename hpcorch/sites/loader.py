@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpcorch.errors import SiteConfigError
 from hpcorch.sites.model import Site
+from hpcorch.yamltext import load_yaml_text
 
 __all__ = [
     "expand_vars",
@@ -142,7 +143,7 @@ def load_site(name_or_path: str | os.PathLike[str]) -> Site:
 def parse_site(text: str, source: str = "<string>") -> Site:
     """Validate YAML text as a site; ``source`` names it in errors."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""

@@ -49,12 +49,12 @@ from hpcorch.slurm.parse import (
     parse_sacct_steps,
     slurm_errors,
 )
-from hpcorch.slurm.rest_dialects import (
+from hpcorch.slurm.rest_dialects import job_description
+from hpcorch.slurm.rest_versions import (
     AUTO,
     DIALECTS,
     Dialect,
     choose,
-    job_description,
     newest_first,
     served_versions,
     valid_api_version,
@@ -371,7 +371,7 @@ class RestClient:
 
 def _login_name() -> str:
     try:
-        import pwd
+        import pwd  # noqa: PLC0415  # optional dependency, guarded
 
         return pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):

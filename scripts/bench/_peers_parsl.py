@@ -24,7 +24,6 @@ from parsl.providers import SlurmProvider
 
 @python_app
 def emulate(seconds: float, *parents: object) -> float:
-    import time
 
     time.sleep(seconds)
     return seconds

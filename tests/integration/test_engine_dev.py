@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wfcommons import WorkflowGenerator
+from wfcommons.wfchef import recipes
 
 HPCORCH = Path(sys.executable).with_name("hpcorch")
 
@@ -40,8 +42,6 @@ def _status(cluster: Any, run_dir: Path) -> dict[str, Any]:
 def test_wfcommons_instance_on_dev(
     dev_cluster: Any, recipe: str, tasks: int, tmp_path: Path
 ) -> None:
-    from wfcommons import WorkflowGenerator
-    from wfcommons.wfchef import recipes
 
     instance = tmp_path / f"{recipe}.json"
     WorkflowGenerator(getattr(recipes, recipe).from_num_tasks(tasks)).build_workflow().write_json(

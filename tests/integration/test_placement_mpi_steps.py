@@ -8,9 +8,9 @@ with the dev site's launcher, never as a new sbatch.
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pytest
 from hpcorch.mpi import build_srun_step_argv, layout, run_mpi_function
 from hpcorch.sites import load_site
 from hpcorch.spec import MpiSpec
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -42,14 +43,10 @@ def run_step(cluster: Any, argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _wait_running(cluster: Any, job_id: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        state = cluster.run("squeue", "-h", "-j", job_id, "-o", "%T", check=False).stdout.strip()
-        if state == "RUNNING":
-            return
-        time.sleep(1)
-    pytest.fail(f"allocation {job_id} not RUNNING after {timeout}s (state {state!r})")
+    def state() -> str:
+        return cluster.run("squeue", "-h", "-j", job_id, "-o", "%T", check=False).stdout.strip()
+
+    wait_for(lambda: state() == "RUNNING", timeout, f"allocation {job_id} RUNNING")
 
 
 def _hold(cluster: Any, *args: str) -> Iterator[str]:
@@ -123,9 +120,8 @@ def test_ranks_are_placed_four_per_node(
 
 
 def _allreduce(comm: Any, base: int) -> dict[str, Any]:
-    import os
 
-    from mpi4py import MPI
+    from mpi4py import MPI  # noqa: PLC0415  # optional, only inside an MPI step
 
     nodes = comm.gather(os.environ.get("SLURMD_NODENAME"), root=0)
     total = comm.allreduce(base + comm.Get_rank(), op=MPI.SUM)

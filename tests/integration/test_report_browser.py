@@ -57,7 +57,7 @@ def _rgb(hex_colour: str) -> np.ndarray:
 
 def colour_share(png: Path, hex_colour: str) -> float:
     """Share of the screenshot's pixels within a small distance of ``hex_colour``."""
-    import matplotlib.image
+    import matplotlib.image  # noqa: PLC0415  # optional plotting dependency
 
     pixels = matplotlib.image.imread(png)[..., :3]
     return float((np.abs(pixels - _rgb(hex_colour)).max(axis=-1) < 0.04).mean())

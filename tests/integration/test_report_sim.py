@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from wfcommons import WorkflowGenerator
+from wfcommons.wfchef import recipes
+
 from tests.integration.test_report_e2e import hpcorch
 
 
 def test_simulated_wfcommons_run_reports(tmp_path: Path) -> None:
-    from wfcommons import WorkflowGenerator
-    from wfcommons.wfchef import recipes
 
     instance = tmp_path / "blast.json"
     WorkflowGenerator(recipes.BlastRecipe.from_num_tasks(60)).build_workflow().write_json(instance)

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from distributed import Client
+
+from hpcorch.provision.adaptive import HpcorchSLURMCluster
 
 pytestmark = pytest.mark.slurm
 
@@ -20,9 +23,6 @@ def double(x: int) -> int:
 def test_adapt_scales_a_jobqueue_cluster_up_and_back_to_zero(
     dev_cluster: Any, tmp_path: Path
 ) -> None:
-    from distributed import Client
-
-    from hpcorch.engine.adaptive import HpcorchSLURMCluster
 
     with (
         HpcorchSLURMCluster(

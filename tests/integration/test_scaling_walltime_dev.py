@@ -8,10 +8,10 @@ from typing import Any
 import distributed  # noqa: F401  (its config defaults must exist before any dask.config.set)
 import pytest
 
-from hpcorch.engine.horizon import restriction
 from hpcorch.engine.session import start_run
 from hpcorch.journal import status
 from hpcorch.policies.walltime import fits
+from hpcorch.provision.horizon import restriction
 from hpcorch.spec import parse_workflow
 from tests.integration.scaling_helpers import events, fast_scaling
 

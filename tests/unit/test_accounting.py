@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.engine.accounting import AllocationLife, accounts_payload, journal_attempts
 from hpcorch.journal import Journal
+from hpcorch.provision.accounting import AllocationLife, accounts_payload, journal_attempts
 
 
 def _life(name: str, site: str, cores: int) -> AllocationLife:

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hpcorch.cli.main import cli
+from hpcorch.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 SEISMOLOGY = REPO / "workflows" / "seismology-110.json"
@@ -244,7 +245,6 @@ def test_cancel_a_finished_run_says_its_state(finished: dict[str, Any]) -> None:
 
 
 def test_resume_a_run_from_python_is_refused(tmp_path: Path) -> None:
-    from hpcorch.journal import Journal
 
     Journal.create(
         tmp_path / "r", run_id="py-1", name="py", source=None, site="local", time_scale=None

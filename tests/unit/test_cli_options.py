@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpcorch.cli.main import cli
+from hpcorch.cli.options import apply_regions_budget
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +55,6 @@ def test_the_environment_variable_is_checked_too(tmp_path: Path) -> None:
 
 
 def test_good_values_reach_the_engine_through_the_environment() -> None:
-    from hpcorch.cli.options import apply_regions_budget
 
     apply_regions_budget(" eiger , frontier ", "20 SU")
     assert os.environ["HPCORCH_REGIONS"] == "eiger,frontier"

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from wfcommons import WorkflowGenerator
+from wfcommons.wfchef.recipes import BlastRecipe
 
 from hpcorch.errors import WorkflowError
 from hpcorch.loaders import load_workflow
@@ -69,8 +71,6 @@ def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
 
 
 def _wfcommons_instance(tmp_path: Path) -> Path:
-    from wfcommons import WorkflowGenerator
-    from wfcommons.wfchef.recipes import BlastRecipe
 
     workflow = WorkflowGenerator(BlastRecipe.from_num_tasks(60)).build_workflow()
     path = tmp_path / "blast.json"

@@ -18,6 +18,7 @@ from hpcorch.placement import (
 )
 from hpcorch.placement.feasibility import check_feasible, feasible_partitions
 from hpcorch.sites.model import NodeShape, Partition
+from hpcorch.spec import TaskSpec
 from hpcorch.topology import GpuInfo, NodeTopology
 
 GIB = 1024**3
@@ -293,7 +294,6 @@ def test_too_many_ranks_per_node_is_refused() -> None:
 
 
 def test_request_from_task_specs() -> None:
-    from hpcorch.spec import TaskSpec
 
     gpu = TaskSpec.model_validate(
         {"id": "a", "command": ["x"], "resources": {"cpus": 2, "gpus": 0.5, "gpu_sharing": True}}

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from distributed import Client, LocalCluster
 
-from hpcorch.errors import ResourceError
+from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.placement import Request, Slot
 from hpcorch.placement.plugin import (
     SlotPlugin,
     bind_cpus,
     slot_env,
+    start_in_slot,
     task_slot,
     visible_gpus,
 )
@@ -156,17 +159,12 @@ def test_plugin_on_a_dask_worker() -> None:
 
 
 def test_task_slot_outside_a_worker() -> None:
-    from hpcorch.errors import InfrastructureError
 
     with pytest.raises(InfrastructureError, match="inside a task"), task_slot(Request()):
         pass
 
 
 def test_start_in_slot_confines_the_subprocess() -> None:
-    import subprocess
-    import sys
-
-    from hpcorch.placement.plugin import start_in_slot
 
     core = sorted(os.sched_getaffinity(0))[0]
     code = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], sorted(os.sched_getaffinity(0)))"

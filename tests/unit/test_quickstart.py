@@ -11,6 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from hpcorch.cli.main import cli
+from hpcorch.sites.model import AllocationUse
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT = (REPO / "docs" / "quickstart.md").read_text()
@@ -55,7 +56,6 @@ def test_the_python_example_runs(tmp_path: Path) -> None:
 
 
 def test_the_site_allocation_section_matches_the_model() -> None:
-    from hpcorch.sites.model import AllocationUse
 
     defaults = AllocationUse()
     assert f"use_current: {str(defaults.use_current).lower()}" in TEXT

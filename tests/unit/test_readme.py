@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,9 +34,6 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_readme_python_example_runs(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    import textwrap
 
     text = (REPO / "README.md").read_text()
     block = re.search(r"```python\n(.*?)```", text, re.S)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpcorch.engine.rebalance import WorkerLoad, plan_moves
+from hpcorch.placement.rebalance import WorkerLoad, plan_moves
 
 
 def test_queue_on_first_worker_is_shared_with_a_late_one() -> None:

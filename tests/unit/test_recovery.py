@@ -14,8 +14,8 @@ from hpcorch.engine import watchdog
 from hpcorch.engine.monitor import Monitor
 from hpcorch.engine.recovery import Recovery
 from hpcorch.engine.retry import TaskFailed, policy_resources
-from hpcorch.engine.site import resolve_site
 from hpcorch.failures import FailureClass
+from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.fake import FakeSlurm
 from hpcorch.slurm.script import JobRequest
 from hpcorch.spec import TaskSpec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -10,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from hpcorch.engine.horizon import CAPACITY, restriction, tier_name, tiers
-from hpcorch.engine.regions import Router, parse_budget, probe_queue
-from hpcorch.engine.scaler import Load, Scaler, ScalerSettings
-from hpcorch.policies.scale import ScaleConfig
+import hpcorch.provision.scaler as scaler_module
+from hpcorch.journal import Journal as RunJournal
+from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     Budget,
     PoolShape,
@@ -22,11 +22,16 @@ from hpcorch.policies.state import (
     charge_rates,
     site_limits,
 )
+from hpcorch.provision.horizon import CAPACITY, restriction, tier_name, tiers
+from hpcorch.provision.regions import Router, parse_budget, probe_queue
+from hpcorch.provision.scaler import Load, Scaler, ScalerSettings
+from hpcorch.provision.slurm_pool import _JournalDemand
 from hpcorch.sites import load_site
 from hpcorch.slurm.fake import FakeClient, FakeSlurm
 from hpcorch.slurm.models import JobInfo
 from hpcorch.slurm.script import JobRequest
 from hpcorch.slurm.states import JobState, NodeState, NodeStatus
+from hpcorch.spec import parse_workflow
 
 
 @dataclass
@@ -204,7 +209,6 @@ def test_tiers_and_restrictions() -> None:
 def test_budget_holds_and_trims_submissions() -> None:
     site = load_site("dev")  # 1 SU per node-hour: a 5-minute node is 1/12 SU
     router = Router({"dev": site}, {("dev", "cpu"): "cpu"}, budget=Budget(0.1))
-    from hpcorch.policies.scale import Submit
 
     count, note = router.affordable(Submit("cpu", 2, 1, 300.0, "x"), [], 0.0)
     assert count == 1 and "raise the run's budget" in note
@@ -271,9 +275,6 @@ def test_probe_queue_reads_idle_nodes_pending_work_and_slurms_start_estimate() -
 
 
 def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -> None:
-    from hpcorch.engine.slurm import _JournalDemand
-    from hpcorch.journal import Journal
-    from hpcorch.spec import parse_workflow
 
     def task(tid: str, seconds: float, *after: str) -> dict[str, Any]:
         return {"id": tid, "after": list(after), "duration": seconds}
@@ -290,7 +291,7 @@ def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -
             ],
         }
     )
-    journal = Journal.create(
+    journal = RunJournal.create(
         tmp_path, run_id="r", name="fan", source=None, site="dev", time_scale=None
     )
     journal.add_tasks((t.id, "command", "pending", 0) for t in spec.tasks)
@@ -315,9 +316,6 @@ def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -
 def test_kick_steps_at_once_instead_of_waiting_out_the_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import time
-
-    import hpcorch.engine.scaler as scaler_module
 
     monkeypatch.setattr(scaler_module, "FIRST_STEP_S", 60.0)  # no step but the first by itself
     loads: list[Load] = []

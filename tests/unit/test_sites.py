@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dask.config
 import jsonschema
 import pytest
 import yaml
@@ -205,7 +206,6 @@ def test_jobqueue_import_from_file(tmp_path: Path) -> None:
 
 
 def test_jobqueue_import_from_dask_config() -> None:
-    import dask.config
 
     with dask.config.set({"jobqueue.slurm.cores": 4, "jobqueue.slurm.memory": "8GiB"}):
         site = site_from_jobqueue()

@@ -18,7 +18,8 @@ from hpcorch.slurm.cli import CliClient, Completed
 from hpcorch.slurm.client import BackendDown, SlurmClient
 from hpcorch.slurm.pyslurm_ import check_versions, load_pyslurm
 from hpcorch.slurm.rest import RestClient
-from hpcorch.slurm.rest_dialects import DIALECTS, job_description
+from hpcorch.slurm.rest_dialects import job_description
+from hpcorch.slurm.rest_versions import DIALECTS
 from hpcorch.slurm.script import JobRequest, request_from_script
 from hpcorch.slurm.states import JobState
 from hpcorch.slurm.token import TokenProvider, jwt_expiry, scrub
@@ -372,7 +373,7 @@ def test_pyslurm_version_gate_names_both_versions() -> None:
 
 def test_pyslurm_missing_is_backend_unavailable() -> None:
     try:
-        import pyslurm  # noqa: F401
+        import pyslurm  # noqa: F401, PLC0415  # optional dependency
     except ImportError:
         with pytest.raises(BackendUnavailable, match=r"not installed.*22\.05"):
             load_pyslurm("22.05.8")

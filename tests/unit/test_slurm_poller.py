@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -177,7 +178,6 @@ def test_fallback_recovers_to_the_preferred_backend() -> None:
 
 
 def test_poller_thread_delivers_until_stopped() -> None:
-    import threading
 
     fake = FakeSlurm()
     client = fake.client()

@@ -19,13 +19,8 @@ from hpcorch.slurm.parse import (
     parse_sacct_steps,
 )
 from hpcorch.slurm.rest import RestClient
-from hpcorch.slurm.rest_dialects import (
-    DIALECTS,
-    choose,
-    job_description,
-    served_versions,
-    valid_api_version,
-)
+from hpcorch.slurm.rest_dialects import job_description
+from hpcorch.slurm.rest_versions import DIALECTS, choose, served_versions, valid_api_version
 from hpcorch.slurm.script import JobRequest
 from hpcorch.slurm.states import JobState
 from hpcorch.slurm.token import TokenProvider

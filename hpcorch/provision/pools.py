@@ -1,0 +1,129 @@
+"""Where workers come from: a pool of Dask workers per resource class, behind one scheduler.
+
+A :class:`Backend` owns the scheduler and its pools and hands the engine a
+Dask client. Every worker advertises its node's ``cpus``, ``memory`` (bytes)
+and ``gpus`` as Dask worker resources, so per-task requests are enforced by
+the scheduler. ``local`` is one LocalCluster worker holding the whole machine;
+Slurm sites are in :mod:`hpcorch.provision.slurm_pool`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from hpcorch.errors import InfrastructureError
+from hpcorch.placement.placing import register_slots, span_resource
+from hpcorch.placement.rebalance import Rebalancer
+from hpcorch.provision.inside import AllocationBackend, current_allocation
+from hpcorch.provision.slurm_pool import SlurmBackend
+from hpcorch.sites.model import Site
+from hpcorch.spec import TaskSpec, WorkflowSpec
+
+__all__ = ["Backend", "LocalBackend", "needs_resources", "open_backend", "task_resources"]
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    site: Site
+
+    @property
+    def client(self) -> Any: ...
+
+    def allocations(self) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def needs_resources(spec: WorkflowSpec) -> bool:
+    """Whether any task asks for more than one core of one worker thread.
+
+    Workers run one thread per core, so when every task needs one core and
+    nothing else, the thread slots already enforce the request and the
+    scheduler's slower resource-restricted path can be skipped.
+    """
+    return any(t.cpus > 1 or t.resources.memory or t.gpus or t.nodes > 1 for t in spec.tasks)
+
+
+def task_resources(task: TaskSpec) -> dict[str, float]:
+    res: dict[str, float] = {"cpus": float(task.cpus)}
+    if task.resources.memory:
+        res["memory"] = float(task.resources.memory)
+    if task.gpus:
+        res["gpus"] = float(task.gpus)
+    if task.nodes > 1:  # only workers of allocations that span its nodes
+        res[span_resource(task.nodes)] = float(task.cpus)
+    return res
+
+
+class LocalBackend:
+    """One LocalCluster worker process with a thread per core of this machine."""
+
+    def __init__(self, site: Site) -> None:
+        from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+
+        self.site = site
+        node = site.partitions[0].node
+        resources = {"cpus": node.cores, "memory": node.memory, "gpus": node.gpus}
+        self._cluster: Any
+        self._client: Any
+        try:
+            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=1,
+                threads_per_worker=node.cores,
+                processes=True,
+                resources=resources,
+                # A free port on loopback: no clash with other runs, nothing exposed.
+                dashboard_address="127.0.0.1:0",
+                # Task errors reach the journal and the summary; worker logs
+                # only add noise unless hpcorch itself is logging verbosely.
+                silence_logs=logging.WARNING
+                if logger.isEnabledFor(logging.INFO)
+                else logging.CRITICAL,
+                host="127.0.0.1",
+            )
+            self._client = Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise InfrastructureError(f"cannot start a local Dask cluster: {exc}") from exc
+        logger.info("local cluster at %s with %s", self._cluster.scheduler_address, resources)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def allocations(self) -> list[dict[str, Any]]:
+        return []
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            self._cluster.close()
+
+
+def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
+    """Start the scheduler and worker pools the workflow needs on ``site``; their
+    workers hand out their nodes' cores and GPUs (:mod:`hpcorch.placement.placing`)."""
+    backend = _open_backend(site, spec, run_dir)
+
+    try:
+        register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
+        backend.client.register_plugin(Rebalancer())
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
+    if site.kind == "local":
+        return LocalBackend(site)
+
+    allocation = current_allocation() if site.allocation.use_current else None
+    if allocation is not None:  # inside a user's sbatch script: its nodes come first
+        return AllocationBackend(site, spec, run_dir, allocation)
+
+    backend: Backend = SlurmBackend(site, spec, run_dir)
+    return backend

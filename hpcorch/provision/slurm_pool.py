@@ -1,0 +1,584 @@
+"""Slurm sites: dask-jobqueue worker pools per resource class, behind one TLS scheduler.
+
+:func:`plan_pools` (pure) groups the workflow's tasks by the smallest
+partition each fits: one pool of whole-node jobs per partition (per site, when
+the run spans several), with the most jobs its demand could use.
+:class:`SlurmBackend` starts one ``SLURMCluster`` (it owns the scheduler, TLS
+with a temporary certificate by default) with NO job: the
+:class:`~hpcorch.provision.scaler.Scaler` brings allocations up with demand and
+back down to zero when idle, adding and removing entries of the cluster's
+worker spec, each job with the walltime the policy chose. One run mixes CPU
+and GPU shapes, and sites, on one scheduler; results flow worker to worker.
+
+Several sites ("regions"): ``regions`` (or ``HPCORCH_REGIONS``, a
+comma-separated list of site names or files) adds sites whose pools the
+:class:`~hpcorch.provision.regions.Router` may choose; ``budget`` (or
+``HPCORCH_BUDGET``, e.g. ``"20 SU"``) caps what the run may spend. Each
+site's jobs are submitted with that site's ``SLURM_CONF``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.journal import Journal, task_states
+from hpcorch.placement.fit import partition_for
+from hpcorch.placement.placing import span_resource
+from hpcorch.policies.scale import ScaleConfig, about_ready
+from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
+from hpcorch.policies.walltime import walltime_for_tasks
+from hpcorch.provision.accounting import journal_attempts
+from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
+from hpcorch.provision.regions import Router, parse_budget
+from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler, ScalerSettings
+from hpcorch.sites.model import Partition, Site
+from hpcorch.sites.resolve import resolve_site
+from hpcorch.slurm.connect import connect, slurm_conf_path
+from hpcorch.slurm.script import prologue_lines
+from hpcorch.spec import WorkflowSpec
+from hpcorch.units import format_duration
+
+__all__ = ["PoolPlan", "SlurmBackend", "job_options", "plan_pools"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """One resource class: whole-node jobs on one partition of one site."""
+
+    name: str
+    partition: Partition
+    jobs: int
+    """The most jobs its demand could use at once (the scaler starts from none)."""
+    walltime_s: float
+    """A walltime for all its tasks on ``jobs`` nodes; each submission chooses its own."""
+    site: str = ""
+    nodes: int = 1
+    """Nodes per job: more than one for MPI tasks spanning nodes (srun steps in the job)."""
+
+    @property
+    def cores(self) -> int:
+        return self.partition.node.cores
+
+    @property
+    def memory(self) -> int:
+        return self.partition.node.memory
+
+    @property
+    def gpus(self) -> int:
+        return self.partition.node.gpus
+
+
+def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[PoolPlan]:
+    """Pools for ``spec`` on ``site``: one per partition some task fits best, sized by demand.
+
+    Tasks no partition of ``site`` runs are left out (another site may take
+    them); ``prefix`` names the pools of a run's additional sites. Tasks that
+    span ``N > 1`` nodes (MPI) get a pool of ``N``-node jobs of their own,
+    ``<partition>-<N>nodes``, whose steps run inside those jobs.
+    """
+    demand: dict[tuple[str, int], int] = {}
+    estimates: dict[tuple[str, int], list[float | None]] = {}
+    partitions: dict[str, Partition] = {}
+    for task in spec.tasks:
+        try:
+            part = partition_for(task, site)
+        except ResourceError:
+            continue
+        partitions[part.name] = part
+        key = (part.name, task.nodes)
+        demand[key] = demand.get(key, 0) + task.cpus * task.nodes
+        estimates.setdefault(key, []).append(task_estimate(task))
+    plans = []
+    for (name, nodes), cores in demand.items():
+        part = partitions[name]
+        jobs = max(1, min(part.nodes // nodes, math.ceil(cores / (part.node.cores * nodes))))
+        limit = part.max_walltime_s or site.limits.max_walltime_s
+        walltime = walltime_for_tasks(
+            estimates[(name, nodes)], jobs * nodes * part.node.cores, max_walltime_s=limit
+        )
+        pool = f"{prefix}{name}" if nodes == 1 else f"{prefix}{name}-{nodes}nodes"
+        plans.append(PoolPlan(pool, part, jobs, walltime, site.name, nodes))
+    # The default partition's pool first: it owns the scheduler.
+    plans.sort(key=lambda p: (not p.partition.default, p.name))
+    return plans
+
+
+def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
+    """Keyword arguments of ``SLURMCluster``/``SLURMJob`` for one pool (pure)."""
+    node = plan.partition.node
+    resources = f"cpus={node.cores},memory={node.memory},gpus={node.gpus}"
+    directives = list(site.prologue.directives)
+    skip: list[str] = []
+    if plan.nodes > 1:
+        # One worker on the first node; the tasks' srun steps use all the nodes.
+
+        resources += f",{span_resource(plan.nodes)}={node.cores}"
+        directives += [f"--nodes={plan.nodes}", "--ntasks-per-node=1"]
+        skip.append("#SBATCH -n 1")
+    if plan.partition.gres and node.gpus:
+        directives.append(f"--gres={plan.partition.gres}:{node.gpus}")
+    if plan.partition.constraint:
+        directives.append(f"--constraint={plan.partition.constraint}")
+    prologue = prologue_lines(site.prologue)
+    # slurmrestd's token breaks srun inside the job; workers never need it.
+    prologue.append("unset SLURM_JWT")
+    # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
+    prologue.append(f"export HPCORCH_SITE={shlex.quote(site.name)}")
+    options: dict[str, Any] = {
+        "queue": plan.partition.name,
+        "cores": node.cores,
+        "processes": 1,
+        "memory": f"{node.memory // 1024**2}MiB",
+        # Slurm's M is MiB; jobqueue would round the request up past the node's memory.
+        "job_mem": f"{node.memory // 1024**2}M",
+        "walltime": format_duration(plan.walltime_s),
+        "job_extra_directives": directives,
+        "job_directives_skip": skip,
+        "job_script_prologue": prologue,
+        "worker_extra_args": ["--resources", resources, *site.dask.worker_extra_args],
+        "python": sys.executable,
+        "log_directory": str(run_dir / "slurm"),
+        "job_name": f"hpcorch-{plan.name}",
+    }
+    if site.account:
+        options["account"] = site.account
+    if site.dask.interface:
+        options["interface"] = site.dask.interface
+    if site.dask.local_directory:
+        options["local_directory"] = site.dask.local_directory
+    return options
+
+
+def _job_class(site: Site) -> Any:
+    """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a JWT)."""
+    from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+
+    conf = slurm_conf_path(site)
+    prefix = ["env", "-u", "SLURM_JWT", *([f"SLURM_CONF={conf}"] if conf else [])]
+
+    class SiteJob(SLURMJob):
+        submit_command = shlex.join([*prefix, "sbatch"])
+        cancel_command = shlex.join([*prefix, "scancel"])
+
+    SiteJob.__name__ = SiteJob.__qualname__ = f"SLURMJob[{site.name}]"
+    return SiteJob
+
+
+def _regions_from_env(site: Site) -> list[Site]:
+
+    names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
+    return [resolve_site(n) for n in names if n != site.name]
+
+
+def _budget_from_env() -> Budget | None:
+
+    text = os.environ.get("HPCORCH_BUDGET", "").strip()
+    return parse_budget(text) if text else None
+
+
+class _DaskPools:
+    """The scaler's :class:`~hpcorch.provision.scaler.PoolRuntime` over one SLURMCluster."""
+
+    def __init__(
+        self, cluster: Any, options: Mapping[str, dict[str, Any]], classes: Any, client: Any = None
+    ) -> None:
+        self.cluster = cluster
+        self.options = options
+        self.classes = classes
+        self.client = client
+
+    def submit(self, pool: str, names: Sequence[str], walltime_s: float) -> dict[str, str | None]:
+        cluster = self.cluster
+        options = dict(self.options[pool])
+        args = list(options.get("worker_extra_args") or ())
+        if "--resources" in args:  # hpcorch's pools: the walltime tiers it starts with
+            at = args.index("--resources") + 1
+            args[at] = f"{args[at]},{resources_arg(walltime_s)}"
+        options.update(walltime=format_duration(walltime_s), worker_extra_args=args)
+        spec = {"cls": self.classes[pool], "options": options}
+
+        async def add() -> None:
+            for name in names:
+                cluster.worker_spec[name] = spec
+            await cluster._correct_state()
+
+        try:
+            cluster.sync(add)
+        except Exception as exc:
+            logger.warning("submitting %d job(s) to pool %s failed: %s", len(names), pool, exc)
+        ids = {n: getattr(cluster.workers.get(n), "job_id", None) for n in names}
+        failed = [n for n, i in ids.items() if i is None]
+        if failed:
+            self.release(failed)
+        return ids
+
+    def release(self, names: Sequence[str]) -> None:
+        cluster = self.cluster
+
+        async def remove() -> None:
+            known = [n for n in names if n in cluster.worker_spec]
+            if not known:
+                return
+            try:  # idle by now; retiring first hands any late task back to the scheduler
+                await asyncio.wait_for(cluster.scheduler.retire_workers(names=known), 30)
+            except Exception as exc:
+                logger.debug("retiring %s: %s", known, exc)
+            for name in known:
+                cluster.worker_spec.pop(name, None)
+            await cluster._correct_state()
+
+        try:
+            cluster.sync(remove)
+        except Exception as exc:
+            logger.warning("ending job(s) %s failed: %s; check squeue", ", ".join(names), exc)
+
+    def set_resources(self, address: str, resources: dict[str, float]) -> None:
+        if self.client is not None:  # hpcorch's pools; plain dask-jobqueue tasks ask no tier
+            self.client.run(set_worker_resources, resources, workers=[address])
+
+    def busy(self) -> dict[str, tuple[str, int, int]]:
+        scheduler = self.cluster.scheduler
+
+        async def snapshot() -> dict[str, tuple[str, int, int]]:
+            return {
+                str(ws.name): (str(ws.address), len(ws.processing), _holding(ws))
+                for ws in scheduler.workers.values()
+            }
+
+        result: dict[str, tuple[str, int, int]] = self.cluster.sync(snapshot)
+        return result
+
+    def queued_keys(self) -> list[str]:
+        """Keys of the tasks no worker runs yet (to cancel when the budget is spent)."""
+        scheduler = self.cluster.scheduler
+
+        async def keys() -> list[str]:
+            waiting = ("released", "waiting", "queued", "no-worker")
+            return [str(k) for k, ts in scheduler.tasks.items() if ts.state in waiting]
+
+        result: list[str] = self.cluster.sync(keys)
+        return result
+
+
+def _holding(ws: Any) -> int:
+    """Results only this worker holds that a task still to run needs (lost if it goes)."""
+    done = ("memory", "erred", "forgotten")
+    return sum(
+        1
+        for ts in ws.has_what
+        if len(ts.who_has) == 1 and any(d.state not in done for d in ts.dependents)
+    )
+
+
+class _JournalDemand:
+    """The engine's ready and running tasks, read from the run's journal, plus the tasks
+    about to be ready (:func:`hpcorch.policies.scale.about_ready`), counted as queued.
+
+    The engine writes every task's state there (``pending``, ``running``, then
+    a terminal one); a pending task whose parents all succeeded is ready.
+    Reading the journal keeps the scaler independent of the engine loop.
+    """
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        run_dir: Path,
+        sites: Sequence[Site],
+        config: ScaleConfig | None = None,
+    ) -> None:
+
+        self.run_dir = run_dir
+        self.config = config or ScaleConfig()
+        self.parents = {t.id: tuple(t.after) for t in spec.tasks}
+        self.loads: dict[str, Load] = {}
+        for task in spec.tasks:
+            candidates = []
+            for site in sites:
+                try:
+                    candidates.append((site.name, partition_for(task, site).name))
+                except ResourceError:
+                    continue
+            self.loads[task.id] = Load(
+                task.id,
+                Resources(
+                    cpus=task.cpus,
+                    memory=task.resources.memory,
+                    gpus=math.ceil(task.gpus),
+                    walltime_s=task.resources.walltime,
+                    nodes=task.nodes,
+                ),
+                task_estimate(task),
+                candidates=tuple(candidates),
+            )
+        self.estimates = {tid: load.estimate_s for tid, load in self.loads.items()}
+
+    def __call__(self) -> list[Any]:
+
+        states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
+        phase: dict[str, str] = {}
+        for tid, state in states.items():
+            if state == "succeeded":
+                phase[tid] = "done"
+            elif state == "running":
+                phase[tid] = "running"
+            elif state == "pending" and all(
+                states.get(p) == "succeeded" for p in self.parents.get(tid, ())
+            ):
+                phase[tid] = "ready"
+        out = []
+        for tid, state in states.items():
+            load = self.loads.get(tid)
+            if load is None:
+                continue
+            if phase.get(tid) == "running":
+                out.append(replace(load, running=True))
+            elif phase.get(tid) == "ready" or (
+                state == "pending"
+                and about_ready(self.parents[tid], phase, self.estimates, self.config)
+            ):
+                out.append(load)
+        return out
+
+
+def _base_name(plan: PoolPlan) -> str:
+    """The name of the partition's single-node pool (which may not exist)."""
+    return plan.name.removesuffix(f"-{plan.nodes}nodes") if plan.nodes > 1 else plan.name
+
+
+class _SpanRouter:
+    """The region router, with tasks spanning N nodes sent to their partition's
+    N-node pool (the router itself knows one pool per site and partition)."""
+
+    def __init__(self, router: Any, spans: Mapping[tuple[str, int], str]) -> None:
+        self.router = router
+        self.spans = dict(spans)
+        self.base = {pool: base for (base, _), pool in self.spans.items()}
+
+    @property
+    def message(self) -> str | None:
+        message: str | None = self.router.message
+        return message
+
+    @message.setter
+    def message(self, value: str | None) -> None:
+        self.router.message = value
+
+    def route(self, load: Any, now: float) -> str | None:
+        pool: str | None = self.router.route(load, now)
+        nodes = load.resources.nodes
+        return self.spans.get((pool, nodes), pool) if pool is not None and nodes > 1 else pool
+
+    def hold(self, lives: Sequence[Any], now: float) -> str | None:
+        held: str | None = self.router.hold(lives, now)
+        return held
+
+    def expected_wait(self, site: str) -> float | None:
+        wait: float | None = self.router.expected_wait(site)
+        return wait
+
+    def affordable(self, submit: Any, lives: Sequence[Any], now: float) -> tuple[int, str]:
+        base = replace(submit, pool=self.base.get(submit.pool, submit.pool))
+        answer: tuple[int, str] = self.router.affordable(base, lives, now)
+        return answer
+
+
+class SlurmBackend:
+    """A SLURMCluster whose pools the scaler sizes with demand, and a TLS client to it."""
+
+    def __init__(
+        self,
+        site: Site,
+        spec: WorkflowSpec,
+        run_dir: Path,
+        *,
+        plans: Sequence[PoolPlan] | None = None,
+        security: Any = None,
+        regions: Sequence[Site] | None = None,
+        budget: Budget | None = None,
+        settings: Any = None,
+    ) -> None:
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed import Client  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+
+        self.site = site
+        self.sites = {site.name: site}
+        for extra in regions if regions is not None else _regions_from_env(site):
+            self.sites[extra.name] = extra
+        self.budget = budget if budget is not None else _budget_from_env()
+        self.settings = settings or ScalerSettings.from_env()
+        if plans is not None:
+            self.plans = list(plans)
+        else:
+            self.plans = plan_pools(spec, site)
+            for name, extra in self.sites.items():
+                if name != site.name:
+                    self.plans += plan_pools(spec, extra, prefix=f"{name}.")
+        self.plans = [p if p.site else replace(p, site=site.name) for p in self.plans]
+        self.run_dir = run_dir
+        tls_dir = run_dir / "tls"
+        tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (run_dir / "slurm").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.security = security if security is not None else Security.temporary()  # type: ignore[no-untyped-call]
+        first = self.plans[0]
+        # The scheduler's HTTP port is not covered by TLS: serve nothing on it,
+        # and only on localhost (a shared login node has other users).
+        scheduler_options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", "dashboard": False}
+        self._cluster: Any = None
+        self._client: Any = None
+        self.scaler: Any = None
+        self._journal: Any = None
+        try:
+            with dask.config.set({"distributed.scheduler.http.routes": []}):
+                self._cluster = SLURMCluster(
+                    job_cls=_job_class(self.sites[first.site]),
+                    security=self.security,
+                    shared_temp_directory=str(tls_dir),
+                    scheduler_options=scheduler_options,
+                    **job_options(first, self.sites[first.site], run_dir),
+                )
+            # SpecCluster's worker template: the job options the constructor resolved.
+            base = dict(self._cluster.new_spec["options"])
+            classes = {name: _job_class(s) for name, s in self.sites.items()}
+            self._pools = _DaskPools(
+                self._cluster,
+                {
+                    p.name: {**base, **job_options(p, self.sites[p.site], run_dir)}
+                    for p in self.plans
+                },
+                {p.name: classes[p.site] for p in self.plans},
+            )
+            self._client = Client(  # type: ignore[no-untyped-call]
+                self._cluster, security=self.security, set_as_default=False
+            )
+            self._pools.client = self._client
+            self.scaler = self._start_scaler(spec)
+        except Exception as exc:
+            self.close()
+            raise InfrastructureError(
+                f"cannot start Dask workers on site {site.name!r}: {exc}; "
+                f"see the job logs in {run_dir / 'slurm'}"
+            ) from exc
+        logger.info(
+            "site %s: scheduler %s, pools %s (scaled from zero every %.0fs)",
+            site.name,
+            self._cluster.scheduler_address,
+            ", ".join(f"{p.name} up to {p.jobs}" for p in self.plans),
+            self.settings.interval_s,
+        )
+
+    def _start_scaler(self, spec: WorkflowSpec) -> Any:
+
+        self._journal = Journal.open(self.run_dir)
+        shapes = [
+            (
+                PoolShape(
+                    name=p.name,
+                    site=p.site,
+                    partition=p.partition.name,
+                    max_walltime_s=p.partition.max_walltime_s
+                    or self.sites[p.site].limits.max_walltime_s,
+                    max_allocations=p.jobs,
+                    nodes_per_allocation=p.nodes,
+                ),
+                charge_rates(self.sites[p.site], p.partition.name),
+            )
+            for p in self.plans
+        ]
+        # One Slurm client per site: the scaler's job states and the router's queue probes.
+        clients = {name: connect(s) for name, s in self.sites.items()}
+        router = _SpanRouter(
+            Router(
+                self.sites,
+                {(p.site, p.partition.name): _base_name(p) for p in self.plans},
+                budget=self.budget,
+                clients=clients,
+                default_estimate_s=self.settings.scale.walltime.default_estimate_s,
+                journal=self._journal,
+            ),
+            {(_base_name(p), p.nodes): p.name for p in self.plans if p.nodes > 1},
+        )
+        cpus = {t.id: t.cpus * t.nodes for t in spec.tasks}
+        scaler = Scaler(
+            shapes,
+            {name: site_limits(s) for name, s in self.sites.items()},
+            self._pools,
+            PollerStates(clients, self.settings.interval_s),
+            _JournalDemand(spec, self.run_dir, list(self.sites.values()), self.settings.scale),
+            router,
+            journal=self._journal,
+            attempts=lambda lives: journal_attempts(self.run_dir, lives, cpus),
+            settings=self.settings,
+            on_stranded=self._stranded,
+        )
+        scaler.start()
+        return scaler
+
+    def _stranded(self, message: str) -> None:
+        """The budget is spent and nothing runs: end the queued tasks, saying why."""
+        from distributed import Future  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
+
+        logger.error("%s", message)
+        keys = self._pools.queued_keys()
+        if keys:
+            futures: list[Any] = [Future(k, self._client) for k in keys]
+            self._client.cancel(futures, force=True)
+
+    def kick(self) -> None:
+        """Scale now rather than at the next interval (the run's tasks were just submitted)."""
+        if self.scaler is not None:
+            self.scaler.kick()
+
+    def use_monitor(self, monitor: Any) -> None:
+        """Follow this site's allocations through the run's monitor (one poll for the run)."""
+
+        if self.scaler is None:
+            return
+        others = self.scaler.states
+        others.drop(self.site.name)
+        self.scaler.use_states(MonitorStates(monitor, self.site.name, others))
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def allocations(self) -> list[dict[str, Any]]:
+        """The run's live allocations, for the journal (ended ones are already there)."""
+        if self.scaler is None:
+            return []
+        rows: list[dict[str, Any]] = self.scaler.live_rows()
+        return rows
+
+    def close(self) -> None:
+        try:
+            if self.scaler is not None:
+                try:
+                    self.scaler.finish()
+                except Exception:
+                    logger.exception("could not end the run's allocations cleanly; check squeue")
+            if self._client is not None:
+                self._client.close()
+        finally:
+            if self._cluster is not None:
+                try:
+                    self._cluster.close()
+                except AssertionError:
+                    # SpecCluster refuses to close jobs that never started; cancel them here.
+                    logger.warning("some Slurm jobs of this run did not start; check squeue")
+                self._cluster = None
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None

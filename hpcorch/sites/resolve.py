@@ -1,0 +1,58 @@
+"""Which site a run uses.
+
+:func:`resolve_site` is the one place a site name becomes a
+:class:`~hpcorch.sites.Site`; ``local`` is built from this machine. Whether a
+task fits the site is :mod:`hpcorch.placement.fit`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from hpcorch.errors import SiteConfigError
+from hpcorch.sites.loader import load_site
+from hpcorch.sites.model import NodeShape, Partition, Site
+
+__all__ = ["local_site", "resolve_site"]
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([g for g in visible.split(",") if g.strip()])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def local_site() -> Site:
+    """This machine as a one-node site: its usable cores, memory and GPUs."""
+    cores = len(os.sched_getaffinity(0))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    node = NodeShape(sockets=1, cores_per_socket=cores, memory=memory, gpus=_gpu_count())
+    return Site(
+        name="local",
+        kind="local",
+        partitions=(Partition(name="local", nodes=1, node=node, default=True),),
+    )
+
+
+def resolve_site(name: str) -> Site:
+    """The site called ``name`` (or a site file path); ``local`` takes this machine's shape."""
+    try:
+        site = load_site(name)
+    except SiteConfigError:
+        if name != "local":
+            raise
+        return local_site()
+    if site.kind == "local":
+        # A local site file gives a floor; the workers get what this machine has.
+        return site.model_copy(update={"partitions": local_site().partitions})
+    return site
