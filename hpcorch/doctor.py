@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import HpcorchError
 from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Partition, Site
@@ -391,13 +390,9 @@ def probe_ports(interface: str | None, tls_required: bool = False) -> Check:
 
 
 def _slurm_env(site: Site, env: Mapping[str, str]) -> dict[str, str]:
-    from hpcorch.slurm.connect import slurm_conf_path  # noqa: PLC0415  # CLI fast path: --help does not load it
+    from hpcorch.slurm.connect import slurm_env  # noqa: PLC0415  # CLI fast path: --help does not load it
 
-    out = child_env(env, site_secrets(site))
-    conf = slurm_conf_path(site, env)
-    if conf:
-        out["SLURM_CONF"] = conf
-    return out
+    return slurm_env(site, env)
 
 
 def _run(
@@ -464,7 +459,7 @@ def run_doctor(
         checks.append(check_command("mpi launcher", argv, done, error=error, required=False))
         return checks
 
-    slurm_env = _slurm_env(site, environ)
+    command_env = _slurm_env(site, environ)
     secrets = [environ.get("SLURM_JWT")]
     live: tuple[list[PartitionInfo], list[NodeInfo]] | None = None
     for name, where, client in _backends(site, environ):
@@ -497,7 +492,7 @@ def run_doctor(
         f"user={user}",
         "format=account,user,partition",
     ]
-    done, error = _run(runner, argv, slurm_env, 30)
+    done, error = _run(runner, argv, command_env, 30)
     if done is not None and done.returncode != 0:
         error = done.stderr.strip() or f"exit {done.returncode}"
         done = None
@@ -511,11 +506,11 @@ def run_doctor(
     else:
         argv = [*launcher, "-n", "1", "true"]
     checks.append(
-        check_command("mpi launcher", argv, *_run(runner, argv, slurm_env, step_timeout_s))
+        check_command("mpi launcher", argv, *_run(runner, argv, command_env, step_timeout_s))
     )
 
     argv = _step_argv(site, [sys.executable, "-c", _IMPORT_PROBE])
     checks.append(
-        check_command("python on compute", argv, *_run(runner, argv, slurm_env, step_timeout_s))
+        check_command("python on compute", argv, *_run(runner, argv, command_env, step_timeout_s))
     )
     return checks

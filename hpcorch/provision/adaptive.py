@@ -122,13 +122,16 @@ class HpcorchSLURMCluster(SLURMCluster):
 
         if self._hpcorch_scaler is not None:
             self._hpcorch_scaler.stop()
-        processes = max(1, int(self._dummy_job.worker_processes))
+        # A job built through the public constructor, as the cluster builds each one.
+        job_cls: Any = self.job_cls
+        job = job_cls(name="shape", **self.new_spec["options"])
+        processes = max(1, int(job.worker_processes))
         low = minimum_jobs if minimum_jobs is not None else math.ceil(minimum / processes)
         high = maximum_jobs if maximum_jobs is not None else maximum
         if high is not None and maximum_jobs is None:
             high = math.ceil(high / processes)
         options = dict(self.new_spec["options"])
-        cores = int(self._dummy_job.worker_cores)
+        cores = int(job.worker_cores)
         walltime = options.get("walltime")
         limit = parse_duration(walltime) if walltime else None
         nodes = high if high is not None else 1_000_000
@@ -139,7 +142,7 @@ class HpcorchSLURMCluster(SLURMCluster):
                     name=str(options.get("queue") or "default"),
                     nodes=nodes,
                     cores_per_node=cores,
-                    memory_per_node=int(self._dummy_job.worker_memory),
+                    memory_per_node=int(job.worker_memory),
                     max_walltime_s=limit,
                 ),
             ),

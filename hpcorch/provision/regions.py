@@ -17,24 +17,19 @@ walltime it can still pay (:func:`affordable`): so the accounted cost never
 exceeds the cap. With the budget spent and no allocation left to run the
 queued tasks, the scaler ends them with the policy's message.
 
-:func:`probe_queue` is one ``squeue --json`` and one ``sinfo --json`` per
-site and partition, plus, when no node is idle, ``sbatch --test-only`` for a
-whole-node job like ours: Slurm's own estimate of when it would start.
+:func:`probe_queue` asks the site's :class:`~hpcorch.slurm.client.SlurmClient`
+(the run's one channel to that site) for the partition's pending jobs and
+nodes, plus, when no node is idle, Slurm's own estimate of when a whole-node
+job like ours would start (``sbatch --test-only`` on the cli backend).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any
 
-from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import SlurmError
 from hpcorch.policies.cost import Usage, account, amount_in, budget_status, charge, committed
 from hpcorch.policies.region import RegionConfig, choose_site, update_wait
@@ -43,79 +38,35 @@ from hpcorch.policies.state import Budget, ChargeRates, SiteQueue, charge_rates
 from hpcorch.provision.accounting import AllocationLife
 from hpcorch.provision.scaler import Candidate, Journaling, Load
 from hpcorch.sites.model import Partition, Site
-from hpcorch.slurm.cli import run_command
-from hpcorch.slurm.connect import slurm_conf_path
-from hpcorch.slurm.parse import parse_jobs_json, parse_nodes_json
-from hpcorch.slurm.states import JobState, NodeState
+from hpcorch.slurm.client import SlurmClient
+from hpcorch.slurm.connect import connect
+from hpcorch.slurm.states import NodeState
 
-__all__ = ["Candidate", "ObservedWaits", "Router", "parse_test_only", "probe_queue"]
+__all__ = ["Candidate", "ObservedWaits", "Router", "probe_queue"]
 
 logger = logging.getLogger(__name__)
 
 _HOUR = 3600.0
-_TEST_ONLY = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 
 QueueProbe = Callable[[Site, Partition, float], SiteQueue]
 
 
-def parse_test_only(stderr: str, now: float) -> float | None:
-    """Seconds from ``now`` until ``sbatch --test-only`` says the job would start."""
-    found = _TEST_ONLY.search(stderr)
-    if not found:
-        return None
-    start = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S").timestamp()
-    return max(0.0, start - now)
-
-
-def _slurm_env(site: Site) -> dict[str, str]:
-    env = child_env(os.environ, site_secrets(site))
-    conf = slurm_conf_path(site, env)
-    if conf:
-        env["SLURM_CONF"] = conf
-    return env
-
-
 def probe_queue(
-    site: Site,
-    partition: Partition,
-    walltime_s: float,
-    *,
-    now: float,
-    runner: Callable[..., Any] = run_command,
+    client: SlurmClient, site: Site, partition: Partition, walltime_s: float, *, now: float
 ) -> SiteQueue:
     """The partition's queue now: idle nodes, work pending ahead, Slurm's start estimate."""
-    env = _slurm_env(site)
-
-    def call(*argv: str) -> Any:
-        done = runner(list(argv), None, env, 30.0)
-        if done.returncode != 0 and argv[0] != "sbatch":
-            raise SlurmError(f"{argv[0]} on site {site.name} failed: {done.stderr.strip()}")
-        return done
-
-    jobs = parse_jobs_json(json.loads(call("squeue", "--json").stdout), "squeue")
     pending = sum(
-        (j.node_count or 1) * (j.time_limit_s or 0.0)
-        for j in jobs
-        if j.partition == partition.name and j.state is JobState.PENDING
+        (j.node_count or 1) * (j.time_limit_s or 0.0) for j in client.pending_jobs(partition.name)
     )
-    nodes = parse_nodes_json(json.loads(call("sinfo", "--json").stdout))
     idle = sum(
         1
-        for n in nodes
+        for n in client.nodes([partition.name])
         if partition.name in n.partitions and n.status.state is NodeState.IDLE and n.usable
     )
     start: float | None = None
     if idle == 0:
-        done = call(
-            "sbatch",
-            "--test-only",
-            f"--partition={partition.name}",
-            "--nodes=1",
-            "--exclusive",
-            f"--time={max(1, math.ceil(walltime_s / 60))}",
-            "--wrap=true",
-        )
-        start = parse_test_only(done.stderr + done.stdout, now)
+        at = client.start_estimate(partition.name, 1, walltime_s)
+        start = None if at is None else max(0.0, at - now)
     return SiteQueue(
         site=site.name,
         capacity_nodes=partition.nodes,
@@ -163,6 +114,7 @@ class Router:
         *,
         budget: Budget | None = None,
         probe: QueueProbe | None = None,
+        clients: Mapping[str, SlurmClient] | None = None,
         config: RegionConfig | None = None,
         queue_ttl_s: float = 30.0,
         default_estimate_s: float = 600.0,
@@ -176,6 +128,8 @@ class Router:
         self.default_estimate_s = default_estimate_s
         self.journal = journal
         self._probe = probe or self._probe_live
+        self.clients = dict(clients or {})
+        """Each site's one Slurm client (the run's; connected here when not given)."""
         self._probes: dict[Candidate, _Probe] = {}
         self.routes: dict[str, str | None] = {}
         self.waits = ObservedWaits(self.config)
@@ -307,7 +261,10 @@ class Router:
         return queue
 
     def _probe_live(self, site: Site, partition: Partition, now: float) -> SiteQueue:
-        return probe_queue(site, partition, self.default_estimate_s, now=now)
+        if site.name not in self.clients:
+            self.clients[site.name] = connect(site)
+        client = self.clients[site.name]
+        return probe_queue(client, site, partition, self.default_estimate_s, now=now)
 
 
 def _with_wait(queue: SiteQueue, wait: float) -> SiteQueue:

@@ -439,12 +439,14 @@ class SlurmBackend:
         try:
             with dask.config.set(NO_HTTP):
                 self._cluster = SLURMCluster(
+                    job_cls=_job_class(self.sites[first.site]),
                     security=self.security,
                     shared_temp_directory=str(tls_dir),
                     scheduler_options=scheduler_options,
                     **job_options(first, self.sites[first.site], run_dir),
                 )
-            base = dict(self._cluster._job_kwargs)
+            # SpecCluster's worker template: the job options the constructor resolved.
+            base = dict(self._cluster.new_spec["options"])
             classes = {name: _job_class(s) for name, s in self.sites.items()}
             self._pools = _DaskPools(
                 self._cluster,
@@ -491,11 +493,14 @@ class SlurmBackend:
             )
             for p in self.plans
         ]
+        # One Slurm client per site: the scaler's job states and the router's queue probes.
+        clients = {name: connect(s) for name, s in self.sites.items()}
         router = _SpanRouter(
             Router(
                 self.sites,
                 {(p.site, p.partition.name): _base_name(p) for p in self.plans},
                 budget=self.budget,
+                clients=clients,
                 default_estimate_s=self.settings.scale.walltime.default_estimate_s,
                 journal=self._journal,
             ),
@@ -506,9 +511,7 @@ class SlurmBackend:
             shapes,
             {name: site_limits(s) for name, s in self.sites.items()},
             self._pools,
-            PollerStates(
-                {name: connect(s) for name, s in self.sites.items()}, self.settings.interval_s
-            ),
+            PollerStates(clients, self.settings.interval_s),
             _JournalDemand(spec, self.run_dir, list(self.sites.values()), self.settings.scale),
             router,
             journal=self._journal,

@@ -1,9 +1,12 @@
-"""The CLI backend: ``squeue/sinfo --json``, ``sbatch --parsable``, ``scancel``, ``sacct --json``.
+"""The CLI backend: ``squeue``, ``sinfo``, ``sbatch --parsable``, ``scancel``, ``sacct --json``.
 
 Every command is an argv list run by a :class:`Runner` (a thin wrapper over
 ``subprocess.run``; tests pass their own); every output goes through a pure
-parser in :mod:`hpcorch.slurm.parse`. ``jobs(ids)`` costs one ``squeue``
-call, plus one ``sacct`` call only when some ids have already left squeue.
+parser in :mod:`hpcorch.slurm.parse` or :mod:`hpcorch.slurm.queries`.
+``jobs(ids)`` costs one state sweep of those jobs, plus one ``squeue`` call for
+the details of those whose state changed and one ``sacct`` call only when some
+have left squeue; ``nodes(partitions)`` one ``sinfo`` call for those partitions
+(see :mod:`hpcorch.slurm.queries`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from hpcorch.childenv import child_env
 from hpcorch.errors import SlurmError, SubmissionRefused
@@ -23,12 +26,25 @@ from hpcorch.slurm.client import BackendDown
 from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
 from hpcorch.slurm.parse import (
     job_id_order,
-    parse_jobs_json,
-    parse_nodes_json,
     parse_sacct_json,
     parse_sacct_steps,
     parse_sbatch_parsable,
     parse_scontrol_partitions,
+)
+from hpcorch.slurm.queries import (
+    JOB_GONE,
+    parse_sinfo_nodes,
+    parse_squeue_jobs,
+    parse_state_sweep,
+    parse_test_only,
+    release,
+    sacct_jobs_argv,
+    sinfo_nodes_argv,
+    squeue_jobs_argv,
+    squeue_pending_argv,
+    state_sweep_argv,
+    sweeps_in_slurmctld,
+    test_only_argv,
 )
 from hpcorch.slurm.script import JobRequest, render_sbatch
 
@@ -85,6 +101,13 @@ def run_command(
     return Completed(done.returncode, done.stdout, done.stderr)
 
 
+def _fail(argv: Sequence[str], done: Completed) -> NoReturn:
+    message = done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}"
+    if any(text in message for text in _UNREACHABLE):
+        raise BackendDown(f"{argv[0]}: slurmctld unreachable: {message}")
+    raise SlurmError(f"{' '.join(argv[:2])} failed: {message}")
+
+
 class CliClient:
     """Slurm through its command-line tools."""
 
@@ -107,6 +130,7 @@ class CliClient:
         self._timeout = timeout_s
         self._run = runner
         self._version: str | None = None
+        self._seen: dict[str, JobInfo] = {}  # each job's last details, kept while its state holds
         self.calls = 0
 
     # ------------------------------------------------------------------ plumbing
@@ -119,10 +143,7 @@ class CliClient:
     def _checked(self, argv: Sequence[str], stdin: str | None = None) -> str:
         done = self._call(argv, stdin)
         if done.returncode != 0:
-            message = done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}"
-            if any(text in message for text in _UNREACHABLE):
-                raise BackendDown(f"{argv[0]}: slurmctld unreachable: {message}")
-            raise SlurmError(f"{' '.join(argv[:2])} failed: {message}")
+            _fail(argv, done)
         return done.stdout
 
     def _json(self, argv: Sequence[str]) -> Mapping[str, Any]:
@@ -177,21 +198,56 @@ class CliClient:
             self._checked(["scontrol", "release", ",".join(ids)])
 
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]:
-        wanted = {str(j) for j in job_ids}
+        wanted = sorted({str(j) for j in job_ids}, key=job_id_order)
         if not wanted:
             return []
-        # squeue 22.05 ignores -j with --json: ask once for all and filter here.
-        found = {j.job_id: j for j in parse_jobs_json(self._json(["squeue", "--json"]), "squeue")}
-        result = [found[j] for j in sorted(wanted, key=job_id_order) if j in found]
-        missing = wanted - found.keys()
-        if missing:
-            ids = ",".join(sorted(missing, key=job_id_order))
-            history = parse_sacct_json(self._json(["sacct", "--json", "-j", ids]))
-            result += [j for j in history if j.job_id in missing]
-        return sorted(result, key=lambda j: job_id_order(j.job_id))
+        rel = release(self.version)
+        sweep = state_sweep_argv(wanted, rel)
+        done = self._call(sweep)
+        if done.returncode != 0 and JOB_GONE not in done.stderr:  # one id, purged: not a failure
+            _fail(sweep, done)
+        states = parse_state_sweep(done.stdout) if done.returncode == 0 else {}
+        in_ctld = sweeps_in_slurmctld(rel)
+        # Details only for the jobs whose state changed: a quiet poll asks for nothing more.
+        # Not in a slurmctld sweep: gone (sacct); not in a slurmdbd sweep: maybe not there yet.
+        changed = [
+            j
+            for j in wanted
+            if (j in states or not in_ctld)
+            and (j not in self._seen or states.get(j) is not self._seen[j].state)
+        ]
+        found: dict[str, JobInfo] = {}
+        if changed:
+            argv = squeue_jobs_argv(changed)
+            listed = self._call(argv)
+            if listed.returncode != 0 and JOB_GONE not in listed.stderr:
+                _fail(argv, listed)
+            if listed.returncode == 0:
+                found = {j.job_id: j for j in parse_squeue_jobs(listed.stdout)}
+        # Jobs gone from squeue: sacct (slurmdbd). squeue's record wins while it has one:
+        # sacct --json 22.05 reports return_code 0 for a job that exited 3.
+        ask = [j for j in changed if j not in found] + [
+            j for j in wanted if in_ctld and j not in states and j not in self._seen
+        ]
+        if ask:
+            history = parse_sacct_json(self._json(sacct_jobs_argv(ask)))
+            found.update({j.job_id: j for j in history if j.job_id in ask})
+        self._seen.update(found)
+        return [self._seen[j] for j in wanted if j in self._seen]
 
-    def nodes(self) -> list[NodeInfo]:
-        return parse_nodes_json(self._json(["sinfo", "--json"]))
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
+        return parse_sinfo_nodes(self._checked(sinfo_nodes_argv(partitions)))
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        """Every user's pending jobs in ``partition`` (the queue ahead of ours)."""
+        return parse_squeue_jobs(self._checked(squeue_pending_argv(partition)))
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        """When Slurm would start a whole-node job like ours (Unix time; None: no estimate)."""
+        done = self._call(test_only_argv(partition, nodes, walltime_s))
+        if done.returncode != 0 and any(t in done.stderr for t in _UNREACHABLE):
+            raise BackendDown(f"sbatch --test-only: slurmctld unreachable: {done.stderr.strip()}")
+        return parse_test_only(done.stderr + done.stdout)
 
     def partitions(self) -> list[PartitionInfo]:
         return parse_scontrol_partitions(self._checked(["scontrol", "show", "partition", "-o"]))

@@ -3,14 +3,17 @@
     client.submit(JobRequest | script text) -> job id
     client.cancel(job ids)
     client.jobs(job ids) -> [JobInfo]      one call for all of them
-    client.nodes() -> [NodeInfo]           one call
+    client.nodes(partitions) -> [NodeInfo] one call; None: every node
+    client.pending_jobs(partition) -> [JobInfo]   every user's, for queue probes
+    client.start_estimate(partition, nodes, walltime) -> Unix time | None
     client.partitions() -> [PartitionInfo]
     client.steps(job id) -> [StepInfo]
     client.version -> "22.05.8"
 
 Backends: :mod:`~hpcorch.slurm.rest` (slurmrestd), :mod:`~hpcorch.slurm.cli`
-(``squeue/sinfo --json``, ``sbatch --parsable``), :mod:`~hpcorch.slurm.pyslurm_`
-and :mod:`~hpcorch.slurm.fake`; :mod:`~hpcorch.slurm.fallback` chains them.
+(``squeue``/``sinfo`` for this user's jobs and the partitions in use,
+``sbatch --parsable``), :mod:`~hpcorch.slurm.pyslurm_` and :mod:`~hpcorch.slurm.fake`;
+:mod:`~hpcorch.slurm.fallback` chains them.
 Every foreign error is translated to :class:`~hpcorch.errors.SlurmError` at
 the backend's boundary.
 """
@@ -49,7 +52,11 @@ class SlurmClient(Protocol):
 
     def jobs(self, job_ids: Iterable[str]) -> list[JobInfo]: ...
 
-    def nodes(self) -> list[NodeInfo]: ...
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]: ...
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]: ...
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None: ...
 
     def partitions(self) -> list[PartitionInfo]: ...
 

@@ -18,7 +18,7 @@ from hpcorch.slurm.pyslurm_ import PyslurmClient
 from hpcorch.slurm.rest import RestClient
 from hpcorch.slurm.token import TokenProvider
 
-__all__ = ["connect", "slurm_conf_path"]
+__all__ = ["connect", "slurm_conf_path", "slurm_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,15 @@ def slurm_conf_path(site: Site, env: Mapping[str, str] | None = None) -> str | N
     if site.slurm is None or not site.slurm.conf:
         return None
     return str(Path(expand_vars(site.slurm.conf, env)).expanduser().absolute())
+
+
+def slurm_env(site: Site, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for Slurm commands on ``site``: its SLURM_CONF, never a secret."""
+    out = child_env(os.environ if env is None else env, site_secrets(site))
+    conf = slurm_conf_path(site, out)
+    if conf:
+        out["SLURM_CONF"] = conf
+    return out
 
 
 def connect(site: Site, env: Mapping[str, str] | None = None) -> SlurmClient:

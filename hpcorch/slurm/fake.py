@@ -26,7 +26,14 @@ from dataclasses import dataclass, replace
 
 from hpcorch.errors import SlurmError, SubmissionRefused
 from hpcorch.slurm.client import BackendDown
-from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
+from hpcorch.slurm.models import (
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    StepInfo,
+    in_partitions,
+    pending_in,
+)
 from hpcorch.slurm.script import JobRequest, request_from_script
 from hpcorch.slurm.states import JobState, NodeState, NodeStatus
 
@@ -230,9 +237,17 @@ class FakeClient:
         wanted = [str(j) for j in job_ids]
         return [self.cluster.jobs[j] for j in wanted if j in self.cluster.jobs]
 
-    def nodes(self) -> list[NodeInfo]:
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
         self.cluster._enter("nodes")
-        return list(self.cluster.nodes.values())
+        return in_partitions(self.cluster.nodes.values(), partitions)
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        self.cluster._enter("pending_jobs")
+        return pending_in(self.cluster.jobs.values(), partition)
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        self.cluster._enter("start_estimate")
+        return None
 
     def partitions(self) -> list[PartitionInfo]:
         self.cluster._enter("partitions")

@@ -110,8 +110,19 @@ class FallbackClient:
         ids = list(job_ids)
         return self._call("jobs", lambda b: b.jobs(ids), delivered_ok=True)
 
-    def nodes(self) -> list[NodeInfo]:
-        return self._call("nodes", lambda b: b.nodes(), delivered_ok=True)
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
+        parts = None if partitions is None else list(partitions)
+        return self._call("nodes", lambda b: b.nodes(parts), delivered_ok=True)
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        return self._call("pending_jobs", lambda b: b.pending_jobs(partition), delivered_ok=True)
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        return self._call(
+            "start_estimate",
+            lambda b: b.start_estimate(partition, nodes, walltime_s),
+            delivered_ok=True,
+        )
 
     def partitions(self) -> list[PartitionInfo]:
         return self._call("partitions", lambda b: b.partitions(), delivered_ok=True)

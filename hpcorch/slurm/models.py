@@ -6,11 +6,12 @@ monitor and the policies never see a backend's JSON.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hpcorch.slurm.states import FailureClass, JobState, NodeStatus, classify_failure
 
-__all__ = ["JobInfo", "NodeInfo", "PartitionInfo", "StepInfo"]
+__all__ = ["JobInfo", "NodeInfo", "PartitionInfo", "StepInfo", "in_partitions", "pending_in"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +103,16 @@ class StepInfo:
     exit_code: int | None = None
     signal: int | None = None
     nodes: tuple[str, ...] = ()
+
+
+def in_partitions(nodes: Iterable[NodeInfo], partitions: Iterable[str] | None) -> list[NodeInfo]:
+    """The nodes in any of ``partitions`` (None: all), for backends that cannot filter."""
+    if partitions is None:
+        return list(nodes)
+    wanted = set(partitions)
+    return [n for n in nodes if wanted.intersection(n.partitions)]
+
+
+def pending_in(jobs: Iterable[JobInfo], partition: str) -> list[JobInfo]:
+    """The pending jobs of ``partition``, for backends that cannot filter."""
+    return [j for j in jobs if j.partition == partition and j.state is JobState.PENDING]

@@ -34,6 +34,7 @@ __all__ = [
     "parse_sbatch_parsable",
     "parse_scontrol_partitions",
     "parse_scontrol_token",
+    "parse_sdiag_rpc_times",
     "parse_sdiag_rpcs",
     "slurm_errors",
 ]
@@ -322,13 +323,20 @@ def parse_scontrol_token(stdout: str) -> str:
     raise SlurmError("scontrol token printed no SLURM_JWT=...; is AuthAltTypes=auth/jwt set?")
 
 
-_SDIAG_RPC = re.compile(r"^\s*(\w+)\s+\(\s*\d+\)\s+count:(\d+)", re.MULTILINE)
+_SDIAG_RPC = re.compile(
+    r"^\s*(\w+)\s+\(\s*\d+\)\s+count:(\d+)\s+ave_time:\d+\s+total_time:(\d+)", re.MULTILINE
+)
 
 
 def parse_sdiag_rpcs(text: str) -> dict[str, int]:
     """RPC counts by message type from ``sdiag`` text (the by-type table only)."""
+    return {name: count for name, (count, _) in parse_sdiag_rpc_times(text).items()}
+
+
+def parse_sdiag_rpc_times(text: str) -> dict[str, tuple[int, int]]:
+    """(count, total microseconds in slurmctld) by message type, from ``sdiag`` text."""
     section = text.split("Remote Procedure Call statistics by user", 1)[0]
-    return {name: int(count) for name, count in _SDIAG_RPC.findall(section)}
+    return {name: (int(n), int(us)) for name, n, us in _SDIAG_RPC.findall(section)}
 
 
 def job_id_order(job_id: str) -> tuple[int, int]:

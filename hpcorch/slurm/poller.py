@@ -1,10 +1,13 @@
 """One poll, many watchers: a batched Slurm query per interval, fanned out as updates.
 
 Every interval the :class:`Poller` asks Slurm once for all the jobs any
-watcher follows (``client.jobs(ids)``) and once for the nodes (if anyone
-watches nodes) — never one call per job — and hands each watcher the changes
-it asked for. When Slurm fails or answers slowly it backs off exponentially
-(up to ``max_interval_s``) and says so once in the log.
+watcher follows (``client.jobs(ids)``) and once for the nodes of the
+partitions those jobs use (if anyone watches nodes) — never one call per job,
+never the whole site — and hands each watcher the changes it asked for. When
+nothing changed for a few polls the interval grows (up to ``idle_max_s``) and
+snaps back on the first change or a newly watched job. When Slurm fails or
+answers slowly it backs off exponentially (up to ``max_interval_s``) and says
+so once in the log.
 
 The decisions live in :class:`PollCore` (pure: what to ask, what changed,
 how long to wait); :class:`Poller` is the thin thread around it.
@@ -28,6 +31,9 @@ __all__ = ["JobUpdate", "NodeUpdate", "PollCore", "Poller", "Subscription", "Upd
 
 logger = logging.getLogger(__name__)
 
+# Quiet polls at the base interval before it grows: a pending job often starts within a few.
+_QUIET_GRACE = 2
+
 
 @dataclass(frozen=True, slots=True)
 class JobUpdate:
@@ -46,7 +52,11 @@ Update = JobUpdate | NodeUpdate
 
 @dataclass
 class Subscription:
-    """A watcher: the jobs it follows (None: every watched job), whether it wants nodes."""
+    """A watcher: the jobs it follows (None: every watched job), whether it wants nodes.
+
+    Nodes are those of the partitions its jobs run in (no jobs yet: none); a
+    watcher of every job (``jobs=None``) gets every node.
+    """
 
     id: int
     callback: Callable[[Update], None]
@@ -62,11 +72,13 @@ class PollCore:
     interval_s: float = 5.0
     max_interval_s: float = 120.0
     slow_s: float | None = None  # a poll slower than this counts as a sign of strain
+    idle_max_s: float | None = None  # the interval grows up to this while nothing changes
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     jobs: dict[str, JobInfo] = field(default_factory=dict)
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     failures: int = 0
     slow_streak: int = 0
+    quiet: int = 0  # polls in a row that changed nothing
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def subscribe(
@@ -88,7 +100,10 @@ class PollCore:
     def watch(self, sub: Subscription, job_ids: Iterable[str]) -> None:
         if sub.jobs is None:
             sub.jobs = set()
-        sub.jobs.update(map(str, job_ids))
+        new = set(map(str, job_ids)) - sub.jobs
+        sub.jobs.update(new)
+        if new:
+            self.quiet = 0  # a new job: see it start at the base interval
 
     def wanted_jobs(self) -> list[str]:
         """Job ids to ask about: followed by someone and not yet seen ending."""
@@ -100,6 +115,23 @@ class PollCore:
 
     def wants_nodes(self) -> bool:
         return any(sub.nodes for sub in self.subscriptions.values())
+
+    def node_partitions(self, jobs: Iterable[JobInfo] = ()) -> set[str] | None:
+        """The partitions whose nodes to ask for (None: every node), given this poll's jobs.
+
+        Empty: no node watcher, or none of their jobs seen yet: no node query.
+        """
+        known = {j.job_id: j for j in (*self.jobs.values(), *jobs)}
+        parts: set[str] = set()
+        for sub in self.subscriptions.values():
+            if not sub.nodes:
+                continue
+            if sub.jobs is None:
+                return None
+            parts.update(
+                known[j].partition or "" for j in sub.jobs if j in known and known[j].partition
+            )
+        return parts
 
     def apply(
         self, jobs: Iterable[JobInfo], nodes: Iterable[NodeInfo] | None, took_s: float = 0.0
@@ -117,6 +149,7 @@ class PollCore:
                 self.nodes[node.name] = node
                 updates.append(NodeUpdate(node, before_node))
         self.failures = 0
+        self.quiet = 0 if updates else self.quiet + 1
         slow = self.slow_s is not None and took_s > self.slow_s
         self.slow_streak = self.slow_streak + 1 if slow else 0
         out: list[tuple[Subscription, Update]] = []
@@ -133,9 +166,15 @@ class PollCore:
         self.failures += 1
 
     def delay(self) -> float:
-        """Seconds until the next poll: the interval, doubled per failure or slow poll."""
+        """Seconds until the next poll: the interval, doubled per failure or slow poll, and
+        doubled per quiet poll after the first ``_QUIET_GRACE`` (up to ``idle_max_s``)."""
         strain = self.failures + self.slow_streak
-        return min(self.interval_s * (1 << min(strain, 16)), self.max_interval_s)
+        if strain:
+            return min(self.interval_s * (1 << min(strain, 16)), self.max_interval_s)
+        idle = max(0, self.quiet - _QUIET_GRACE)
+        if not idle or self.idle_max_s is None:
+            return self.interval_s
+        return max(self.interval_s, min(self.interval_s * (1 << min(idle, 16)), self.idle_max_s))
 
 
 class Poller:
@@ -148,11 +187,16 @@ class Poller:
         interval_s: float = 5.0,
         max_interval_s: float = 120.0,
         slow_s: float | None = None,
+        idle_max_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.core = PollCore(
-            interval_s, max_interval_s, slow_s if slow_s is not None else interval_s
+            interval_s,
+            max_interval_s,
+            slow_s if slow_s is not None else interval_s,
+            # Default: a quiet run is polled at most every 4 intervals (and no rarer than backoff).
+            idle_max_s if idle_max_s is not None else min(4 * interval_s, max_interval_s),
         )
         self.calls: Counter[str] = Counter()
         self.polls = 0
@@ -192,14 +236,16 @@ class Poller:
         """Ask Slurm once (jobs + nodes) and deliver the changes. False when Slurm failed."""
         with self._lock:
             ids = self.core.wanted_jobs()
-            want_nodes = self.core.wants_nodes()
         started = self._clock()
         try:
             jobs = self.client.jobs(ids) if ids else []
             if ids:
                 self.calls["jobs"] += 1
-            nodes = self.client.nodes() if want_nodes else None
-            if want_nodes:
+            with self._lock:
+                partitions = self.core.node_partitions(jobs)
+            nodes = None
+            if partitions is None or partitions:
+                nodes = self.client.nodes(None if partitions is None else sorted(partitions))
                 self.calls["nodes"] += 1
         except SlurmError as exc:
             with self._lock:

@@ -30,7 +30,14 @@ from typing import Any
 
 from hpcorch.errors import BackendUnavailable, SlurmError, SubmissionRefused
 from hpcorch.slurm.hostlists import expand_hostlist
-from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
+from hpcorch.slurm.models import (
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    StepInfo,
+    in_partitions,
+    pending_in,
+)
 from hpcorch.slurm.parse import job_id_order
 from hpcorch.slurm.rest_dialects import PLAIN_FIELDS, begin_time, job_environment, parse_signal
 from hpcorch.slurm.script import JobRequest, render_sbatch, request_from_script
@@ -272,8 +279,18 @@ class PyslurmClient:
                 latest[key] = job
         return [self._job_info(job, key, source="pyslurm-db") for key, job in latest.items()]
 
-    def nodes(self) -> list[NodeInfo]:
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        live = [self._job_info(job, key) for key, job in self._live().items()]
+        return pending_in(live, partition)
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        return None  # no --test-only through pyslurm: the region policy goes without
+
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
         nodes = self._guard("Nodes.load", self._mod.Nodes.load)
+        return in_partitions(self._nodes(nodes), partitions)
+
+    def _nodes(self, nodes: Any) -> list[NodeInfo]:
         return [
             NodeInfo(
                 name=str(node.name),

@@ -32,7 +32,14 @@ from hpcorch.errors import SiteConfigError, SlurmError, SubmissionRefused
 from hpcorch.sites.model import Prologue
 from hpcorch.slurm.cli import CliClient
 from hpcorch.slurm.client import BackendDown
-from hpcorch.slurm.models import JobInfo, NodeInfo, PartitionInfo, StepInfo
+from hpcorch.slurm.models import (
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    StepInfo,
+    in_partitions,
+    pending_in,
+)
 from hpcorch.slurm.parse import (
     job_id_order,
     parse_jobs_json,
@@ -325,8 +332,19 @@ class RestClient:
         self._accounting = True
         return data
 
-    def nodes(self) -> list[NodeInfo]:
-        return parse_nodes_json(self._get(f"{self.dialect.base}/nodes/"))
+    def nodes(self, partitions: Iterable[str] | None = None) -> list[NodeInfo]:
+        nodes = parse_nodes_json(self._get(f"{self.dialect.base}/nodes/"))
+        return in_partitions(nodes, partitions)
+
+    def pending_jobs(self, partition: str) -> list[JobInfo]:
+        jobs = parse_jobs_json(self._get(f"{self.dialect.base}/jobs/"), "rest")
+        return pending_in(jobs, partition)
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        # slurmrestd has no --test-only; the cli backend (history) has.
+        if self._history is None:
+            return None
+        return self._history.start_estimate(partition, nodes, walltime_s)
 
     def partitions(self) -> list[PartitionInfo]:
         parts = parse_partitions_json(self._get(f"{self.dialect.base}/partitions/"))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,14 @@ from hpcorch.policies.state import (
     site_limits,
 )
 from hpcorch.provision.horizon import CAPACITY, restriction, tier_name, tiers
-from hpcorch.provision.regions import Router, parse_test_only, probe_queue
+from hpcorch.provision.regions import Router, probe_queue
 from hpcorch.provision.scaler import Load, Scaler
 from hpcorch.provision.slurm_pool import _JournalDemand
 from hpcorch.sites import load_site
-from hpcorch.slurm.cli import Completed
+from hpcorch.slurm.fake import FakeClient, FakeSlurm
 from hpcorch.slurm.models import JobInfo
-from hpcorch.slurm.states import JobState
+from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.states import JobState, NodeState, NodeStatus
 from hpcorch.spec import parse_workflow
 
 
@@ -245,46 +245,35 @@ def test_parsers() -> None:
     assert parse_budget("3 eur") == Budget(3.0, "EUR")
     with pytest.raises(ValueError, match="amount and a unit"):
         parse_budget("lots")
-    now = datetime(2026, 11, 25, 19, 0, 0).timestamp()
-    line = "sbatch: Job 365 to start at 2026-11-25T19:10:00 using 8 processors on nodes cpu1"
-    assert parse_test_only(line, now) == 600.0
-    assert parse_test_only("sbatch: error: nothing", now) is None
 
 
-DATA = Path(__file__).parent / "data" / "slurm-22.05"
+class _EstimatingClient(FakeClient):
+    """The fake cluster, with Slurm's start estimate of a cli backend."""
+
+    def __init__(self, cluster: FakeSlurm, at: float) -> None:
+        super().__init__(cluster)
+        self.at = at
+
+    def start_estimate(self, partition: str, nodes: int, walltime_s: float) -> float | None:
+        self.cluster._enter("start_estimate")
+        return self.at
 
 
-def test_probe_queue_reads_idle_nodes_pending_work_and_slurms_start_estimate(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("SLURM_JWT", "secret")
+def test_probe_queue_reads_idle_nodes_pending_work_and_slurms_start_estimate() -> None:
     site = load_site("dev")
-    squeue = (DATA / "squeue.json").read_text()
-    sinfo = json.loads((DATA / "sinfo.json").read_text())
-    calls: list[tuple[list[str], dict[str, str]]] = []
-
-    def runner(argv: list[str], stdin: str | None, env: dict[str, str], timeout: float) -> Any:
-        calls.append((argv, env))
-        out = {"squeue": squeue, "sinfo": json.dumps(sinfo)}.get(argv[0], "")
-        err = (
-            "sbatch: Job 9 to start at 2026-11-25T19:10:00 using 8 processors"
-            if argv[0] == "sbatch"
-            else ""
-        )
-        return Completed(0, out, err)
-
     now = datetime(2026, 11, 25, 19, 0, 0).timestamp()
-    idle = probe_queue(site, site.partition("cpu"), 600, now=now, runner=runner)
+    fake = FakeSlurm()
+    client = _EstimatingClient(fake, now + 600)
+    client.submit(JobRequest(command="true", partition="cpu", time_s=60))
+    client.submit(JobRequest(command="true", partition="gpu", time_s=999))  # another partition
+    fake.calls.clear()
+    idle = probe_queue(client, site, site.partition("cpu"), 600, now=now)
     assert (idle.idle_nodes, idle.pending_node_s, idle.slurm_start_s) == (2, 60.0, None)
-    assert [argv[0] for argv, _ in calls] == ["squeue", "sinfo"]  # idle nodes: no estimate needed
-    for node in sinfo["nodes"]:
-        node["state"] = "allocated"
-    calls.clear()
-    busy = probe_queue(site, site.partition("cpu"), 600, now=now, runner=runner)
+    assert fake.calls == {"pending_jobs": 1, "nodes": 1}  # idle nodes: no estimate needed
+    for node in ("cpu1", "cpu2"):
+        fake.nodes[node] = replace(fake.nodes[node], status=NodeStatus(NodeState.ALLOCATED))
+    busy = probe_queue(client, site, site.partition("cpu"), 600, now=now)
     assert busy.idle_nodes == 0 and busy.slurm_start_s == 600.0
-    argv, env = calls[-1]
-    assert argv[:2] == ["sbatch", "--test-only"] and "--time=10" in argv
-    assert "SLURM_JWT" not in env
 
 
 def test_journal_demand_counts_a_fan_out_with_its_short_parent(tmp_path: Path) -> None:

@@ -29,7 +29,6 @@ ALLOWED = {
     "placement/plugin.py": "a worker's node, GPUs and slurm.conf, and its tasks' environment",
     "provision/inside.py": "the user's allocation (SLURM_JOB_*) and the srun steps' environment",
     "provision/reaper.py": "removes secrets from a worker's own environment before tasks run",
-    "provision/regions.py": "the environment of the sbatch/squeue probes (engineer slurm-polling)",
     "provision/slurm_pool.py": "the secret names the worker job's sbatch must unset (env -u)",
     "sites/detect.py": "the environment of the Slurm commands that detect a site",
     "sites/loader.py": "${VAR} references in site files",

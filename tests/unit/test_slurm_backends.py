@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -53,24 +54,92 @@ def ok(text: str) -> Completed:
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_jobs_is_one_squeue_call_plus_sacct_for_gone_jobs() -> None:
+def test_cli_jobs_22_05_sweeps_states_in_slurmdbd_and_asks_squeue_for_changes_only() -> None:
+    sweep = {"5": "PENDING", "6": "RUNNING", "7": "FAILED"}
     runner = FakeRunner(
         {
-            "squeue --json": ok((DATA / "squeue.json").read_text()),
+            "sinfo --version": ok("slurm 22.05.8\n"),
+            "sacct --jobs=5,6,7": ok("".join(f"{k}|{v}\n" for k, v in sweep.items())),
+            "squeue --me": ok((DATA / "squeue.txt").read_text()),
             "sacct --json": ok((DATA / "sacct.json").read_text()),
         }
     )
     cli = CliClient(
         runner=runner, env={"PATH": "/bin", "SLURM_JWT": "secret"}, conf="/x/slurm.conf"
     )
-    jobs = cli.jobs(["1", "2", "3"])
-    assert [c[0][0] for c in runner.calls] == ["squeue"]
-    assert [j.state for j in jobs] == [JobState.RUNNING, JobState.FAILED, JobState.PENDING]
-    env = runner.calls[0][2]
+    jobs = cli.jobs(["5", "6", "7"])
+    assert [c[0][:2] for c in runner.calls] == [
+        ["sinfo", "--version"], ["sacct", "--jobs=5,6,7"], ["squeue", "--me"]
+    ]  # fmt: skip
+    assert [j.state for j in jobs] == [JobState.PENDING, JobState.RUNNING, JobState.FAILED]
+    assert jobs[2].exit_code == 3  # squeue's record wins while it has one
+    assert jobs[1].nodes == ("gpu1", "gpu2")
+    env = runner.calls[1][2]
     assert env["SLURM_CONF"] == "/x/slurm.conf" and "SLURM_JWT" not in env
-    cli.jobs(["1", "999"])
+    runner.calls.clear()
+    assert cli.jobs(["5", "6", "7"]) == jobs  # nothing changed: the sweep alone
+    assert [c[0][0] for c in runner.calls] == ["sacct"]
+    runner.calls.clear()
+    cli.jobs(["5", "999"])  # 999: in no sweep, no squeue: sacct's record, if any
+    assert [c[0][0] for c in runner.calls] == ["sacct", "squeue", "sacct"]
+    assert runner.calls[-1][0] == ["sacct", "--json", "--jobs=999"]
+
+
+def test_cli_jobs_24_11_sweeps_states_in_slurmctld_with_only_job_state() -> None:
+    sep = "\x1f"
+    runner = FakeRunner(
+        {
+            "sinfo --version": ok("slurm-wlm 24.11.5\n"),
+            "squeue --only-job-state": ok(f"5{sep}PENDING{sep}\n6{sep}RUNNING{sep}\n"),
+            "squeue --me": ok((DATA / "squeue.txt").read_text()),
+            "sacct --json": ok('{"jobs": []}'),
+        }
+    )
+    cli = CliClient(runner=runner, env={})
+    assert [j.job_id for j in cli.jobs(["5", "6", "999"])] == ["5", "6"]
+    sweep, details, gone = (c[0] for c in runner.calls[1:])
+    assert sweep[:3] == ["squeue", "--only-job-state", "--jobs=5,6,999"]
+    assert details[:3] == ["squeue", "--me", "--jobs=5,6"]  # 999 left slurmctld: sacct only
+    assert gone == ["sacct", "--json", "--jobs=999"]
+
+
+def test_cli_jobs_of_one_purged_id_asks_sacct() -> None:
+    gone = Completed(1, "", "slurm_load_jobs error: Invalid job id specified\n")
+    runner = FakeRunner(
+        {
+            "sinfo --version": ok("slurm-wlm 24.11.5\n"),
+            "squeue --only-job-state": gone,
+            "sacct --json": ok('{"jobs": []}'),
+        }
+    )
+    assert CliClient(runner=runner, env={}).jobs(["999"]) == []
     assert [c[0][0] for c in runner.calls[1:]] == ["squeue", "sacct"]
-    assert runner.calls[-1][0] == ["sacct", "--json", "-j", "999"]
+    down = FakeRunner({"sacct": Completed(1, "", "Unable to contact slurm controller")})
+    with pytest.raises(BackendDown):
+        CliClient(runner=down, env={}).jobs(["1", "2"])
+
+
+def test_cli_nodes_of_partitions_and_queue_probes() -> None:
+    runner = FakeRunner(
+        {
+            "sinfo --Node": ok((DATA / "sinfo.txt").read_text()),
+            "squeue --partition=cpu": ok((DATA / "squeue.txt").read_text()),
+            "sbatch --test-only": Completed(
+                0, "", "sbatch: Job 10 to start at 2026-12-04T10:06:11 using 16 processors"
+            ),
+        }
+    )
+    cli = CliClient(runner=runner, env={})
+    nodes = cli.nodes(["gpu", "cpu"])
+    assert runner.calls[0][0][:4] == ["sinfo", "--Node", "--noheader", "--partition=cpu,gpu"]
+    assert [n.name for n in nodes] == ["cpu1", "cpu2", "gpu1", "gpu2"]
+    assert "5" in {j.job_id for j in cli.pending_jobs("cpu")}
+    assert runner.calls[-1][0][:3] == ["squeue", "--partition=cpu", "--states=PENDING"]
+    start = cli.start_estimate("gpu", 2, 600)
+    assert start == datetime(2026, 12, 4, 10, 6, 11).timestamp()
+    assert runner.calls[-1][0][:5] == [
+        "sbatch", "--test-only", "--partition=gpu", "--nodes=2", "--exclusive"
+    ]  # fmt: skip
 
 
 def test_cli_submit_passes_script_on_stdin() -> None:
@@ -120,9 +189,9 @@ def test_cli_cancel_ignores_finished_jobs() -> None:
 
 
 def test_cli_bad_json_is_a_slurm_error() -> None:
-    runner = FakeRunner({"sinfo --json": ok("{not json")})
+    runner = FakeRunner({"sacct --json": ok("{not json")})
     with pytest.raises(SlurmError, match="invalid JSON"):
-        CliClient(runner=runner, env={}).nodes()
+        CliClient(runner=runner, env={}).steps("5")
 
 
 # ---------------------------------------------------------------- token

@@ -162,10 +162,10 @@ def test_fallback_recovers_to_the_preferred_backend() -> None:
     down = {"on": True}
     original = primary.nodes
 
-    def nodes():  # type: ignore[no-untyped-def]
+    def nodes(partitions=None):  # type: ignore[no-untyped-def]
         if down["on"]:
             raise BackendDown("down")
-        return original()
+        return original(partitions)
 
     primary.nodes = nodes  # type: ignore[method-assign]
     client = FallbackClient([primary, secondary], recheck_s=60, clock=lambda: now[0])
@@ -198,3 +198,42 @@ def test_poller_thread_delivers_until_stopped() -> None:
     finally:
         poller.stop()
     assert poller.job(job) is not None and poller.job(job).state is JobState.COMPLETED  # type: ignore[union-attr]
+
+
+def test_nodes_only_for_the_partitions_of_the_watched_jobs() -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="true", partition="gpu"))
+    poller = Poller(client, interval_s=1)
+    rec = Recorder()
+    sub = poller.subscribe(rec, [], nodes=True)
+    fake.calls.clear()
+    poller.poll_once()
+    assert fake.calls == {}  # no job yet: nothing to ask
+    poller.watch(sub, [job])
+    poller.poll_once()
+    nodes = {u.node.name for u in rec.updates if isinstance(u, NodeUpdate)}
+    assert nodes == {"gpu1", "gpu2"}
+    assert fake.calls == {"jobs": 1, "nodes": 1}
+
+
+def test_quiet_polls_stretch_the_interval_and_a_change_snaps_it_back() -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="true"))
+    poller = Poller(client, interval_s=2, max_interval_s=60, idle_max_s=16)
+    sub = poller.subscribe(Recorder(), [job])
+    delays = []
+    for _ in range(7):
+        poller.poll_once()
+        delays.append(poller.core.delay())
+    assert delays == [2, 2, 2, 4, 8, 16, 16]  # first sight, two quiet at base, then doubling
+    fake.start(job, "cpu1")
+    poller.poll_once()
+    assert poller.core.delay() == 2
+    for _ in range(3):
+        poller.poll_once()
+    assert poller.core.delay() == 4
+    other = client.submit(JobRequest(command="true"))
+    poller.watch(sub, [other])  # a newly watched job: back to the base interval
+    assert poller.core.delay() == 2
