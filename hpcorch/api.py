@@ -22,6 +22,12 @@
         ...                                        # keep computing
         handle.result(total)
 
+    wf.run(site="dev", regions="eiger", budget="20 SU", scaling="simple")
+
+``run`` and ``submit`` take the options ``hpcorch run`` takes (``regions``,
+``budget``, ``scaling``; unset ones come from the ``HPCORCH_*`` variables, see
+:mod:`hpcorch.environment`), or a whole :class:`~hpcorch.options.RunOptions`.
+
 Calling a decorated function records a task and returns a :class:`TaskFuture`;
 ``wf.add`` does the same for a callable, a ``"module:name"`` string or an argv
 list. Options reserved by ``add`` (``id``, ``after``, ``cpus``, ``memory``,
@@ -38,7 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+from hpcorch.environment import run_options
 from hpcorch.errors import RunError, WorkflowError
+from hpcorch.options import RunOptions
+from hpcorch.policies.retry import RetryConfig
+from hpcorch.policies.state import Budget
+from hpcorch.sites.resolve import resolve_regions
 from hpcorch.spec import MpiSpec, Resources, TaskRef, TaskSpec, WorkflowSpec
 
 __all__ = ["RunResult", "TaskFuture", "Workflow"]
@@ -223,22 +234,59 @@ class Workflow:
             raise WorkflowError(f"workflow {self.name!r} has no tasks; add some first")
         return WorkflowSpec(name=self.name, site=self.site, tasks=tuple(self._tasks.values()))
 
+    def options(
+        self,
+        site: str | None = None,
+        *,
+        regions: str | Sequence[str] | None = None,
+        budget: str | Budget | None = None,
+        scaling: str | None = None,
+        retry_config: RetryConfig | None = None,
+        options: RunOptions | None = None,
+    ) -> RunOptions:
+        """The run's options: ``options`` (else those the environment sets) with each
+        keyword given in place of its own; regions are checked to be Slurm sites."""
+        base = options if options is not None else run_options()
+        built = base.build(
+            site=site or self.site,
+            regions=regions,
+            budget=budget,
+            scaling=scaling,
+            retry=retry_config,
+        )
+        resolve_regions(built.regions)
+        return built
+
     def submit(
         self,
         site: str | None = None,
         run_dir: str | os.PathLike[str] | None = None,
-        retry_config: Any = None,
+        retry_config: RetryConfig | None = None,
+        *,
+        regions: str | Sequence[str] | None = None,
+        budget: str | Budget | None = None,
+        scaling: str | None = None,
+        options: RunOptions | None = None,
     ) -> Any:
         """Start the run in the background and return its :class:`~hpcorch.engine.RunHandle`.
 
+        ``regions`` (site names, or one comma-separated string), ``budget``
+        (``"20 SU"``, ``"50 EUR"``) and ``scaling`` (``"demand"``, ``"simple"``)
+        are ``hpcorch run``'s ``--regions``, ``--budget`` and ``--scaling``;
         ``retry_config`` (:class:`hpcorch.policies.retry.RetryConfig`) tunes the
         retry policy, e.g. its backoff between attempts.
         """
         from hpcorch.engine import start_run  # noqa: PLC0415  # the engine loads distributed: importing the API stays light
 
-        self._handle = start_run(
-            self.spec(), site=site or self.site, run_dir=run_dir, retry_config=retry_config
+        built = self.options(
+            site,
+            regions=regions,
+            budget=budget,
+            scaling=scaling,
+            retry_config=retry_config,
+            options=options,
         )
+        self._handle = start_run(self.spec(), site=built.site, run_dir=run_dir, options=built)
         return self._handle
 
     def run(
@@ -246,14 +294,27 @@ class Workflow:
         site: str | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         check: bool = True,
-        retry_config: Any = None,
+        retry_config: RetryConfig | None = None,
+        *,
+        regions: str | Sequence[str] | None = None,
+        budget: str | Budget | None = None,
+        scaling: str | None = None,
+        options: RunOptions | None = None,
     ) -> RunResult:
         """Run to the end; fetch function results; raise :class:`RunError` if a task failed.
 
-        Every function task's value comes back to this process; to fetch only
-        some, use :meth:`submit` and ``handle.result(task)``.
+        Takes :meth:`submit`'s options. Every function task's value comes back to
+        this process; to fetch only some, use :meth:`submit` and ``handle.result(task)``.
         """
-        with self.submit(site=site, run_dir=run_dir, retry_config=retry_config) as handle:
+        with self.submit(
+            site,
+            run_dir,
+            retry_config,
+            regions=regions,
+            budget=budget,
+            scaling=scaling,
+            options=options,
+        ) as handle:
             summary = handle.wait()
             engine = handle.engine
             wanted = {

@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import HpcorchError
 from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Partition, Site
-from hpcorch.slurm.cli import SECRET_ENV, Completed, Runner, run_command
+from hpcorch.slurm.cli import Completed, Runner, run_command
 from hpcorch.slurm.models import NodeInfo, PartitionInfo
 from hpcorch.slurm.token import scrub
 
@@ -392,7 +393,7 @@ def probe_ports(interface: str | None, tls_required: bool = False) -> Check:
 def _slurm_env(site: Site, env: Mapping[str, str]) -> dict[str, str]:
     from hpcorch.slurm.connect import slurm_conf_path  # noqa: PLC0415  # CLI fast path: --help does not load it
 
-    out = {k: v for k, v in env.items() if k not in SECRET_ENV}
+    out = child_env(env, site_secrets(site))
     conf = slurm_conf_path(site, env)
     if conf:
         out["SLURM_CONF"] = conf

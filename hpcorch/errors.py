@@ -8,9 +8,11 @@ they enter, so callers only ever catch this tree::
     ├── SpecError                 no         2   bad input: a workflow, a site config, a CLI value
     │   ├── WorkflowError         no         2   cycle, unknown dependency, unknown key
     │   ├── SiteConfigError       no         2   a site file that does not validate
-    │   └── ResourceError         no         2   a request no partition of the site can satisfy
+    │   ├── ResourceError         no         2   a request no partition of the site can satisfy
+    │   └── OptionError           no         2   a run option (flag, keyword, HPCORCH_* variable)
     ├── RunError                  no         1   a run that ended with failed tasks
     ├── JournalError              no         2   a run directory that is missing or unreadable
+    │   └── RunLocked             no         2   another driver holds the run (one driver per run)
     └── InfrastructureError       yes        3   Slurm, Dask or the network is not available
         ├── SlurmError            yes        3   a Slurm command or REST call failed
         │   └── SubmissionRefused no         3   Slurm refused a job (limits, bad partition)
@@ -28,8 +30,10 @@ __all__ = [
     "HpcorchError",
     "InfrastructureError",
     "JournalError",
+    "OptionError",
     "ResourceError",
     "RunError",
+    "RunLocked",
     "SiteConfigError",
     "SlurmError",
     "SpecError",
@@ -63,6 +67,14 @@ class ResourceError(SpecError):
     """A resource request that no partition of the site can satisfy."""
 
 
+class OptionError(SpecError):
+    """A run option that does not validate; ``option`` names it (``budget``, ``regions``, ...)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class RunError(HpcorchError):
     """A run that finished with tasks that failed."""
 
@@ -73,6 +85,10 @@ class JournalError(HpcorchError):
     """A run directory or journal that cannot be read."""
 
     exit_code = 2
+
+
+class RunLocked(JournalError):
+    """Another driver holds the run directory's lock (``hpcorch.engine.driverlock``)."""
 
 
 class InfrastructureError(HpcorchError):

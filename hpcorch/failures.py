@@ -17,6 +17,8 @@ of 129-192 from a shell is 128 + signal), or from Slurm's ``exit:signal`` form
 ====  ==============================================================  ==============
 rule  evidence                                                        class
 ====  ==============================================================  ==============
+R18   hpcorch's worker killed the task at its walltime                timeout
+      (``walltime_killed``)
 R1    the run itself asked to cancel the task (``cancel_requested``)  cancelled
 R2    Slurm refused the submission (``submission_refused``)           infrastructure
 R3    slurmctld or slurmrestd unreachable                             infrastructure
@@ -43,6 +45,10 @@ R15   the node was unhealthy (down, fail, not responding) at failure  node_failu
 R16   any other non-zero exit, signal, exception or Slurm state       user_error
 R17   no evidence at all                                              user_error
 ====  ==============================================================  ==============
+
+Rule ids are names, not positions: the journal records them (``retry`` events),
+so a new row takes the next free id wherever it goes in the order, and no
+existing row is renumbered (``tests/unit/test_failures.py`` pins them).
 
 ``scope`` says whose Slurm state it is: ``"task"`` when the task ran as its own
 job or step, ``"allocation"`` when the state belongs to the allocation that
@@ -117,13 +123,15 @@ class Evidence:
     """The monitor's view of the node at the failure: False when down/fail/not responding."""
     submission_refused: bool = False
     controller_unreachable: bool = False
+    walltime_killed: bool = False
+    """hpcorch's worker stopped the task at its walltime (Slurm's limit is the allocation's)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     failure: FailureClass
     rule: str
-    """Row of the decision table that matched (``R1``..``R17``)."""
+    """Row of the decision table that matched (``R1``..``R18``), stable across releases."""
     reason: str
     """One line for the journal and ``status``."""
     node: str | None = None
@@ -157,7 +165,7 @@ _FAILED_STATES = frozenset(
         "TIMEOUT",
     }
 )
-_CANCELLED_BY = re.compile(r"^CANCELLED\s+BY\s+(\d+)$")
+_CANCELLED_BY = re.compile(r"CANCELLED\s+BY\s+(\d+)")
 _OOM_EXCEPTIONS = frozenset(
     {"MemoryError", "_ArrayMemoryError", "ArrayMemoryError", "OutOfMemoryError"}
 )
@@ -184,7 +192,7 @@ def normalise_slurm_state(state: str | None) -> tuple[str | None, int | None]:
     if state is None or not state.strip():
         return None, None
     text = " ".join(state.strip().upper().rstrip("+").split())
-    match = _CANCELLED_BY.match(text)
+    match = _CANCELLED_BY.fullmatch(text)
     if match:
         return "CANCELLED", int(match.group(1))
     return _SHORT_STATES.get(text, text), None
@@ -297,6 +305,9 @@ def _slurm_rule(evidence: Evidence, state: str | None, uid: int | None) -> Diagn
 def diagnose(evidence: Evidence) -> Diagnosis:
     """Classify one failed attempt; see the module docstring for the decision table."""
     scope = evidence.scope
+    if evidence.walltime_killed:
+        text = evidence.exception_message or "stopped at its walltime"
+        return Diagnosis(FailureClass.TIMEOUT, "R18", text, scope=scope)
     if evidence.cancel_requested:
         return Diagnosis(FailureClass.CANCELLED, "R1", "cancelled by the run", scope=scope)
     if evidence.submission_refused:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hpcorch.environment import no_gpu
+
 __all__ = ["array_module", "gpu_available", "gpu_count", "to_numpy", "xp"]
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def _cupy() -> ModuleType | None:
 
 @functools.cache
 def _probe() -> int:
-    if os.environ.get("HPCORCH_NO_GPU", "") not in ("", "0"):
+    if no_gpu():
         return 0
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1", "NoDevFiles"):

@@ -11,6 +11,7 @@ Tables: ``runs`` (one row), ``tasks``, ``attempts``, ``allocations``,
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -19,17 +20,25 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcorch.errors import JournalError
+from hpcorch.errors import InfrastructureError, JournalError
+from hpcorch.slurm.states import JobState
 
 __all__ = [
+    "ENDED_ALLOCATION_STATES",
     "JOURNAL_NAME",
     "RUN_STATES",
     "TASK_STATES",
     "Journal",
+    "ProgressRows",
+    "allocation_ended",
+    "allocation_rows",
+    "progress_rows",
     "read_run",
+    "started_attempts",
     "status",
     "task_states",
 ]
@@ -39,6 +48,16 @@ logger = logging.getLogger(__name__)
 JOURNAL_NAME = "journal.sqlite"
 RUN_STATES = ("running", "succeeded", "failed", "cancelled")
 TASK_STATES = ("pending", "running", "succeeded", "failed", "upstream_failed", "cancelled")
+ENDED_ALLOCATION_STATES = frozenset({s.value for s in JobState if s.terminal} | {"CLOSED", "ENDED"})
+"""Allocation states after which it holds nothing: Slurm's terminal job states
+(:class:`~hpcorch.slurm.states.JobState`), and the journal's own ``CLOSED`` (the run ended
+it) and ``ENDED`` (gone from Slurm when the run looked)."""
+
+
+def allocation_ended(state: str | None) -> bool:
+    """Whether an ``allocations`` row's state (``"CANCELLED by 0"`` too) is an ended one."""
+    return bool(state) and str(state).split()[0] in ENDED_ALLOCATION_STATES
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -117,6 +136,20 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
+def _disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in str(exc)
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, and what to do about the usual causes."""
+    text = str(exc) or type(exc).__name__
+    if _disk_full(exc):
+        return f"{text}; free some space and run 'hpcorch resume'"
+    if isinstance(exc, PermissionError) or "readonly" in text or "unable to open" in text:
+        return f"{text}; run hpcorch as the user who owns the run directory, on a writable disk"
+    return text
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a journal an older hpcorch wrote to this schema (added columns, new keys)."""
     # The write lock first: several processes of a run may open an old journal at once.
@@ -162,9 +195,12 @@ class Journal:
         self._thread = threading.Thread(target=self._write_loop, name="hpcorch-journal")
         self._thread.daemon = True
         self._thread.start()
-        self.flush()
-        if self._error is not None:
-            raise JournalError(f"{path}: cannot write the journal: {self._error}")
+        try:
+            self.flush()
+        except JournalError:
+            self._queue.put(None)
+            self._thread.join()
+            raise
 
     # -- construction -------------------------------------------------------
 
@@ -179,9 +215,12 @@ class Journal:
         site: str,
         time_scale: float | None,
     ) -> Journal:
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = run_dir / JOURNAL_NAME
-        _create_private(path)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _create_private(path)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot create the journal: {_why(exc)}") from None
         journal = cls(path)
         journal._execute(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, ?, ?)",
@@ -199,8 +238,7 @@ class Journal:
     # -- writes (queued, batched) --------------------------------------------
 
     def _execute(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if self._error is not None:
-            raise JournalError(f"{self.path}: journal writer failed: {self._error}")
+        self._raise_failed()
         self._queue.put((sql, rows))
 
     def add_tasks(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
@@ -249,15 +287,29 @@ class Journal:
         )
 
     def flush(self) -> None:
-        """Block until everything queued so far is committed."""
+        """Block until everything queued so far is committed; raise if the writer failed."""
         done = threading.Event()
         self._queue.put(done)
-        done.wait()
+        # The writer releases every waiter, whatever fails; a dead thread would not.
+        while not done.wait(1.0):
+            if not self._thread.is_alive():
+                break
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._error is None:
+            return
+        message = f"{self.path}: cannot write the journal: {_why(self._error)}"
+        if _disk_full(self._error):  # not the input's fault: an infrastructure failure
+            raise InfrastructureError(message)
+        raise JournalError(message)
 
     def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join()
+        try:
+            self.flush()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
 
     def __enter__(self) -> Journal:
         return self
@@ -266,18 +318,23 @@ class Journal:
         self.close()
 
     def _write_loop(self) -> None:
+        # Any error (not only sqlite3's: a chmod on a foreign or read-only run directory,
+        # a full disk) is kept for the writers, and every waiter is still released.
+        conn: sqlite3.Connection | None = None
         try:
             conn = _connect(self.path)
             conn.executescript(_SCHEMA + _ALLOCATIONS_DDL.format(name="allocations"))
             _migrate(conn)
             conn.commit()
-        except sqlite3.Error as exc:
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    side.chmod(0o600)
+        except Exception as exc:
             self._error = exc
+            if conn is not None:
+                conn.close()
             conn = None
-        for suffix in ("-wal", "-shm"):
-            side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
-                side.chmod(0o600)
         while True:
             item = self._queue.get()
             batch = [item]
@@ -287,24 +344,17 @@ class Journal:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = False
-            waiters: list[threading.Event] = []
-            if conn is not None:
+            stop = any(op is None for op in batch)
+            waiters = [op for op in batch if isinstance(op, threading.Event)]
+            if conn is not None and self._error is None:
                 try:
                     for op in batch:
-                        if op is None:
-                            stop = True
-                        elif isinstance(op, threading.Event):
-                            waiters.append(op)
-                        else:
+                        if isinstance(op, tuple):
                             conn.executemany(op[0], op[1])
                     conn.commit()
-                except sqlite3.Error as exc:
+                except Exception as exc:
                     logger.error("journal write failed: %s", exc)
                     self._error = exc
-            else:
-                stop = any(op is None for op in batch)
-                waiters = [op for op in batch if isinstance(op, threading.Event)]
             for w in waiters:
                 w.set()
             if stop:
@@ -323,7 +373,7 @@ def _read(run_dir: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:
-        raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        raise JournalError(f"{path}: cannot open the journal: {_why(exc)}") from None
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -334,7 +384,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     try:
         row = conn.execute("SELECT * FROM runs").fetchone()
     except sqlite3.Error as exc:
-        raise JournalError(f"{run_dir}: unreadable journal: {exc}") from None
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
     finally:
         conn.close()
     if row is None:
@@ -353,6 +403,74 @@ def task_states(run_dir: Path) -> dict[str, dict[str, Any]]:
     finally:
         conn.close()
     return {r["task_id"]: dict(r) for r in rows}
+
+
+def allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Every ``allocations`` row of the run, as dicts."""
+    conn = _read(run_dir)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM allocations")]
+    finally:
+        conn.close()
+
+
+def started_attempts(run_dir: Path) -> list[dict[str, Any]]:
+    """The attempts that started: ``task_id, start, end, worker, job_id, site, gpus, cores``."""
+    conn = _read(run_dir)
+    try:
+        rows = conn.execute(
+            "SELECT task_id, start, end, worker, job_id, site, gpus, cores FROM attempts "
+            "WHERE start IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [dict(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressRows:
+    """What a live progress view shows, read in one go."""
+
+    counts: dict[str, int]
+    """Tasks per state."""
+    open_allocations: list[tuple[str, str, str, int]]
+    """``(site, partition, state word, nodes)`` of each allocation not ended."""
+    running: list[str]
+    failures: list[tuple[str, int, str, str]]
+    """``(task_id, n, failure_class, message)`` of each failed attempt, oldest first."""
+
+
+def progress_rows(run_dir: Path) -> ProgressRows | None:
+    """The progress view's rows; ``None`` while the journal is not there or not readable yet
+    (a journal being created has no tables)."""
+    path = Path(run_dir) / JOURNAL_NAME
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        counts = dict(conn.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall())
+        allocations = [
+            (str(site or ""), str(partition or ""), str(state or "PENDING").split()[0], nodes)
+            for site, partition, state, nodes in conn.execute(
+                "SELECT site, partition, state, nodes FROM allocations WHERE end IS NULL"
+            )
+            if not allocation_ended(state)
+        ]
+        running = [r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE state = 'running'")]
+        failures = list(
+            conn.execute(
+                "SELECT task_id, n, failure_class, message FROM attempts "
+                "WHERE coalesce(failure_class, '') != '' ORDER BY end, task_id, n"
+            )
+        )
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return ProgressRows(counts, allocations, running, failures)
 
 
 def _split(value: str | None) -> list[int] | None:

@@ -23,6 +23,7 @@ from pydantic import (
 
 from hpcorch import dag
 from hpcorch.errors import WorkflowError
+from hpcorch.ids import check_id
 from hpcorch.units import parse_duration, parse_memory
 
 __all__ = [
@@ -36,7 +37,42 @@ __all__ = [
 ]
 
 TaskKind = Literal["function", "command", "emulated"]
-_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Bounds that keep every value storable (SQLite's 64-bit integers) and every run finite.
+MAX_RETRIES = 1000
+MAX_PRIORITY = 10**9
+# A function task's args/kwargs travel to the worker and into the memo hash: a YAML
+# alias bomb (a few lines that expand to billions of values) must not get that far.
+MAX_ARGUMENT_VALUES = 1_000_000
+MAX_ARGUMENT_DEPTH = 100
+# concrete types: an isinstance check against an ABC costs ten times more per value
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _count_values(value: Any) -> None:
+    """Walk ``value`` as it would be serialized (shared parts count each time they appear);
+    ValueError past :data:`MAX_ARGUMENT_VALUES` values or :data:`MAX_ARGUMENT_DEPTH` levels."""
+    count = 1
+    stack: list[tuple[Any, int]] = [(value, 0)] if isinstance(value, _CONTAINERS) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_ARGUMENT_DEPTH:
+            raise ValueError(f"nested more than {MAX_ARGUMENT_DEPTH} levels deep")
+        # count a container's items at once, walk only those that are containers
+        items = [v for kv in item.items() for v in kv] if isinstance(item, dict) else item
+        count += len(items)
+        if count > MAX_ARGUMENT_VALUES:
+            raise ValueError(
+                f"more than {MAX_ARGUMENT_VALUES:,} values (YAML aliases count each time they "
+                "are used); pass large data through a file and read it in the task"
+            )
+        stack.extend((v, depth + 1) for v in items if isinstance(v, _CONTAINERS))
+
+
+def _no_nul(values: Any, what: str) -> None:
+    for v in values:
+        if isinstance(v, str) and "\0" in v:
+            raise ValueError(f"{what} {v!r:.60} contains a NUL character")
 
 
 class _Spec(BaseModel):
@@ -59,9 +95,9 @@ class Resources(_Spec):
 
     cpus: int = Field(1, ge=1)
     memory: int = Field(0, ge=0, description="bytes; 0 means no explicit request")
-    gpus: float = Field(0, ge=0)
+    gpus: float = Field(0, ge=0, allow_inf_nan=False)
     nodes: int = Field(1, ge=1)
-    walltime: float | None = Field(None, gt=0, description="seconds")
+    walltime: float | None = Field(None, gt=0, allow_inf_nan=False, description="seconds")
     gpu_sharing: bool = Field(False, description="allow a fractional gpus request")
 
     @field_validator("memory", mode="before")
@@ -89,7 +125,7 @@ class MpiSpec(_Spec):
     ranks: int = Field(..., ge=1)
     ranks_per_node: int | None = Field(None, ge=1)
     cpus_per_rank: int = Field(1, ge=1)
-    gpus_per_rank: float = Field(0, ge=0)
+    gpus_per_rank: float = Field(0, ge=0, allow_inf_nan=False)
 
     @property
     def nodes(self) -> int:
@@ -118,11 +154,13 @@ class TaskSpec(_Spec):
     function: str | Callable[..., Any] | None = None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    duration: float | None = Field(None, ge=0, description="seconds an emulated task holds")
+    duration: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="seconds an emulated task holds"
+    )
     touch_memory: bool = Field(False, description="emulated: allocate resources.memory")
     after: tuple[str, ...] = ()
-    retries: int = Field(0, ge=0)
-    priority: int = 0
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     tags: tuple[str, ...] = ()
     memoize: bool = False
     inputs: tuple[str, ...] = Field((), description="files whose content keys the memo hash")
@@ -134,11 +172,39 @@ class TaskSpec(_Spec):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _ID_RE.match(value):
-            raise ValueError(
-                f"task id {value!r} must start with a letter, digit or '_' and use only "
-                "letters, digits and _ . : @ + -"
-            )
+        return check_id(value, "task id")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(
+                    f"environment variable name {key!r:.60} must be letters, digits and _ "
+                    "(not starting with a digit)"
+                )
+        _no_nul(value.values(), "environment value")
+        return value
+
+    @field_validator("cwd")
+    @classmethod
+    def _cwd(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must not be empty (leave it out to run in the current directory)")
+            _no_nul([value], "cwd")
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _no_nul(value, "input")
+        return value
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        _count_values(value)
         return value
 
     @field_validator("command", mode="before")
@@ -154,7 +220,9 @@ class TaskSpec(_Spec):
                     raise ValueError(
                         f"argument {v!r} is a YAML boolean; quote it, e.g. '{str(v).lower()}'"
                     )
-            return tuple(str(v) if isinstance(v, int | float) else v for v in value)
+            argv = tuple(str(v) if isinstance(v, int | float) else v for v in value)
+            _no_nul(argv, "argument")
+            return argv
         return value
 
     @field_validator("function", mode="before")
@@ -287,7 +355,9 @@ def parse_workflow(data: Mapping[str, Any]) -> WorkflowSpec:
     Raises :class:`WorkflowError` with one line naming the task and the key.
     """
     if not isinstance(data, Mapping):
-        raise WorkflowError(f"a workflow must be a mapping with a 'tasks' list, got {data!r:.60}")
+        raise WorkflowError(
+            f"a workflow must be a mapping with a 'tasks' list, got {type(data).__name__}"
+        )
     try:
         return WorkflowSpec.model_validate(data)
     except ValidationError as exc:

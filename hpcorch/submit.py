@@ -16,8 +16,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcorch.childenv import SECRET_ENV, site_secrets
+from hpcorch.environment import options_env
+from hpcorch.errors import SpecError
 from hpcorch.journal import JOURNAL_NAME
 from hpcorch.loaders import load_workflow
+from hpcorch.options import RunOptions
 from hpcorch.sites.model import Site
 from hpcorch.slurm.script import JobRequest
 
@@ -49,8 +53,11 @@ def driver_script(
     walltime_s: float,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
+    secrets: tuple[str, ...] = SECRET_ENV,
 ) -> str:
-    """The body of the driver job (bash): start or resume, and requeue before the walltime."""
+    """The body of the driver job (bash): start or resume, and requeue before the walltime.
+
+    ``secrets``: the site's token variables; the submission leaves them out already."""
     exe = hpcorch or (sys.executable, "-m", "hpcorch")
     run_argv = [*exe, "run", str(workflow), "--site", site, "--run-dir", str(run_dir)]
     run_argv += ["--run-id", run_id]
@@ -64,7 +71,7 @@ def driver_script(
             # Append, so a requeued driver's log follows the first one's (Slurm would truncate).
             f"exec >>{shlex.quote(str(log))} 2>&1",
             "# Slurm 22.05's slurmd rejects JWT-authenticated srun; the driver gets its own token.",
-            "unset SLURM_JWT",
+            f"unset {shlex.join(secrets)}",
             "requeue() {",
             '  echo "hpcorch driver: walltime near, requeueing job $SLURM_JOB_ID" >&2',
             # USR1: the engine stops and leaves the run to `hpcorch resume`.
@@ -102,8 +109,11 @@ def driver_request(
     partition: str | None = None,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
+    options: RunOptions | None = None,
 ) -> JobRequest:
-    """The driver job: one core, little memory, requeueable, requeued before its walltime."""
+    """The driver job: one core, little memory, requeueable, requeued before its walltime.
+
+    ``options`` reach the driver (and its resumes) as ``HPCORCH_*`` variables."""
     default = next((p.name for p in site.partitions if p.default), None)
     return JobRequest(
         name=f"hpcorch-driver-{run_id}"[:100],
@@ -115,6 +125,7 @@ def driver_request(
             walltime_s=walltime_s,
             time_scale=time_scale,
             hpcorch=hpcorch,
+            secrets=site_secrets(site),
         ),
         partition=partition or default,
         account=site.account,
@@ -127,6 +138,7 @@ def driver_request(
         chdir=str(Path.cwd()),
         requeue=True,
         comment=f"hpcorch driver {run_id}",
+        env=options_env(options or RunOptions()),
     )
 
 
@@ -138,26 +150,39 @@ def submit_driver(
     walltime_s: float = 24 * 3600,
     partition: str | None = None,
     time_scale: float | None = None,
+    options: RunOptions | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
-    from hpcorch.engine.rundir import new_run_id, runs_root  # noqa: PLC0415  # loads distributed: only when submitting
+    from hpcorch.engine.rundir import new_run_dir  # noqa: PLC0415  # loads distributed: only when submitting
     from hpcorch.engine.session import validate_run  # noqa: PLC0415  # loads distributed: only when submitting
     from hpcorch.slurm.connect import connect  # noqa: PLC0415  # loads distributed: only when submitting
 
     spec = load_workflow(workflow, time_scale=time_scale)
-    validate_run(spec, site.name)
-    run_id = new_run_id(spec.name)
-    path = (run_dir or runs_root() / run_id).resolve()
+    validate_run(spec, site.name, options)
+    run_id, path = new_run_dir(spec.name, site, run_dir=run_dir)
+    path = path.resolve()
+    try:
+        request = driver_request(
+            workflow,
+            site,
+            path,
+            run_id,
+            walltime_s=walltime_s,
+            partition=partition,
+            time_scale=time_scale,
+            options=options,
+        )
+    except ValueError as exc:  # a value no #SBATCH line can hold (the working directory)
+        raise SpecError(f"cannot write the driver job: {_first_error(exc)}") from None
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
-    request = driver_request(
-        workflow,
-        site,
-        path,
-        run_id,
-        walltime_s=walltime_s,
-        partition=partition,
-        time_scale=time_scale,
-    )
     job_id = connect(site).submit(request)
     return DriverJob(run_id=run_id, run_dir=path, job_id=job_id)
+
+
+def _first_error(exc: ValueError) -> str:
+    """pydantic's several-line report as its first error's message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return str(errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+    return str(exc)

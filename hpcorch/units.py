@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "format_memory", "parse_duration", "parse_memory"]
@@ -26,7 +27,7 @@ _MEM_UNITS = {
     "tb": 1000**4,
     "tib": 1024**4,
 }
-_MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_MEM_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _DUR_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.IGNORECASE)
 _DUR_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -36,10 +37,10 @@ def parse_memory(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError(f"memory must be a size like '4GiB', got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"memory must not be negative, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"memory must be a finite size, not negative, got {value!r}")
         return int(value)
-    match = _MEM_RE.match(value)
+    match = _MEM_RE.fullmatch(value)
     if not match or match.group(2).lower() not in _MEM_UNITS:
         raise ValueError(f"memory must be a size like '4GiB', '512MB' or '2G', got {value!r}")
     return int(float(match.group(1)) * _MEM_UNITS[match.group(2).lower()])
@@ -50,8 +51,8 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"duration must be like '10m' or '01:00:00', got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"duration must be finite, not negative, got {value!r}")
         return float(value)
     text = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):

@@ -4,6 +4,11 @@ Tests that need Slurm are marked ``slurm`` and use ``dev_cluster``. When the
 cluster is not running, the fixture starts it (as root) with
 ``scripts/dev-cluster up``; if that is impossible the test FAILS — it never
 skips — so a CI run cannot pass without exercising the real Slurm.
+
+``HPCORCH_DEV_CLUSTER_SLURM`` (read at the edge; ``scripts/check-releases`` sets it)
+picks the Slurm release the cluster runs: 22.05 (default, the host's) or a
+newer one, whose Slurm clients and Python live in a Debian root: pytest must
+then run inside it (``scripts/dev-cluster exec --slurm 24.11 -- pytest ...``).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_CLUSTER = REPO / "scripts" / "dev-cluster"
-SHARED = REPO.parent / "shared"
-TRACES = Path(os.environ.get("HPCORCH_TRACES_DIR", SHARED / "traces"))
+DEFAULT_SLURM = "22.05"
+TEST_SLURM = os.environ.get("HPCORCH_DEV_CLUSTER_SLURM", DEFAULT_SLURM)
+# Set by scripts/dev-cluster in every process it runs inside a release root.
+IN_ROOT = os.environ.get("HPCORCH_DEV_CLUSTER_IN_ROOT")
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,31 @@ def _parse_env(text: str) -> dict[str, str]:
     return env
 
 
-def ensure_dev_cluster(name: str = "dev") -> DevCluster:
-    """Return the running cluster NAME, starting it if needed; fail (never skip) otherwise."""
+def cluster_args(name: str | None, slurm: str = TEST_SLURM, exact: bool = False) -> list[str]:
+    """dev-cluster options for cluster NAME of release SLURM (None: the release's own cluster).
+
+    Extra clusters of a newer release get the release in their name (dev2 -> dev22411), so
+    they never meet a 22.05 cluster of the same name; EXACT keeps NAME as it is.
+    """
+    if slurm != DEFAULT_SLURM and slurm != IN_ROOT:
+        pytest.fail(
+            f"HPCORCH_DEV_CLUSTER_SLURM={slurm}: run pytest inside that release's root, e.g. "
+            f"scripts/dev-cluster exec --slurm {slurm} -- pytest ... (or scripts/check-releases)",
+            pytrace=False,
+        )
+    if slurm == DEFAULT_SLURM or exact:
+        return ["--name", name or "dev"]
+    suffix = slurm.replace(".", "")
+    return ["--slurm", slurm, *(["--name", f"{name}{suffix}"] if name else [])]
+
+
+def ensure_dev_cluster(name: str | None = None, *, exact: bool = False) -> DevCluster:
+    """Return the running cluster NAME (None: the tested release's own), starting it if
+    needed; fail (never skip) otherwise."""
+    args = cluster_args(name, exact=exact)
+    shown = " ".join(args)
     status = subprocess.run(
-        [sys.executable, str(DEV_CLUSTER), "status", "--name", name],
+        [sys.executable, str(DEV_CLUSTER), "status", *args],
         capture_output=True,
         check=False,
         text=True,
@@ -100,11 +128,11 @@ def ensure_dev_cluster(name: str = "dev") -> DevCluster:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             pytest.fail(
                 f"the dev cluster {name!r} is not running and cannot be started here: "
-                f"run `sudo scripts/dev-cluster up --name {name}` first\n{status.stdout}",
+                f"run `sudo scripts/dev-cluster up {shown}` first\n{status.stdout}",
                 pytrace=False,
             )
         up = subprocess.run(
-            [sys.executable, str(DEV_CLUSTER), "up", "--name", name],
+            [sys.executable, str(DEV_CLUSTER), "up", *args],
             capture_output=True,
             check=False,
             text=True,
@@ -113,14 +141,15 @@ def ensure_dev_cluster(name: str = "dev") -> DevCluster:
         if up.returncode != 0:
             pytest.fail(f"scripts/dev-cluster up failed:\n{up.stderr[-4000:]}", pytrace=False)
     env = subprocess.run(
-        [sys.executable, str(DEV_CLUSTER), "env", "--name", name],
+        [sys.executable, str(DEV_CLUSTER), "env", *args],
         capture_output=True,
         check=False,
         text=True,
     )
     if env.returncode != 0:
         pytest.fail(f"scripts/dev-cluster env failed:\n{env.stderr}", pytrace=False)
-    return DevCluster(name=name, env=_parse_env(env.stdout))
+    parsed = _parse_env(env.stdout)
+    return DevCluster(name=parsed["HPCORCH_DEV_CLUSTER_NAME"], env=parsed)
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +157,8 @@ def dev_cluster() -> Iterator[DevCluster]:
     """The real dev Slurm cluster. Sets SLURM_CONF and SLURMRESTD_URL in os.environ
     (not SLURM_JWT: see DevCluster.cli_env); the token is ``dev_cluster.jwt``."""
     # `scripts/dev-cluster exec --name dev2411 -- pytest ...` names the cluster to test.
-    cluster = ensure_dev_cluster(os.environ.get("HPCORCH_DEV_CLUSTER_NAME", "dev"))
+    named = os.environ.get("HPCORCH_DEV_CLUSTER_NAME")
+    cluster = ensure_dev_cluster(named, exact=True) if named else ensure_dev_cluster()
     saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "SLURMRESTD_URL")}
     os.environ["SLURM_CONF"] = cluster.slurm_conf
     os.environ["SLURMRESTD_URL"] = cluster.rest_url
@@ -139,14 +169,6 @@ def dev_cluster() -> Iterator[DevCluster]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def traces_dir() -> Path:
-    """../shared/traces (read-only public traces); fails when missing."""
-    if not TRACES.is_dir():
-        pytest.fail(f"public traces not found at {TRACES}; set HPCORCH_TRACES_DIR", pytrace=False)
-    return TRACES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

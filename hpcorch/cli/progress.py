@@ -7,15 +7,15 @@ failed attempt, so a log stays short and greppable::
 
     2026-11-25T19:20:01Z run demo-1a2b: 12/200 done, 0 failed, 3 running
 
-The engine's ``on_progress`` callback gives fresh task counts; allocations,
-running tasks and failed attempts come from the run's journal, read on a
+The engine's ``on_progress`` callback gives fresh counts of the tasks that
+ended; running tasks (the count too: the engine sends counts only when tasks
+end), allocations and failed attempts come from the run's journal, read on a
 timer through its own read-only connection, so the view never slows the engine.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import sys
 import threading
 import time
@@ -28,13 +28,12 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from hpcorch.journal import JOURNAL_NAME, TASK_STATES
+from hpcorch.journal import TASK_STATES, progress_rows
 from hpcorch.sites.model import Site
 
 __all__ = ["Failure", "Progress", "Snapshot", "plain_line", "read_snapshot", "render"]
 
 _FINISHED = ("succeeded", "failed", "upstream_failed", "cancelled")
-_OPEN_ENDED = ("CLOSED", "ENDED", "CANCELLED", "COMPLETED", "FAILED", "TIMEOUT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,41 +59,28 @@ class Snapshot:
 
 def read_snapshot(run_dir: Path) -> Snapshot:
     """Read the view's figures from the journal; an empty snapshot while there is none yet."""
-    path = Path(run_dir) / JOURNAL_NAME
-    if not path.is_file():
+    rows = progress_rows(Path(run_dir))
+    if rows is None:
         return Snapshot()
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return Snapshot()
-    try:
-        counts = dict(conn.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall())
-        allocations: dict[tuple[str, str, str], tuple[int, int]] = {}
-        for site, partition, state, nodes in conn.execute(
-            "SELECT site, partition, state, nodes FROM allocations WHERE end IS NULL"
-        ):
-            word = str(state or "PENDING").split()[0]
-            if word in _OPEN_ENDED:
-                continue
-            key = (str(site or ""), str(partition or ""), word)
-            jobs, total = allocations.get(key, (0, 0))
-            allocations[key] = (jobs + 1, total + int(nodes or 0))
-        running = tuple(
-            r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE state = 'running'")
-        )
-        failures = tuple(
-            Failure(str(t), int(n), str(c), str(m or "").splitlines()[0] if m else "")
-            for t, n, c, m in conn.execute(
-                "SELECT task_id, n, failure_class, message FROM attempts "
-                "WHERE coalesce(failure_class, '') != '' ORDER BY end, task_id, n"
-            )
-        )
-    except sqlite3.Error:
-        # A journal being created has no tables yet; the next tick reads it.
-        return Snapshot()
-    finally:
-        conn.close()
-    return Snapshot(counts, allocations, running, failures)
+    allocations: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for site, partition, state, nodes in rows.open_allocations:
+        key = (site, partition, state)
+        jobs, total = allocations.get(key, (0, 0))
+        allocations[key] = (jobs + 1, total + int(nodes or 0))
+    failures = tuple(
+        Failure(str(t), int(n), str(c), str(m or "").splitlines()[0] if m else "")
+        for t, n, c, m in rows.failures
+    )
+    return Snapshot(rows.counts, allocations, tuple(rows.running), failures)
+
+
+def _running_now(counts: Mapping[str, int], running: int) -> dict[str, int]:
+    """``counts`` with ``running`` tasks running; the difference comes from (or goes to)
+    the pending ones, so that the total stays."""
+    out = dict(counts)
+    out["pending"] = max(out.get("pending", 0) + out.get("running", 0) - running, 0)
+    out["running"] = running
+    return out
 
 
 def _done(counts: Mapping[str, int]) -> int:
@@ -299,7 +285,11 @@ class Progress:
         with self._lock:
             counts = self._counts
         if counts is not None:
-            # The engine's counts are fresher than the journal's batched writes.
+            # The engine's counts are fresher than the journal's batched writes for the tasks
+            # that ended, but it sends them only when tasks end: their running figure is the
+            # one of that moment. The journal's running tasks are those of now.
+            if snap.counts:
+                counts = _running_now(counts, len(snap.running))
             snap = Snapshot(counts, snap.allocations, snap.running, snap.failures)
         return snap
 

@@ -6,6 +6,7 @@ Exit codes: 0 every task succeeded; 1 tasks failed (summary printed);
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import sys
@@ -14,9 +15,10 @@ from typing import Any
 
 import click
 
-from hpcorch.cli.options import apply_regions_budget, regions_budget_options
+from hpcorch.cli.options import build_run_options, env_run_options, regions_budget_options
 from hpcorch.cli.progress import Progress
-from hpcorch.errors import HpcorchError, JournalError, RunError
+from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
+from hpcorch.ids import check_id
 from hpcorch.journal import read_run
 from hpcorch.journal import status as read_status
 
@@ -100,7 +102,11 @@ def _finish(summary: Any, as_json: bool = False) -> None:
     default=None,
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
-@click.option("--run-id", default=None, help="Run id (default: a new one from the name).")
+@click.option(
+    "--run-id",
+    default=None,
+    help="Run id: letters, digits and _ . : @ + - (default: a new one from the name).",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
 )
@@ -115,6 +121,7 @@ def run(
     as_json: bool,
     regions: str | None,
     budget: str | None,
+    scaling: str | None,
     verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
@@ -131,7 +138,7 @@ def run(
     from hpcorch.loaders import load_workflow  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
-    apply_regions_budget(regions, budget)
+    options = build_run_options(site, regions, budget, scaling)
     spec = load_workflow(workflow, time_scale=time_scale)
     progress = _progress(spec, site)
 
@@ -149,6 +156,7 @@ def run(
             on_progress=progress,
             on_start=started,
             run_id=run_id,
+            options=options,
         )
     finally:
         progress.close()
@@ -200,12 +208,13 @@ def resume(run_ref: str, as_json: bool, verbose: int) -> None:
     from hpcorch.sites.resolve import resolve_site  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
+    options = env_run_options()  # a requeued driver job's regions and budget
     run_dir = find_run(run_ref)
     row = read_run(run_dir)
     progress = Progress(site=resolve_site(str(row["site"])))
     progress.start(str(row["run_id"]), run_dir)
     try:
-        summary = resume_run(run_dir, load_workflow, on_progress=progress)
+        summary = resume_run(run_dir, load_workflow, on_progress=progress, options=options)
     finally:
         progress.close()
     _finish(summary, as_json)
@@ -239,10 +248,14 @@ def logs(run_ref: str, task: str, attempt: int | None) -> None:
     from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     log_dir = find_run(run_ref) / "logs"
+    try:
+        check_id(task, "task id")  # also keeps the name a plain file name, never a pattern
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     prefix = f"{task}."
     attempts = sorted(
         int(middle)
-        for p in log_dir.glob(f"{task}.*.out")
+        for p in log_dir.glob(f"{glob.escape(task)}.*.out")
         if (middle := p.name[len(prefix) : -len(".out")]).isdigit()
     )
     if not attempts:

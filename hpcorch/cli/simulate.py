@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hpcorch.errors import SpecError
+from hpcorch.policies.bundle import Policies
+from hpcorch.policies.scale import SCALING_POLICIES
 from hpcorch.units import parse_duration
 
 __all__ = ["simulate"]
@@ -38,7 +40,8 @@ _FIGURES = (
     "trace",
     required=True,
     help="SWF log (.swf[.gz]), Alibaba openb pod list, Philly csv, WfFormat .json or a "
-    "workflow .yaml; a bare name is looked up under ../shared/traces ($HPCORCH_TRACES_DIR).",
+    "workflow .yaml; a bare name is looked up in $HPCORCH_TRACES_DIR, the traces shipped "
+    "with hpcorch, then ../shared/traces.",
 )
 @click.option(
     "--nodes",
@@ -72,6 +75,13 @@ _FIGURES = (
     help="Workflows: place tasks on cores and GPUs with this hpcorch.placement policy "
     "(as live; slower) instead of the fast best fit on counts.",
 )
+@click.option(
+    "--scaling",
+    type=click.Choice(sorted(SCALING_POLICIES)),
+    default="demand",
+    show_default=True,
+    help="Workflows: the scaling policy, as `hpcorch run --scaling`.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def simulate(
     *,
@@ -83,6 +93,7 @@ def simulate(
     cores_per_node: int,
     run_dir: Path | None,
     placement: str | None,
+    scaling: str,
     seed: int,
 ) -> None:
     """Replay a trace through hpcorch's policies on a simulated Slurm cluster.
@@ -109,6 +120,7 @@ def simulate(
             cores_per_node=cores_per_node,
             run_dir=run_dir,
             placement=placement,
+            policies=Policies.named(scaling),
         )
     except FileNotFoundError as exc:
         raise SpecError(str(exc)) from None

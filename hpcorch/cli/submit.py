@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hpcorch.cli.options import apply_regions_budget, regions_budget_options
+from hpcorch.cli.options import build_run_options, regions_budget_options
 from hpcorch.sites import load_site
 from hpcorch.units import parse_duration
 
@@ -49,6 +49,7 @@ def submit(
     time_scale: float | None,
     regions: str | None,
     budget: str | None,
+    scaling: str | None,
     as_json: bool,
 ) -> None:
     """Submit WORKFLOW as a Slurm driver job; print the run id and the driver's job id.
@@ -64,7 +65,7 @@ def submit(
         walltime_s = parse_duration(walltime)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--walltime") from None
-    apply_regions_budget(regions, budget)  # the driver job inherits them (sbatch --export=ALL)
+    options = build_run_options(site, regions, budget, scaling)
     job = submit_driver(
         workflow,
         load_site(site),
@@ -72,6 +73,7 @@ def submit(
         walltime_s=walltime_s,
         partition=partition,
         time_scale=time_scale,
+        options=options,
     )
     if as_json:
         click.echo(

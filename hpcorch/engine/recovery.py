@@ -12,11 +12,13 @@ Dask returned. This module turns it into :class:`~hpcorch.failures.Evidence`:
   timed out or preempted under the task is seen as such;
 * the node's health as the monitor last saw it;
 
-then :func:`~hpcorch.failures.diagnose` classifies it and
-:func:`~hpcorch.policies.retry.decide_retry` decides. The recovery keeps the
-per-task history, the run's infrastructure failure count, the node strike
-table and each task's excluded nodes; :meth:`allowed_workers` turns the
-exclusions into the Dask workers a retried task may use.
+then the run's :class:`~hpcorch.policies.bundle.Policies` classify it
+(:func:`~hpcorch.failures.diagnose`) and decide
+(:func:`~hpcorch.policies.retry.decide_retry`) through the
+:class:`~hpcorch.policies.ledger.RetryLedger` the simulator keeps too: the
+per-task history, the run's infrastructure failure count and the node strike
+table. The recovery adds each task's excluded nodes; :meth:`allowed_workers`
+turns them into the Dask workers a retried task may use.
 """
 
 from __future__ import annotations
@@ -24,19 +26,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hpcorch.engine.retry import TaskFailed, policy_resources
-from hpcorch.failures import Diagnosis, Evidence, FailureClass, diagnose
-from hpcorch.policies.retry import (
-    NodeStrike,
-    RetryConfig,
-    RetryDecision,
-    decide_retry,
-    struck_nodes,
-)
-from hpcorch.policies.state import Attempt, NodeHealth, Resources, TaskInfo, site_limits
+from hpcorch.failures import Diagnosis, Evidence
+from hpcorch.policies.bundle import Policies
+from hpcorch.policies.ledger import RetryLedger
+from hpcorch.policies.retry import NodeStrike, RetryConfig, RetryDecision
+from hpcorch.policies.state import Attempt, Resources, TaskInfo, site_limits
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec
 
@@ -109,18 +107,13 @@ def evidence_of(
         signal=failed.signal if failed else None,
         exception_type=None if failed or lost else qualified,
         exception_message=str(exc) if exc is not None and not lost else None,
+        walltime_killed=bool(failed and failed.timed_out),
         worker_lost=lost,
         memory_requested=memory_requested or None,
         memory_peak=failed.memory_peak if failed else None,
         node=(failed.node if failed and failed.node else None) or node,
         node_healthy=node_healthy,
     )
-
-
-@dataclass
-class _TaskState:
-    attempts: list[Attempt] = field(default_factory=list)
-    exclude: frozenset[str] = frozenset()
 
 
 class Recovery:
@@ -132,16 +125,25 @@ class Recovery:
         *,
         monitor: Monitor | None = None,
         config: RetryConfig | None = None,
+        policies: Policies | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.site = site
         self.limits = site_limits(site)
         self.monitor = monitor
-        self.config = config or RetryConfig()
-        self.infrastructure_failures = 0
-        self.strikes: list[NodeStrike] = []
-        self._tasks: dict[str, _TaskState] = {}
+        self.policies = policies or Policies(retry_config=config or RetryConfig())
+        self.config = self.policies.retry_config
+        self.ledger: RetryLedger[str] = RetryLedger(self.policies)
+        self._exclude: dict[str, frozenset[str]] = {}
         self._clock = clock
+
+    @property
+    def infrastructure_failures(self) -> int:
+        return self.ledger.infrastructure_failures
+
+    @property
+    def strikes(self) -> list[NodeStrike]:
+        return list(self.ledger.strikes)
 
     def failed(
         self,
@@ -167,15 +169,16 @@ class Recovery:
         )
         if evidence.node and self.monitor is not None and evidence.node != node:
             evidence = replace(evidence, node_healthy=self.monitor.node_healthy(evidence.node))
-        if isinstance(exc, TaskFailed) and exc.timed_out:
-            text = f"{exc}"
-            diagnosis = Diagnosis(FailureClass.TIMEOUT, "walltime", text, scope="task")
-        else:
-            diagnosis = diagnose(evidence)
-        if diagnosis.failure is FailureClass.INFRASTRUCTURE:
-            self.infrastructure_failures += 1
-        state_ = self._tasks.setdefault(task.id, _TaskState())
-        state_.attempts.append(
+        diagnosis = self.policies.diagnose(evidence)
+        decision, struck = self.ledger.failed(
+            task.id,
+            TaskInfo(
+                id=task.id,
+                resources=policy_resources(task),
+                retries=task.retries,
+                partition=partition,
+                estimate_s=task.estimate,
+            ),
             Attempt(
                 n=n,
                 resources=request,
@@ -183,38 +186,19 @@ class Recovery:
                 node=evidence.node,
                 memory_peak=evidence.memory_peak,
                 scope=diagnosis.scope,
-            )
-        )
-        health = NodeHealth(
-            unhealthy=self.monitor.unhealthy_nodes() if self.monitor else frozenset(),
-            struck=struck_nodes(self.strikes, now, self.config),
-        )
-        info = TaskInfo(
-            id=task.id,
-            resources=policy_resources(task),
-            retries=task.retries,
-            partition=partition,
-            estimate_s=task.estimate,
-        )
-        decision = decide_retry(
-            info,
-            state_.attempts,
+            ),
             diagnosis,
             self.limits,
-            health,
-            run_infrastructure_failures=self.infrastructure_failures,
-            config=self.config,
+            now=now,
+            unhealthy=self.monitor.unhealthy_nodes() if self.monitor else frozenset(),
         )
-        if decision.strike_node:
-            self.strikes.append(NodeStrike(decision.strike_node, task.id, now))
-            health = NodeHealth(health.unhealthy, struck_nodes(self.strikes, now, self.config))
-        if decision.exclude_nodes or health.struck:
-            state_.exclude = state_.exclude | decision.exclude_nodes | health.struck
-        return Outcome(diagnosis, decision, evidence, job_id, state_.exclude, now, site)
+        exclude = self._exclude.get(task.id, frozenset())
+        if decision.exclude_nodes or struck:
+            exclude = self._exclude[task.id] = exclude | decision.exclude_nodes | struck
+        return Outcome(diagnosis, decision, evidence, job_id, exclude, now, site)
 
     def excluded(self, task_id: str) -> frozenset[str]:
-        state = self._tasks.get(task_id)
-        return state.exclude if state is not None else frozenset()
+        return self._exclude.get(task_id, frozenset())
 
     def allowed_workers(self, task_id: str) -> list[str] | None:
         """Live workers not on the task's excluded nodes; None when the task may go anywhere.

@@ -28,6 +28,7 @@ from dask._task_spec import TaskRef as DaskRef
 from dask.base import annotate
 
 from hpcorch import dag
+from hpcorch.childenv import site_secrets
 from hpcorch.engine import retry
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
@@ -39,6 +40,7 @@ from hpcorch.placement.placing import Placing, placing_for
 from hpcorch.policies.state import site_limits
 from hpcorch.provision import horizon
 from hpcorch.provision.pools import task_resources
+from hpcorch.provision.reaper import end_tasks
 from hpcorch.sites.model import Site
 from hpcorch.sites.resolve import local_site
 from hpcorch.spec import TaskRef, TaskSpec, WorkflowSpec
@@ -49,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "upstream_failed", "cancelled"})
 _COLLECT_INTERVAL_S = 0.5
-_GROUP_RE = re.compile(r"[-_.:@+]*\d+$")
+_GROUP_RE = re.compile(r"[-_.:@+]*\d+\Z")
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class Engine:
         self._lock = threading.RLock()
         self._waiters: dict[str, threading.Event] = {}
         self._cancelled = False
+        # names of the site's token variables: never in a task's environment
+        self.secrets = site_secrets(self.site)
         self._finished = threading.Event()
         self._collector: threading.Thread | None = None
         self.started = time.time()
@@ -221,6 +225,7 @@ class Engine:
                 else None
             ),
             env=task.env,
+            secrets=self.secrets,
             cwd=task.cwd,
             timeout=request.walltime_s if kind == "command" else None,
             memory=request.memory if task.touch_memory else 0,
@@ -377,6 +382,7 @@ class Engine:
                 reason=decision.reason,
                 delay_s=decision.delay_s,
                 failure_class=str(diagnosis.failure),
+                rule=diagnosis.rule,
             )
             if decision.resources != request:
                 self.override[task_id] = decision.resources
@@ -527,7 +533,6 @@ class Engine:
                 for tid, s in self.state.items():
                     if s not in TERMINAL:
                         self._set(updates, tid, "cancelled")
-                self.client.cancel(list(self.futures.values()))
             for tid, s in self.state.items():
                 if s not in TERMINAL:  # the scheduler forgot it; never report it as running
                     logger.error("task %s ended without a result; marking it failed", tid)
@@ -550,6 +555,8 @@ class Engine:
         self.journal.set_run_state(state)
         self.journal.event("end", state=state, counts=counts)
         self.journal.flush()
+        if self._cancelled:
+            self._forget_all()
         for event in self._waiters.values():
             event.set()
         return RunSummary(
@@ -572,9 +579,33 @@ class Engine:
             self._timers.clear()
         self._wake.set()
         self._ac.wake()
-        futures = list(self.futures.values())
-        if futures:
-            self.client.cancel(futures)
+        # The workers start no more attempts of this run and end the processes of those
+        # running (provision.reaper); the scheduler forgets the rest once the journal says
+        # the run is cancelled (_finish): 100,000 tasks take it seconds.
+        try:
+            self.client.run(end_tasks, self.run_id)
+        except Exception as exc:  # a worker that is gone took its tasks with it
+            logger.warning("ending the running tasks' processes failed on a worker: %s", exc)
+
+    def _forget_all(self) -> None:
+        """Make the scheduler forget every task of this run, in one message.
+
+        Not ``Client.cancel``: it walks each key's dependents recursively, which takes
+        minutes for 100,000 tasks and overflows the stack on a long chain.
+        """
+        with self._lock:
+            futures = [*self.futures.values(), *self.loads.values()]
+        keys = [f.key for f in futures]
+        if not keys:
+            return
+        started = time.monotonic()
+        try:
+            self.client.run_on_scheduler(forget_keys, keys, self.client.id)
+        except Exception as exc:
+            logger.warning("the scheduler did not take the cancel: %s", exc)
+        logger.info(
+            "cancel: the scheduler forgot %d tasks in %.1fs", len(keys), time.monotonic() - started
+        )
 
     def wait_task(self, task_id: str, timeout: float | None = None) -> str:
         """Block until ``task_id`` is finished one way or another; return its state."""
@@ -584,6 +615,17 @@ class Engine:
             event = self._waiters.setdefault(task_id, threading.Event())
         event.wait(timeout)
         return self.state[task_id]
+
+
+def forget_keys(keys: list[str], client: str, dask_scheduler: Any = None) -> int:
+    """On the scheduler: ``client`` no longer wants ``keys``; tasks nobody wants are
+    released (queued ones never start) in one pass of transitions, without recursion."""
+    if client not in dask_scheduler.clients:
+        return 0
+    dask_scheduler.client_releases_keys(
+        keys=keys, client=client, stimulus_id=f"hpcorch-cancel-{time.time()}"
+    )
+    return len(keys)
 
 
 def _key(task_id: str, generation: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,18 +20,26 @@ from typing import Any
 import dask.config
 
 from hpcorch import dag
+from hpcorch.engine.driverlock import LOCK_NAME, DriverLock, Holder, holder_alive, live_driver
 from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
-from hpcorch.engine.retry import RetryConfig
-from hpcorch.engine.rundir import find_run, new_run_id, runs_root
+from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.engine.worker import load_result
-from hpcorch.errors import JournalError, RunError, SpecError
-from hpcorch.journal import JOURNAL_NAME, Journal, read_run, task_states
+from hpcorch.errors import HpcorchError, JournalError, RunError, RunLocked, SpecError
+from hpcorch.journal import (
+    JOURNAL_NAME,
+    Journal,
+    allocation_ended,
+    allocation_rows,
+    read_run,
+    task_states,
+)
+from hpcorch.options import RunOptions
 from hpcorch.placement.fit import check_fits
 from hpcorch.provision.pools import Backend, needs_resources, open_backend
 from hpcorch.sites.model import Site
-from hpcorch.sites.resolve import resolve_site
+from hpcorch.sites.resolve import resolve_regions, resolve_site
 from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 
@@ -43,11 +50,26 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[dict[str, int]], None]
 
 
-def validate_run(spec: WorkflowSpec, site: str | None) -> Site:
-    """The site the run will use, after checking that every task fits one of its partitions."""
-    resolved = resolve_site(site or spec.site or "local")
+def validate_run(spec: WorkflowSpec, site: str | None, options: RunOptions | None = None) -> Site:
+    """The site the run will use, after checking that every task fits one of its partitions
+    and that the options' regions are Slurm sites."""
+    options = options or RunOptions()
+    resolved = resolve_site(site or options.site or spec.site or "local")
     check_fits(spec, resolved)
+    resolve_regions(options.regions)
+    if resolved.kind == "local":
+        _check_cwds(spec)
     return resolved
+
+
+def _check_cwds(spec: WorkflowSpec) -> None:
+    """A task that depends on nothing runs in a directory that exists now (on this
+    machine, where a local run's tasks run): no task of the run can create it first."""
+    for task in spec.tasks:
+        if task.cwd is not None and not task.after and not Path(task.cwd).is_dir():
+            raise SpecError(
+                f"task {task.id!r}: cwd {task.cwd!r} is not a directory; create it, or fix cwd"
+            )
 
 
 class RunHandle:
@@ -58,12 +80,15 @@ class RunHandle:
     manager) to stop the workers.
     """
 
-    def __init__(self, engine: Engine, backend: Backend, journal: Journal) -> None:
+    def __init__(
+        self, engine: Engine, backend: Backend, journal: Journal, lock: DriverLock
+    ) -> None:
         self.engine = engine
         self.run_id = engine.run_id
         self.run_dir = engine.run_dir
         self._backend = backend
         self._journal = journal
+        self._lock = lock
         self._summary: RunSummary | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"hpcorch-run-{self.run_id}")
@@ -116,7 +141,7 @@ class RunHandle:
         if self._thread.is_alive():
             self.engine.cancel()
             self._thread.join()
-        _shutdown(self._backend, self._journal, self.engine.recovery.monitor)
+        _shutdown(self._backend, self._journal, self._lock, self.engine.recovery.monitor)
 
     def __enter__(self) -> RunHandle:
         return self
@@ -125,8 +150,16 @@ class RunHandle:
         self.close()
 
 
-def _shutdown(backend: Backend, journal: Journal, monitor: Monitor | None = None) -> None:
-    """Stop watching, record the allocations' end, close the journal, then stop the workers."""
+def _shutdown(
+    backend: Backend,
+    journal: Journal,
+    lock: DriverLock,
+    monitor: Monitor | None = None,
+    *,
+    requeued: bool = False,
+) -> None:
+    """Stop watching, record the allocations' end, close the journal, stop the workers,
+    then let go of the run (another driver may take it from here)."""
     try:
         if monitor is not None:
             monitor.stop()
@@ -135,7 +168,10 @@ def _shutdown(backend: Backend, journal: Journal, monitor: Monitor | None = None
             journal.record_allocation(**{**alloc, "state": "CLOSED", "end": ended})
         journal.close()
     finally:
-        backend.close()
+        try:
+            backend.close()
+        finally:
+            lock.release(requeued=requeued)
 
 
 def _engine(
@@ -149,7 +185,7 @@ def _engine(
     attempts: dict[str, int],
     keep_results: bool,
     on_progress: Progress | None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions,
 ) -> tuple[Engine, Backend]:
     cache_dir = runs_root().parent / "cache"
     memo = memo_keys(spec.by_id(), dag.topological_order({t.id: t.after for t in spec.tasks}))
@@ -167,7 +203,7 @@ def _engine(
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
-        backend = open_backend(site, spec, run_dir)
+        backend = open_backend(site, spec, run_dir, options)
     allocations = backend.allocations()
     for alloc in allocations:
         journal.record_allocation(**alloc)
@@ -192,7 +228,7 @@ def _engine(
         keep_results=keep_results,
         mpi_launcher=site.mpi.launcher,
         site=site,
-        retry_config=retry_config,
+        retry_config=options.retry,
         on_progress=on_progress,
         monitor=monitor,
         on_submitted=getattr(backend, "kick", None),
@@ -209,23 +245,30 @@ def _open_run(
     time_scale: float | None,
     keep_results: bool,
     on_progress: Progress | None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions | None,
     run_id: str | None = None,
     on_start: Callable[[str, Path], None] | None = None,
-) -> tuple[Engine, Backend, Journal]:
-    """Validate, create the run's journal and start its engine; a failed start marks the
-    run failed."""
-    resolved = validate_run(spec, site)
-    run_id = run_id or new_run_id(spec.name)
-    path = Path(run_dir) if run_dir is not None else runs_root() / run_id
-    journal = Journal.create(
-        path,
-        run_id=run_id,
-        name=spec.name,
-        source=source,
-        site=resolved.name,
-        time_scale=time_scale,
-    )
+) -> tuple[Engine, Backend, Journal, DriverLock]:
+    """Validate, lock the run directory, create the run's journal and start its engine; a
+    failed start marks the run failed."""
+    options = options or RunOptions()
+    resolved = validate_run(spec, site, options)
+    run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
+    lock = DriverLock.acquire(path)
+    try:
+        if (path / JOURNAL_NAME).exists():  # another driver made it since new_run_dir looked
+            raise RunLocked(f"{path} already holds a run; finish it with 'hpcorch resume {path}'")
+        journal = Journal.create(
+            path,
+            run_id=run_id,
+            name=spec.name,
+            source=source,
+            site=resolved.name,
+            time_scale=time_scale,
+        )
+    except BaseException:
+        lock.release()
+        raise
     if on_start is not None:
         on_start(run_id, path)
     try:
@@ -239,13 +282,16 @@ def _open_run(
             attempts={},
             keep_results=keep_results,
             on_progress=on_progress,
-            retry_config=retry_config,
+            options=options,
         )
     except BaseException:
-        journal.set_run_state("failed")
-        journal.close()
+        try:
+            journal.set_run_state("failed")
+            journal.close()
+        finally:
+            lock.release()
         raise
-    return engine, backend, journal
+    return engine, backend, journal, lock
 
 
 def start_run(
@@ -257,10 +303,13 @@ def start_run(
     time_scale: float | None = None,
     keep_results: bool = True,
     on_progress: Progress | None = None,
-    retry_config: RetryConfig | None = None,
+    options: RunOptions | None = None,
 ) -> RunHandle:
-    """Validate, then start the run in the background and return its handle."""
-    engine, backend, journal = _open_run(
+    """Validate, then start the run in the background and return its handle.
+
+    ``options`` (:class:`~hpcorch.options.RunOptions`): regions, budget, scaling and
+    retry settings; ``site`` wins over ``options.site``."""
+    engine, backend, journal, lock = _open_run(
         spec,
         site=site,
         run_dir=run_dir,
@@ -268,12 +317,14 @@ def start_run(
         time_scale=time_scale,
         keep_results=keep_results,
         on_progress=on_progress,
-        retry_config=retry_config,
+        options=options,
     )
-    return RunHandle(engine, backend, journal)._start()
+    return RunHandle(engine, backend, journal, lock)._start()
 
 
-def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> RunSummary:
+def _run_in_foreground(
+    engine: Engine, backend: Backend, journal: Journal, lock: DriverLock
+) -> RunSummary:
     # SIGTERM (hpcorch cancel) cancels the run cleanly, as Ctrl-C does. SIGUSR1 (a driver
     # job about to be requeued) stops it the same way but leaves it to `hpcorch resume`.
     previous: dict[int, Any] = {}
@@ -303,7 +354,7 @@ def _run_in_foreground(engine: Engine, backend: Backend, journal: Journal) -> Ru
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _shutdown(backend, journal, engine.recovery.monitor)
+        _shutdown(backend, journal, lock, engine.recovery.monitor, requeued=suspended)
 
 
 def run_workflow(
@@ -316,9 +367,10 @@ def run_workflow(
     on_progress: Progress | None = None,
     on_start: Callable[[str, Path], None] | None = None,
     run_id: str | None = None,
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Run ``spec`` to the end in this thread and return the summary."""
-    engine, backend, journal = _open_run(
+    engine, backend, journal, lock = _open_run(
         spec,
         site=site,
         run_dir=run_dir,
@@ -328,8 +380,9 @@ def run_workflow(
         on_progress=on_progress,
         run_id=run_id,
         on_start=on_start,
+        options=options,
     )
-    return _run_in_foreground(engine, backend, journal)
+    return _run_in_foreground(engine, backend, journal, lock)
 
 
 def resume_run(
@@ -337,14 +390,69 @@ def resume_run(
     load: Callable[[str, float | None], WorkflowSpec],
     *,
     on_progress: Progress | None = None,
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Finish a run whose driver died: tasks the journal records as succeeded do not run again.
 
+    The journal keeps the run's site; ``options`` give the rest (regions, budget, ...).
+
     ``load`` rebuilds the spec from the run's source file and time scale
     (:func:`hpcorch.loaders.load_workflow`); it is passed in so the engine does
-    not import the loaders, which import the Python API.
+    not import the loaders, which import the Python API. Refused (exit 2) while
+    another driver holds the run.
     """
+    options = options or RunOptions()
     run_dir = find_run(run)
+    lock = DriverLock.acquire(run_dir)
+    try:
+        _refuse_if_requeued(lock, str(read_run(run_dir)["site"]))
+        engine, backend, journal = _resume(run_dir, load, on_progress, options)
+    except BaseException:
+        lock.release()
+        raise
+    return _run_in_foreground(engine, backend, journal, lock)
+
+
+def _requeued_job(lock: DriverLock, site_name: str) -> tuple[Site, str] | None:
+    """The driver job that let go of the run to be requeued, while Slurm may still start it
+    again (it would resume the run itself); None when there is none or it has ended."""
+    previous = lock.previous
+    if previous is None or not previous.job_id or previous.job_id == os.environ.get("SLURM_JOB_ID"):
+        return None
+    site = resolve_site(site_name)
+    if site.kind != "slurm":
+        return None
+    try:
+        client = connect(site)
+        try:
+            live = [j for j in client.jobs([previous.job_id]) if not j.terminal]
+        finally:
+            client.close()
+    except HpcorchError as exc:
+        lock.give_back()
+        raise RunLocked(
+            f"the run's driver job {previous.job_id} was requeued and Slurm cannot say whether "
+            f"it still waits ({exc}); try again, or 'scancel {previous.job_id}' first"
+        ) from None
+    return (site, previous.job_id) if live else None
+
+
+def _refuse_if_requeued(lock: DriverLock, site_name: str) -> None:
+    found = _requeued_job(lock, site_name)
+    if found is not None:
+        lock.give_back()
+        raise RunLocked(
+            f"the run belongs to its driver job {found[1]}, requeued and waiting to start "
+            f"again (it resumes the run itself); 'scancel {found[1]}' first to take it over"
+        )
+
+
+def _resume(
+    run_dir: Path,
+    load: Callable[[str, float | None], WorkflowSpec],
+    on_progress: Progress | None,
+    options: RunOptions,
+) -> tuple[Engine, Backend, Journal]:
     row = read_run(run_dir)
     if not row["source"]:
         raise JournalError(
@@ -352,7 +460,7 @@ def resume_run(
             "rebuild the workflow and run it again"
         )
     spec = load(row["source"], row["time_scale"])
-    resolved = validate_run(spec, row["site"])
+    resolved = validate_run(spec, row["site"], options)
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
     if unknown:
@@ -379,51 +487,88 @@ def resume_run(
             attempts=attempts,
             keep_results=False,
             on_progress=on_progress,
+            options=options,
         )
     except BaseException:
         journal.close()
         raise
-    return _run_in_foreground(engine, backend, journal)
+    return engine, backend, journal
 
 
 def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
-    """Cancel a run: signal its live driver, else mark the journal; return the state."""
+    """Cancel a run: signal its live driver, else mark the journal; return the state.
+
+    The driver is the process holding the run's lock, and only while its pid still has
+    the start time it recorded: a pid alone may have been reused by another process.
+    """
     run_dir = find_run(run)
     row = read_run(run_dir)
     if row["state"] != "running":
         return str(row["state"])
-    pid, host = row["driver_pid"], row["driver_host"]
-    alive = False
-    if host == os.uname()[1] and pid:
-        try:
-            os.kill(int(pid), signal.SIGTERM)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-    if alive:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            state = str(read_run(run_dir)["state"])
-            if state != "running":
-                _sweep(run_dir, str(row["site"]))
-                return state
-            time.sleep(0.2)
-        raise RunError(
-            f"driver {pid} of run {row['run_id']} did not stop within {wait_s:g}s; "
-            f"kill it with 'kill -9 {pid}' and run 'hpcorch cancel' again"
-        )
-    with Journal.open(run_dir) as journal:
-        states = task_states(run_dir)
-        journal.set_states(
-            (tid, "cancelled")
-            for tid, s in states.items()
-            if s["state"] not in ("succeeded", "failed", "upstream_failed", "cancelled")
-        )
-        journal.set_run_state("cancelled")
-        journal.event("cancel", driver_alive=False)
-        site = resolve_site(str(row["site"]))
-        cancel_allocations(run_dir, site, journal, why="cancel")
+    holder, lock = live_driver(run_dir)
+    if holder is not None:
+        return _stop_driver(run_dir, row, holder, wait_s)
+    try:
+        requeued = _requeued_job(lock, str(row["site"])) if lock is not None else None
+        if requeued is not None:  # it would start again and resume the cancelled run
+            _cancel_on(requeued[0], [requeued[1]])
+        with Journal.open(run_dir) as journal:
+            states = task_states(run_dir)
+            journal.set_states(
+                (tid, "cancelled")
+                for tid, s in states.items()
+                if s["state"] not in ("succeeded", "failed", "upstream_failed", "cancelled")
+            )
+            journal.set_run_state("cancelled")
+            journal.event("cancel", driver_alive=False)
+            site = resolve_site(str(row["site"]))
+            cancel_allocations(run_dir, site, journal, why="cancel")
+    finally:
+        if lock is not None:
+            lock.release()
     return "cancelled"
+
+
+def _stop_driver(run_dir: Path, row: dict[str, Any], holder: Holder, wait_s: float) -> str:
+    """SIGTERM the driver that holds the lock, then wait for it to mark the run ended."""
+    run_id = row["run_id"]
+    if not holder.is_this_host():
+        job = f", or 'scancel {holder.job_id}' for its driver job" if holder.job_id else ""
+        raise RunError(
+            f"the driver of run {run_id} runs elsewhere ({holder.describe()}); "
+            f"run 'hpcorch cancel {run_id}' on {holder.host}{job}"
+        )
+    try:
+        # A pidfd pins the process: the check and the signal reach the same one.
+        pidfd = os.pidfd_open(holder.pid)
+    except OSError:
+        pidfd = None
+    try:
+        if pidfd is None or not holder_alive(holder):
+            raise RunLocked(
+                f"run {run_id} is locked, but pid {holder.pid} is no longer the driver that "
+                f"took the lock; nothing was signalled (see 'fuser {run_dir / LOCK_NAME}')"
+            )
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    except PermissionError:
+        raise RunLocked(
+            f"the driver of run {run_id} ({holder.describe()}) belongs to another user; "
+            "ask them to cancel it"
+        ) from None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        state = str(read_run(run_dir)["state"])
+        if state != "running":
+            _sweep(run_dir, str(row["site"]))
+            return state
+        time.sleep(0.2)
+    raise RunError(
+        f"driver {holder.pid} of run {run_id} did not stop within {wait_s:g}s; "
+        f"kill it with 'kill -9 {holder.pid}' and run 'hpcorch cancel' again"
+    )
 
 
 def _sweep(run_dir: Path, site_name: str) -> None:
@@ -433,33 +578,6 @@ def _sweep(run_dir: Path, site_name: str) -> None:
         return
     with Journal.open(run_dir) as journal:
         cancel_allocations(run_dir, site, journal, why="cancel")
-
-
-_ENDED = frozenset(
-    {
-        "CLOSED",
-        "ENDED",
-        "CANCELLED",
-        "COMPLETED",
-        "FAILED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-        "REVOKED",
-    }
-)
-
-
-def _allocation_rows(run_dir: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM allocations")]
-    finally:
-        conn.close()
 
 
 def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str) -> list[str]:
@@ -477,10 +595,10 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
     # hpcorch.provision.inside): the run did not submit it; nor the job this process runs in.
     own = os.environ.get("SLURM_JOB_ID")
     by_site: dict[str, list[dict[str, Any]]] = {}
-    for alloc in _allocation_rows(run_dir):
+    for alloc in allocation_rows(run_dir):
         if (
             str(alloc["job_id"]).isdigit()
-            and str(alloc["state"]).split()[0] not in _ENDED
+            and not allocation_ended(alloc["state"])
             and str(alloc["job_id"]) != own
             and alloc.get("pool") != "current"
         ):
@@ -520,7 +638,6 @@ def cancel_allocations(run_dir: Path, site: Site, journal: Journal, *, why: str)
 
 def _cancel_on(site: Site, job_ids: list[str]) -> list[str]:
     """Cancel those of ``job_ids`` still queued or running on ``site``; return them."""
-
     client = connect(site)
     try:
         live = [j.job_id for j in client.jobs(job_ids) if not j.terminal]

@@ -10,6 +10,9 @@ The peak it saw is the evidence the recovery needs to size the retry.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -53,6 +56,12 @@ def _kill(procs: list[Any]) -> None:
             proc.kill()
         except psutil.Error:
             continue
+    if procs:
+        # The command leads its own session (provision.reaper): its group holds the rest,
+        # even what left the tree (a daemonized child re-parented to init).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(procs[0].pid) == procs[0].pid:
+                os.killpg(procs[0].pid, signal.SIGKILL)
 
 
 def wait(

@@ -38,12 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch import gpu
+from hpcorch.childenv import child_env
 from hpcorch.engine import watchdog
 from hpcorch.engine.retry import TaskFailed
 from hpcorch.mpi import build_srun_step_argv, run_mpi_function
 from hpcorch.placement.placing import MpiStep, Placing, rank_nodes
 from hpcorch.placement.plugin import PLUGIN_NAME
 from hpcorch.placement.request import Slot
+from hpcorch.provision.reaper import refuse_cancelled, tracked
 from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.spec import TaskRef
 
@@ -91,6 +93,7 @@ class Payload:
     result_path: str | None = None
     memo_path: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()  # more names of secret variables (the site's token)
     cwd: str | None = None
     timeout: float | None = None
     memory: int = 0  # bytes an emulated task really allocates
@@ -229,7 +232,9 @@ def load_result(path: str | None) -> Any:
 
 
 def _task_env(p: Payload, run_dir: str | None) -> dict[str, str]:
-    env = {**os.environ, **p.env, "HPCORCH_RUN_ID": p.run_id, "HPCORCH_TASK_ID": p.task_id}
+    # The worker's environment without its secrets; what the task declares, as declared.
+    env = {**child_env(os.environ, p.secrets), **p.env}
+    env.update(HPCORCH_RUN_ID=p.run_id, HPCORCH_TASK_ID=p.task_id)
     env["HPCORCH_ATTEMPT"] = str(p.n)
     if run_dir is not None:
         env["HPCORCH_RUN_DIR"] = run_dir
@@ -294,7 +299,13 @@ def _run_command(
         argv = _mpi_argv(p, step, options)
         memory_limit = 0  # srun --mem holds each node's ranks to it; srun itself is small
     with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
-        io: dict[str, Any] = {"stdout": out, "stderr": err, "stdin": subprocess.DEVNULL}
+        # Its own session: its whole tree can be ended as one group (provision.reaper).
+        io: dict[str, Any] = {
+            "stdout": out,
+            "stderr": err,
+            "stdin": subprocess.DEVNULL,
+            "start_new_session": True,
+        }
         try:
             if slot is not None:
                 from hpcorch.placement.plugin import start_in_slot  # noqa: PLC0415  # optional dependency, guarded
@@ -304,7 +315,8 @@ def _run_command(
                 proc = subprocess.Popen(argv, env=env, cwd=p.cwd, **io)
         except OSError as exc:
             raise TaskFailed(f"cannot start {argv[0]!r}: {exc.strerror}", 127) from None
-        ended = watchdog.wait(proc, timeout=p.timeout, memory_limit=memory_limit)
+        with tracked(proc, p.run_id):
+            ended = watchdog.wait(proc, timeout=p.timeout, memory_limit=memory_limit)
     returncode, peak = ended.returncode, ended.memory_peak
     if ended.timed_out:
         raise TaskFailed(
@@ -370,6 +382,7 @@ def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> An
 
 def execute(p: Payload, *dep_values: Any) -> Any:
     """Run one attempt of one task; parent values arrive as ``dep_values`` (see ``p.deps``)."""
+    refuse_cancelled(p.run_id)
     record: dict[str, Any] = {"task_id": p.task_id, "n": p.n, "run_id": p.run_id}
     record.update(_identity())
     record["start"] = time.time()

@@ -7,6 +7,7 @@ wfcommons) or ``.py`` (a module that builds a :class:`hpcorch.Workflow`).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -26,17 +27,32 @@ def load_workflow(path: str | os.PathLike[str], time_scale: float | None = None)
     workflows it scales the duration of emulated tasks.
     """
     source = Path(path)
-    if time_scale is not None and time_scale < 0:
-        raise WorkflowError(f"--time-scale must be >= 0, got {time_scale}")
+    if time_scale is not None and not (math.isfinite(time_scale) and time_scale >= 0):
+        raise WorkflowError(f"--time-scale must be a finite number >= 0, got {time_scale}")
     if not source.is_file():
         raise WorkflowError(f"{source}: no such workflow file")
+    try:
+        return _load(source, time_scale)
+    except (RecursionError, MemoryError):
+        raise WorkflowError(f"{source}: nested too deeply or too large to read") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # A WfFormat or YAML document whose values have the wrong types where a reader
+        # looks them up; the spec's own validation reports everything it reaches.
+        raise WorkflowError(
+            f"{source}: not a valid workflow ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    except OSError as exc:
+        raise WorkflowError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+def _load(source: Path, time_scale: float | None) -> WorkflowSpec:
     suffix = source.suffix.lower()
     if suffix in (".yaml", ".yml"):
         from hpcorch.loaders.yamlfile import load_yaml  # noqa: PLC0415  # PyYAML only for YAML workflows
 
         spec = load_yaml(source)
     elif suffix == ".json":
-        return load_wfformat(source, time_scale)
+        return load_wfformat(source, time_scale)  # scales the tasks' runtimes itself
     elif suffix == ".py":
         spec = load_python(source)
     else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hpcorch.api import Workflow
@@ -16,6 +18,23 @@ from hpcorch.errors import WorkflowError
 from hpcorch.spec import WorkflowSpec
 
 __all__ = ["load_python"]
+
+
+@contextmanager
+def _user_code(path: Path, doing: str) -> Iterator[None]:
+    """The workflow file's own code: whatever it raises, or exits with, is bad input."""
+    try:
+        yield
+    except WorkflowError as exc:
+        raise WorkflowError(f"{path}: {exc}") from None
+    except SystemExit as exc:
+        # sys.exit() while building a workflow ends nothing: the workflow is what is wrong
+        raise WorkflowError(
+            f"{path}: called sys.exit({exc.code!r}) while loading; a workflow file must "
+            "define a Workflow or build() and leave running it to hpcorch"
+        ) from None
+    except Exception as exc:
+        raise WorkflowError(f"{path}: {doing}: {type(exc).__name__}: {exc}") from exc
 
 
 def load_python(path: Path) -> WorkflowSpec:
@@ -28,15 +47,12 @@ def load_python(path: Path) -> WorkflowSpec:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     cloudpickle.register_pickle_by_value(module)
-    try:
+    with _user_code(path, "failed to import"):
         spec.loader.exec_module(module)
-    except WorkflowError as exc:
-        raise WorkflowError(f"{path}: {exc}") from None
-    except Exception as exc:
-        raise WorkflowError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
     build = getattr(module, "build", None)
     if callable(build):
-        built = build()
+        with _user_code(path, "build() raised"):
+            built = build()
         if not isinstance(built, Workflow):
             raise WorkflowError(f"{path}: build() returned {type(built).__name__}, not Workflow")
         return built.spec()

@@ -34,7 +34,7 @@ def _commands(path: Path) -> dict[str, list[str]]:
 
 
 def load_wfformat(path: Path, time_scale: float | None) -> WorkflowSpec:
-    tasks = read_wfformat(path)
+    tasks = read_wfformat(path, strict=True)
     commands = _commands(path) if time_scale is None else {}
     items: list[dict[str, Any]] = []
     for t in tasks:

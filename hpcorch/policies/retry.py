@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import assert_never
 
 from hpcorch.failures import Diagnosis, FailureClass
 from hpcorch.policies.state import (
@@ -141,23 +142,29 @@ def decide_retry(
     last = attempts[-1] if attempts else Attempt(n=1, resources=task.resources)
     partition = site_limits.partition(task.partition)
     cls = failure.failure
-    if cls is FailureClass.USER_ERROR:
-        return _user_error(task, previous, last, failure, config)
-    if cls is FailureClass.OUT_OF_MEMORY:
-        return _out_of_memory(last, failure, partition, config)
-    if cls is FailureClass.TIMEOUT:
-        return _timeout(previous, last, failure, partition, config)
-    if cls is FailureClass.NODE_FAILURE:
-        return _node_failure(attempts, last, failure, partition, health=node_health, config=config)
-    if cls is FailureClass.PREEMPTED:
-        return _requeue(previous, last, failure, "preempted", config)
-    if cls is FailureClass.CANCELLED:
-        if failure.scope == "allocation":
-            return _requeue(previous, last, failure, "its allocation was cancelled", config)
-        return RetryDecision(
-            False, cls, last.resources, reason=f"{failure.reason}; cancelled tasks are not retried"
-        )
-    return _infrastructure(attempts, last, failure, run_infrastructure_failures, config)
+    # Every class has its own remedy: a new class fails type checking here until it has one.
+    match cls:
+        case FailureClass.USER_ERROR:
+            return _user_error(task, previous, last, failure, config)
+        case FailureClass.OUT_OF_MEMORY:
+            return _out_of_memory(last, failure, partition, config)
+        case FailureClass.TIMEOUT:
+            return _timeout(previous, last, failure, partition, config)
+        case FailureClass.NODE_FAILURE:
+            return _node_failure(
+                attempts, last, failure, partition, health=node_health, config=config
+            )
+        case FailureClass.PREEMPTED:
+            return _requeue(previous, last, failure, "preempted", config)
+        case FailureClass.CANCELLED:
+            if failure.scope == "allocation":
+                return _requeue(previous, last, failure, "its allocation was cancelled", config)
+            reason = f"{failure.reason}; cancelled tasks are not retried"
+            return RetryDecision(False, cls, last.resources, reason=reason)
+        case FailureClass.INFRASTRUCTURE:
+            return _infrastructure(attempts, last, failure, run_infrastructure_failures, config)
+        case _:
+            assert_never(cls)
 
 
 def _backoff(base: float, cap: float, k: int) -> float:

@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from hpcorch.policies.state import (
     Allocation,
@@ -66,16 +67,20 @@ from hpcorch.policies.walltime import WalltimeConfig, allocation_walltime, fits,
 from hpcorch.units import format_duration
 
 __all__ = [
+    "SCALING_POLICIES",
     "PoolHistory",
     "Release",
     "ScaleConfig",
     "ScalePlan",
+    "ScalePolicy",
     "Submit",
     "about_ready",
     "decide_scale",
+    "decide_simple",
     "estimate_nodes",
     "pool_demand",
     "record",
+    "scale_policy",
     "share",
     "target_allocations",
 ]
@@ -509,3 +514,64 @@ def _walltime(
     nodes = max(1, (view.capacity + count) * per)
     work = d.queued_node_s / nodes + d.longest_s  # list-scheduling bound, per node
     return allocation_walltime(work, max_walltime_s=limit, config=config.walltime)
+
+
+def decide_simple(
+    demand: Mapping[str, PoolDemand],
+    allocations: Sequence[Allocation],
+    pools: Sequence[PoolShape],
+    limits: Mapping[str, SiteLimits],
+    *,
+    history: Mapping[str, PoolHistory],
+    now: float,
+    other_jobs: Mapping[str, int] | None = None,
+    hold: str | None = None,
+    config: ScaleConfig = _DEFAULT,
+) -> ScalePlan:
+    """Parsl's ``simple`` strategy: ask at once for nodes to run all the queued work, no
+    hysteresis and no cool-down; idle allocations still go after ``idle_timeout_s``."""
+    at_once = {name: replace(d, expected_wait_s=0.0) for name, d in demand.items()}
+    flat = replace(config, hysteresis=0.0, cooldown_s=0.0, drain_target_s=_EPS)
+    return decide_scale(
+        at_once,
+        allocations,
+        pools,
+        limits,
+        history=history,
+        now=now,
+        other_jobs=other_jobs,
+        hold=hold,
+        config=flat,
+    )
+
+
+class ScalePolicy(Protocol):
+    """The signature every scaling policy shares (that of :func:`decide_scale`)."""
+
+    def __call__(
+        self,
+        demand: Mapping[str, PoolDemand],
+        allocations: Sequence[Allocation],
+        pools: Sequence[PoolShape],
+        limits: Mapping[str, SiteLimits],
+        *,
+        history: Mapping[str, PoolHistory],
+        now: float,
+        other_jobs: Mapping[str, int] | None = None,
+        hold: str | None = None,
+        config: ScaleConfig = _DEFAULT,
+    ) -> ScalePlan: ...
+
+
+SCALING_POLICIES: Mapping[str, ScalePolicy] = {"demand": decide_scale, "simple": decide_simple}
+"""Scaling policies by name (``--scaling``, ``scaling=``, ``HPCORCH_SCALING``), as Parsl's
+``Strategy`` names its own: ``demand`` (the default, see the module doc) and ``simple``."""
+
+
+def scale_policy(name: str) -> ScalePolicy:
+    """The scaling policy called ``name``; a ValueError names the valid ones."""
+    try:
+        return SCALING_POLICIES[name]
+    except KeyError:
+        valid = ", ".join(sorted(SCALING_POLICIES))
+        raise ValueError(f"unknown scaling policy {name!r}; choose one of: {valid}") from None

@@ -10,6 +10,7 @@ Units: seconds, bytes, and Unix time for instants.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -35,6 +36,7 @@ __all__ = [
     "SiteQueue",
     "TaskInfo",
     "charge_rates",
+    "parse_budget",
     "site_limits",
 ]
 
@@ -212,6 +214,18 @@ class Budget:
 
     amount: float
     unit: str = "SU"
+
+
+_BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{2,3})?\s*")
+
+
+def parse_budget(text: str) -> Budget:
+    """``"12.5"`` or ``"12.5 SU"`` (service units) or ``"300 EUR"`` (a currency)."""
+    found = _BUDGET.fullmatch(text)
+    if not found:
+        raise ValueError(f"budget {text!r}: give an amount and a unit, e.g. '100 SU' or '50 EUR'")
+    unit = (found.group(2) or "SU").upper()
+    return Budget(float(found.group(1)), "SU" if unit == "SU" else unit)
 
 
 def site_limits(site: Site, qos: str | None = None) -> SiteLimits:

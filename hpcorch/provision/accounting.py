@@ -12,13 +12,12 @@ journal's ``accounting`` event, which ``status --json`` shows under
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcorch.journal import JOURNAL_NAME
+from hpcorch.journal import started_attempts
 from hpcorch.policies.cost import AllocationRecord, AttemptRecord, account, committed
 from hpcorch.policies.state import ChargeRates
 
@@ -85,30 +84,22 @@ def journal_attempts(
     when it has no site (recorded by an older hpcorch). ``cpus`` gives each
     task's cores where the record lists none.
     """
-
     by_address = {life.address: life for life in lives if life.address}
     by_key = {(life.site, life.job_id): life for life in lives if life.job_id}
     by_job = {life.job_id: life for life in lives if life.job_id}
-    conn = sqlite3.connect(f"file:{run_dir / JOURNAL_NAME}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = conn.execute(
-            "SELECT task_id, start, end, worker, job_id, site, gpus, cores FROM attempts "
-            "WHERE start IS NOT NULL"
-        ).fetchall()
-    finally:
-        conn.close()
     out = []
-    for task_id, start, end, worker, job_id, site, gpus, cores in rows:
-        life = by_address.get(worker) or (
+    for row in started_attempts(run_dir):
+        site, job_id, end = row["site"], row["job_id"], row["end"]
+        life = by_address.get(row["worker"]) or (
             by_key.get((site, job_id)) if site else by_job.get(job_id)
         )
         out.append(
             AttemptRecord(
                 site=life.site if life else "?",
-                start=float(start),
+                start=float(row["start"]),
                 end=None if end is None else float(end),
-                cores=_count(cores) or cpus.get(task_id, 1),
-                gpus=_count(gpus),
+                cores=_count(row["cores"]) or cpus.get(row["task_id"], 1),
+                gpus=_count(row["gpus"]),
                 allocation=life.name if life else None,
             )
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 from dask_jobqueue.slurm import SLURMCluster, SLURMJob
 
+from hpcorch.options import ScalerSettings
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     ChargeRates,
@@ -37,7 +38,7 @@ from hpcorch.policies.state import (
 )
 from hpcorch.provision.accounting import AllocationLife
 from hpcorch.provision.regions import ObservedWaits
-from hpcorch.provision.scaler import Load, PollerStates, Scaler, ScalerSettings
+from hpcorch.provision.scaler import Load, PollerStates, Scaler
 from hpcorch.provision.slurm_pool import _DaskPools
 from hpcorch.slurm.cli import CliClient
 from hpcorch.units import parse_duration

@@ -13,7 +13,8 @@ Nothing is submitted to Slurm. The site's ``allocation:`` section decides:
 on a login node); ``add_allocations: true`` also lets the scaler submit the
 site's usual allocations, whose workers join the same scheduler. hpcorch's own
 jobs (the ``hpcorch submit`` driver, pool workers, named ``hpcorch-*``) are
-never treated as a user's allocation; ``HPCORCH_USE_ALLOCATION=0`` opts out.
+never treated as a user's allocation; ``RunOptions.use_allocation`` (``HPCORCH_USE_ALLOCATION=0``)
+opts out.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
+from hpcorch.options import RunOptions
 from hpcorch.placement.placing import span_resource
 from hpcorch.provision.horizon import resources_arg
+from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Site
 from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
@@ -95,10 +99,10 @@ def _gpus_per_node(env: Mapping[str, str]) -> int:
 
 
 def current_allocation(env: Mapping[str, str] | None = None) -> Allocation | None:
-    """The user's allocation this process runs in, or ``None`` (not in a job, or opted out)."""
+    """The user's allocation this process runs in (its Slurm job's variables), or ``None``."""
     environ = os.environ if env is None else env
     job_id = environ.get("SLURM_JOB_ID")
-    if not job_id or environ.get("HPCORCH_USE_ALLOCATION", "1") in ("0", "false", "no"):
+    if not job_id:
         return None
     if environ.get("SLURM_JOB_NAME", "").startswith("hpcorch-"):
         return None  # the driver job of `hpcorch submit`, or a pool worker's job
@@ -197,7 +201,7 @@ def _write_private(path: Path, text: str) -> str:
 
 def worker_tls_files(security: Any, directory: Path) -> dict[str, str]:
     """Write the workers' in-memory TLS material to files (mode 0600); ``{key: path}``."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     out: dict[str, str] = {}
     for key, value in security.get_tls_config_for_role("worker").items():
         if value is None or key == "ciphers":
@@ -242,11 +246,11 @@ class AllocationBackend:
         run_dir: Path,
         allocation: Allocation,
         *,
+        options: RunOptions | None = None,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
     ) -> None:
         import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
-        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
         self.allocation = allocation
@@ -269,14 +273,14 @@ class AllocationBackend:
                 # The site's pools, scaled with demand, behind one scheduler our workers join.
                 from hpcorch.provision.slurm_pool import SlurmBackend  # noqa: PLC0415  # optional dependency, guarded
 
-                self._added = SlurmBackend(site, spec, run_dir)
+                self._added = SlurmBackend(site, spec, run_dir, options=options)
                 self._client = self._added.client
                 security = self._added.security
                 address = self._client.scheduler.address
             else:
-                security = Security.temporary()  # type: ignore[no-untyped-call]
+                security = temporary_security()
                 # TLS covers the scheduler's comms, not its HTTP port: serve nothing there.
-                with dask.config.set({"distributed.scheduler.http.routes": []}):
+                with dask.config.set(NO_HTTP):
                     self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
                         n_workers=0,
                         host=_listen_host(site),
@@ -311,7 +315,7 @@ class AllocationBackend:
 
     def _start_steps(self, address: str, tls: Mapping[str, str], log_dir: Path) -> None:
 
-        env = {k: v for k, v in os.environ.items() if k != "SLURM_JWT"}
+        env = {**child_env(os.environ, site_secrets(self.site)), **NO_HTTP_ENV}
         conf = slurm_conf_path(self.site)
         if conf and "SLURM_CONF" not in env:
             env["SLURM_CONF"] = conf

@@ -13,10 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from hpcorch.childenv import site_secrets
 from hpcorch.errors import InfrastructureError
+from hpcorch.options import RunOptions
 from hpcorch.placement.placing import register_slots, span_resource
 from hpcorch.placement.rebalance import Rebalancer
 from hpcorch.provision.inside import AllocationBackend, current_allocation
+from hpcorch.provision.reaper import TaskReaper
+from hpcorch.provision.security import NO_HTTP, temporary_security
 from hpcorch.provision.slurm_pool import SlurmBackend
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec, WorkflowSpec
@@ -59,9 +63,14 @@ def task_resources(task: TaskSpec) -> dict[str, float]:
 
 
 class LocalBackend:
-    """One LocalCluster worker process with a thread per core of this machine."""
+    """One LocalCluster worker process with a thread per core of this machine.
+
+    Other users of the machine reach loopback too: the scheduler and the worker
+    take only clients with this run's certificates (:mod:`hpcorch.provision.security`).
+    """
 
     def __init__(self, site: Site) -> None:
+        import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
@@ -69,22 +78,29 @@ class LocalBackend:
         resources = {"cpus": node.cores, "memory": node.memory, "gpus": node.gpus}
         self._cluster: Any
         self._client: Any
+        self.security = temporary_security()
         try:
-            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=1,
-                threads_per_worker=node.cores,
-                processes=True,
-                resources=resources,
-                # A free port on loopback: no clash with other runs, nothing exposed.
-                dashboard_address="127.0.0.1:0",
-                # Task errors reach the journal and the summary; worker logs
-                # only add noise unless hpcorch itself is logging verbosely.
-                silence_logs=logging.WARNING
-                if logger.isEnabledFor(logging.INFO)
-                else logging.CRITICAL,
-                host="127.0.0.1",
+            with dask.config.set(NO_HTTP):
+                self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=1,
+                    threads_per_worker=node.cores,
+                    processes=True,
+                    resources=resources,
+                    protocol="tls://",
+                    security=self.security,
+                    host="127.0.0.1",
+                    # Its HTTP server serves no route; keep it off the network too.
+                    dashboard_address="127.0.0.1:0",
+                    scheduler_kwargs={"dashboard": False},
+                    # Task errors reach the journal and the summary; worker logs
+                    # only add noise unless hpcorch itself is logging verbosely.
+                    silence_logs=logging.WARNING
+                    if logger.isEnabledFor(logging.INFO)
+                    else logging.CRITICAL,
+                )
+            self._client = Client(  # type: ignore[no-untyped-call]
+                self._cluster, security=self.security, set_as_default=False
             )
-            self._client = Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise InfrastructureError(f"cannot start a local Dask cluster: {exc}") from exc
         logger.info("local cluster at %s with %s", self._cluster.scheduler_address, resources)
@@ -103,27 +119,35 @@ class LocalBackend:
             self._cluster.close()
 
 
-def open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
+def open_backend(
+    site: Site, spec: WorkflowSpec, run_dir: Path, options: RunOptions | None = None
+) -> Backend:
     """Start the scheduler and worker pools the workflow needs on ``site``; their
     workers hand out their nodes' cores and GPUs (:mod:`hpcorch.placement.placing`)."""
-    backend = _open_backend(site, spec, run_dir)
-
+    backend = _open_backend(site, spec, run_dir, options or RunOptions())
+    sites = [site, *getattr(backend, "sites", {}).values()]
     try:
-        register_slots(backend.client, [site, *getattr(backend, "sites", {}).values()])
+        register_slots(backend.client, sites)
         backend.client.register_plugin(Rebalancer())
+        # every worker: no secret in its environment, no task process outliving it
+        backend.client.register_plugin(TaskReaper(site_secrets(*sites)))
     except BaseException:
         backend.close()
         raise
     return backend
 
 
-def _open_backend(site: Site, spec: WorkflowSpec, run_dir: Path) -> Backend:
+def _open_backend(
+    site: Site, spec: WorkflowSpec, run_dir: Path, options: RunOptions | None = None
+) -> Backend:
+    options = options or RunOptions()
     if site.kind == "local":
         return LocalBackend(site)
 
-    allocation = current_allocation() if site.allocation.use_current else None
+    use = site.allocation.use_current and options.use_allocation
+    allocation = current_allocation() if use else None
     if allocation is not None:  # inside a user's sbatch script: its nodes come first
-        return AllocationBackend(site, spec, run_dir, allocation)
+        return AllocationBackend(site, spec, run_dir, allocation, options=options)
 
-    backend: Backend = SlurmBackend(site, spec, run_dir)
+    backend: Backend = SlurmBackend(site, spec, run_dir, options=options)
     return backend

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import SlurmError
 from hpcorch.policies.cost import Usage, account, amount_in, budget_status, charge, committed
 from hpcorch.policies.region import RegionConfig, choose_site, update_wait
@@ -42,29 +43,19 @@ from hpcorch.policies.state import Budget, ChargeRates, SiteQueue, charge_rates
 from hpcorch.provision.accounting import AllocationLife
 from hpcorch.provision.scaler import Candidate, Journaling, Load
 from hpcorch.sites.model import Partition, Site
-from hpcorch.slurm.cli import SECRET_ENV, run_command
+from hpcorch.slurm.cli import run_command
 from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.parse import parse_jobs_json, parse_nodes_json
 from hpcorch.slurm.states import JobState, NodeState
 
-__all__ = ["Candidate", "ObservedWaits", "Router", "parse_budget", "parse_test_only", "probe_queue"]
+__all__ = ["Candidate", "ObservedWaits", "Router", "parse_test_only", "probe_queue"]
 
 logger = logging.getLogger(__name__)
 
 _HOUR = 3600.0
 _TEST_ONLY = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
-_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{2,3})?\s*$")
 
 QueueProbe = Callable[[Site, Partition, float], SiteQueue]
-
-
-def parse_budget(text: str) -> Budget:
-    """``"12.5"`` or ``"12.5 SU"`` (service units) or ``"300 EUR"`` (a currency)."""
-    found = _BUDGET.match(text)
-    if not found:
-        raise ValueError(f"budget {text!r}: give an amount and a unit, e.g. '100 SU' or '50 EUR'")
-    unit = (found.group(2) or "SU").upper()
-    return Budget(float(found.group(1)), "SU" if unit == "SU" else unit)
 
 
 def parse_test_only(stderr: str, now: float) -> float | None:
@@ -77,7 +68,7 @@ def parse_test_only(stderr: str, now: float) -> float | None:
 
 
 def _slurm_env(site: Site) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env = child_env(os.environ, site_secrets(site))
     conf = slurm_conf_path(site, env)
     if conf:
         env["SLURM_CONF"] = conf

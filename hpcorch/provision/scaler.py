@@ -9,7 +9,8 @@ Every ``interval_s`` the :class:`Scaler`
 2. reads its allocations' Slurm states (an :class:`AllocationStates`: the
    poller today, the run monitor once it lands) and their workers' business
    from Dask (a :class:`PoolRuntime`);
-3. asks :func:`hpcorch.policies.scale.decide_scale` for a plan, holding every
+3. asks the scaling policy its settings name (:func:`hpcorch.policies.scale.decide_scale`
+   by default) for a plan, holding every
    submission while the run budget is spent, and trims submissions to what
    the budget has left;
 4. applies it through the :class:`PoolRuntime` (new whole-node jobs with the
@@ -22,34 +23,30 @@ Everything it decides comes from the pure policies; this module only
 gathers their inputs and applies their answers, so the simulator and the
 live run scale the same way.
 
-Settings (:class:`ScalerSettings`) come from the environment so that a run
-started from the CLI can be tuned: ``HPCORCH_SCALE_INTERVAL`` (default 5s),
-``HPCORCH_IDLE_TIMEOUT`` (60s), ``HPCORCH_SCALE_COOLDOWN`` (30s),
-``HPCORCH_DRAIN_TARGET`` (5s), ``HPCORCH_LOOKAHEAD`` (30s), as seconds or durations
-(``2m``).
+Settings (:class:`~hpcorch.options.ScalerSettings`) come with the run's
+:class:`~hpcorch.options.RunOptions` (:mod:`hpcorch.environment` lists the
+variables that set them from a shell).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from hpcorch.options import ScalerSettings
 from hpcorch.policies.cost import AttemptRecord
 from hpcorch.policies.scale import (
-    DEFAULT_INTERVAL_S,
     PoolHistory,
     Release,
-    ScaleConfig,
     ScalePlan,
     Submit,
-    decide_scale,
     pool_demand,
     record,
+    scale_policy,
 )
 from hpcorch.policies.state import (
     Allocation,
@@ -64,7 +61,7 @@ from hpcorch.provision.horizon import tiers
 from hpcorch.slurm.client import SlurmClient
 from hpcorch.slurm.models import JobInfo
 from hpcorch.slurm.poller import Poller
-from hpcorch.units import format_duration, parse_duration
+from hpcorch.units import format_duration
 
 __all__ = [
     "AllocationStates",
@@ -74,7 +71,6 @@ __all__ = [
     "PollerStates",
     "PoolRuntime",
     "Scaler",
-    "ScalerSettings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,31 +83,6 @@ _ACCOUNT_EVERY_S = 10.0
 
 def _seconds(tier: str) -> int:
     return int(tier.rsplit("_", 1)[1])
-
-
-@dataclass(frozen=True, slots=True)
-class ScalerSettings:
-    interval_s: float = 5.0
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ScalerSettings:
-        """Defaults, with ``HPCORCH_SCALE_INTERVAL`` and friends where set (see the module doc)."""
-        environ = os.environ if env is None else env
-
-        def seconds(name: str, default: float) -> float:
-            value = environ.get(name)
-            return default if not value else parse_duration(value)
-
-        base = ScaleConfig()
-        config = replace(
-            base,
-            idle_timeout_s=seconds("HPCORCH_IDLE_TIMEOUT", base.idle_timeout_s),
-            cooldown_s=seconds("HPCORCH_SCALE_COOLDOWN", base.cooldown_s),
-            drain_target_s=seconds("HPCORCH_DRAIN_TARGET", base.drain_target_s),
-            lookahead_s=seconds("HPCORCH_LOOKAHEAD", base.lookahead_s),
-        )
-        return cls(seconds("HPCORCH_SCALE_INTERVAL", DEFAULT_INTERVAL_S), config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +324,7 @@ class Scaler:
             demand, stranded = self._pool_demand(now)
             live = [life for life in self.lives.values() if life.end is None]
             deciding = [life for life in live if life.name not in self.draining]
-            plan = decide_scale(
+            plan = scale_policy(self.settings.policy)(
                 demand,
                 [self._allocation(life) for life in deciding],
                 [p.shape for p in self._pools.values()],

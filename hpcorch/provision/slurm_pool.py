@@ -10,11 +10,10 @@ back down to zero when idle, adding and removing entries of the cluster's
 worker spec, each job with the walltime the policy chose. One run mixes CPU
 and GPU shapes, and sites, on one scheduler; results flow worker to worker.
 
-Several sites ("regions"): ``regions`` (or ``HPCORCH_REGIONS``, a
-comma-separated list of site names or files) adds sites whose pools the
-:class:`~hpcorch.provision.regions.Router` may choose; ``budget`` (or
-``HPCORCH_BUDGET``, e.g. ``"20 SU"``) caps what the run may spend. Each
-site's jobs are submitted with that site's ``SLURM_CONF``.
+Several sites ("regions"): the run options' ``regions`` (site names or files)
+add sites whose pools the :class:`~hpcorch.provision.regions.Router` may choose;
+their ``budget`` (e.g. ``"20 SU"``) caps what the run may spend. Each site's
+jobs are submitted with that site's ``SLURM_CONF``.
 """
 
 from __future__ import annotations
@@ -30,8 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hpcorch.childenv import secret_names, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.journal import Journal, task_states
+from hpcorch.options import RunOptions
 from hpcorch.placement.fit import partition_for
 from hpcorch.placement.placing import span_resource
 from hpcorch.policies.scale import ScaleConfig, about_ready
@@ -39,11 +40,13 @@ from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, s
 from hpcorch.policies.walltime import walltime_for_tasks
 from hpcorch.provision.accounting import journal_attempts
 from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
-from hpcorch.provision.regions import Router, parse_budget
-from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler, ScalerSettings
+from hpcorch.provision.regions import Router
+from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler
+from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Partition, Site
-from hpcorch.sites.resolve import resolve_site
+from hpcorch.sites.resolve import resolve_regions
 from hpcorch.slurm.connect import connect, slurm_conf_path
+from hpcorch.slurm.script import prologue_lines
 from hpcorch.spec import WorkflowSpec
 from hpcorch.units import format_duration
 
@@ -130,11 +133,12 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         directives.append(f"--gres={plan.partition.gres}:{node.gpus}")
     if plan.partition.constraint:
         directives.append(f"--constraint={plan.partition.constraint}")
-    prologue = [f"module load {m}" for m in site.prologue.modules]
-    prologue += [f"export {k}={v}" for k, v in site.prologue.env.items()]
-    prologue += list(site.prologue.commands)
-    # slurmrestd's token breaks srun inside the job; workers never need it.
-    prologue.append("unset SLURM_JWT")
+    prologue = prologue_lines(site.prologue)
+    # slurmrestd's token (under whatever name the site gives it) breaks srun inside the
+    # job, and no task may see it; the submission already leaves it out (_job_class).
+    prologue.append(f"unset {shlex.join(site_secrets(site))}")
+    # A worker's HTTP port is not covered by TLS: it serves nothing (provision.security).
+    prologue += [f"export {k}={shlex.quote(v)}" for k, v in NO_HTTP_ENV.items()]
     # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
     prologue.append(f"export HPCORCH_SITE={shlex.quote(site.name)}")
     options: dict[str, Any] = {
@@ -163,11 +167,14 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
 
 
 def _job_class(site: Site) -> Any:
-    """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a JWT)."""
+    """A SLURMJob that submits and cancels on ``site`` (its SLURM_CONF, never a secret:
+    sbatch exports the caller's environment into the job)."""
     from dask_jobqueue.slurm import SLURMJob  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
     conf = slurm_conf_path(site)
-    prefix = ["env", "-u", "SLURM_JWT", *([f"SLURM_CONF={conf}"] if conf else [])]
+    secrets = sorted({*site_secrets(site), *secret_names(os.environ, site_secrets(site))})
+    unset = [arg for name in secrets for arg in ("-u", name)]
+    prefix = ["env", *unset, *([f"SLURM_CONF={conf}"] if conf else [])]
 
     class SiteJob(SLURMJob):
         submit_command = shlex.join([*prefix, "sbatch"])
@@ -175,18 +182,6 @@ def _job_class(site: Site) -> Any:
 
     SiteJob.__name__ = SiteJob.__qualname__ = f"SLURMJob[{site.name}]"
     return SiteJob
-
-
-def _regions_from_env(site: Site) -> list[Site]:
-
-    names = [n.strip() for n in os.environ.get("HPCORCH_REGIONS", "").split(",") if n.strip()]
-    return [resolve_site(n) for n in names if n != site.name]
-
-
-def _budget_from_env() -> Budget | None:
-
-    text = os.environ.get("HPCORCH_BUDGET", "").strip()
-    return parse_budget(text) if text else None
 
 
 class _DaskPools:
@@ -407,20 +402,20 @@ class SlurmBackend:
         plans: Sequence[PoolPlan] | None = None,
         security: Any = None,
         regions: Sequence[Site] | None = None,
-        budget: Budget | None = None,
-        settings: Any = None,
+        options: RunOptions | None = None,
     ) -> None:
         import dask.config  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from dask_jobqueue.slurm import SLURMCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
         from distributed import Client  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
-        from distributed.security import Security  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
+        options = options or RunOptions()
         self.site = site
         self.sites = {site.name: site}
-        for extra in regions if regions is not None else _regions_from_env(site):
-            self.sites[extra.name] = extra
-        self.budget = budget if budget is not None else _budget_from_env()
-        self.settings = settings or ScalerSettings.from_env()
+        for extra in regions if regions is not None else resolve_regions(options.regions):
+            if extra.name != site.name:
+                self.sites[extra.name] = extra
+        self.budget: Budget | None = options.budget
+        self.settings = options.scaler
         if plans is not None:
             self.plans = list(plans)
         else:
@@ -430,10 +425,9 @@ class SlurmBackend:
                     self.plans += plan_pools(spec, extra, prefix=f"{name}.")
         self.plans = [p if p.site else replace(p, site=site.name) for p in self.plans]
         self.run_dir = run_dir
-        tls_dir = run_dir / "tls"
-        tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tls_dir = private_dir(run_dir / "tls")  # the workers' keys, 0600 (dask-jobqueue)
         (run_dir / "slurm").mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.security = security if security is not None else Security.temporary()  # type: ignore[no-untyped-call]
+        self.security = security if security is not None else temporary_security()
         first = self.plans[0]
         # The scheduler's HTTP port is not covered by TLS: serve nothing on it,
         # and only on localhost (a shared login node has other users).
@@ -443,7 +437,7 @@ class SlurmBackend:
         self.scaler: Any = None
         self._journal: Any = None
         try:
-            with dask.config.set({"distributed.scheduler.http.routes": []}):
+            with dask.config.set(NO_HTTP):
                 self._cluster = SLURMCluster(
                     security=self.security,
                     shared_temp_directory=str(tls_dir),

@@ -9,20 +9,20 @@ preemption) differ.
   cluster model (:mod:`hpcorch.sim.validate` against the recorded waits);
 - :mod:`hpcorch.sim.driver` runs a workflow (:mod:`hpcorch.sim.workload`)
   through the scale, walltime, region and retry policies
-  (:mod:`hpcorch.sim.hooks`), and :mod:`hpcorch.sim.output` writes the same
-  journal as a live run;
+  (:class:`hpcorch.policies.bundle.Policies`, as the live engine), and
+  :mod:`hpcorch.sim.output` writes the same journal as a live run;
 - :mod:`hpcorch.sim.openb` replays Alibaba GPU pods through the placement policy;
 - :func:`simulate_trace` is what ``hpcorch simulate`` runs.
 """
 
 from __future__ import annotations
 
-from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
+from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.engine import EventLoop
-from hpcorch.sim.hooks import SimPolicies
 from hpcorch.sim.replay import ReplayJob, ReplayResult, replay, replay_philly, replay_swf
 from hpcorch.sim.runs import simulate_trace, simulate_workflow
 from hpcorch.sim.slurm import JobListener, JobState, SimSlurm
+from hpcorch.sim.state import DriverConfig, Region
 from hpcorch.sim.workload import SimWorkload, from_spec, from_wftasks, synthetic
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "Region",
     "ReplayJob",
     "ReplayResult",
-    "SimPolicies",
     "SimSlurm",
     "SimWorkload",
     "WorkflowSim",

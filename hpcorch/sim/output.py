@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.journal import Journal
-from hpcorch.sim.driver import FAILURE_CODES, TASK_STATE_NAMES, WorkflowSim
+from hpcorch.sim.driver import WorkflowSim
+from hpcorch.sim.state import FAILURE_CODES, TASK_STATE_NAMES
 
 __all__ = ["summary", "write_journal"]
 

@@ -16,13 +16,14 @@ from typing import Any
 
 from hpcorch.loaders import load_workflow
 from hpcorch.placement import POLICIES, workload_classes
-from hpcorch.sim.driver import DriverConfig, Region, WorkflowSim
+from hpcorch.policies.bundle import Policies
+from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.engine import EventLoop
-from hpcorch.sim.hooks import SimPolicies
 from hpcorch.sim.openb import compare_policies, event_replay, load_openb
 from hpcorch.sim.output import summary, write_journal
 from hpcorch.sim.replay import ReplayJob, TraceFeeder, replay_philly, replay_swf, swf_jobs
 from hpcorch.sim.slurm import SimSlurm
+from hpcorch.sim.state import DriverConfig, Region
 from hpcorch.sim.validate import recorded_wait_split
 from hpcorch.sim.workload import SimWorkload, from_spec
 from hpcorch.traces import TraceKind, detect_kind, resolve_trace
@@ -47,7 +48,7 @@ def simulate_workflow(
     repair_s: float = 3600.0,
     background: Iterable[ReplayJob] | None = None,
     config: DriverConfig | None = None,
-    policies: SimPolicies | None = None,
+    policies: Policies | None = None,
     site: str = "sim",
 ) -> WorkflowSim:
     """Run ``workload`` to its end on one simulated site; returns the finished driver.

@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
+from hpcorch.childenv import child_env
 from hpcorch.errors import SlurmError
 from hpcorch.sites.model import Site
-from hpcorch.slurm.cli import SECRET_ENV, run_command
+from hpcorch.slurm.cli import run_command
 from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.topology import merge_gres, parse_gres_conf, parse_scontrol_nodes
 from hpcorch.units import format_duration
@@ -131,9 +132,7 @@ def detect_site(
     *, name: str | None = None, conf: str | None = None, env: Mapping[str, str] | None = None
 ) -> Site:
     """Ask the cluster that ``conf`` (or $SLURM_CONF) points at."""
-    environ = dict(os.environ if env is None else env)
-    for key in SECRET_ENV:
-        environ.pop(key, None)
+    environ = child_env(os.environ if env is None else env)
     if conf:
         environ["SLURM_CONF"] = conf
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from hpcorch.errors import SiteConfigError
 from hpcorch.sites.loader import format_validation_error
 from hpcorch.sites.model import Site
+from hpcorch.yamltext import load_yaml_text
 
 __all__ = ["site_from_jobqueue"]
 
@@ -35,7 +36,7 @@ def _load(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> tuple[di
     else:
         path = Path(source).expanduser()
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml_text(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise SiteConfigError(f"{path}: cannot read a jobqueue config: {exc}") from exc
         name = str(path)

@@ -27,8 +27,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from hpcorch.environment import config_home, site_path
 from hpcorch.errors import SiteConfigError
 from hpcorch.sites.model import Site
+from hpcorch.yamltext import load_yaml_text
 
 __all__ = [
     "expand_vars",
@@ -85,9 +87,8 @@ def shipped_dir() -> Path | None:
 
 def site_dirs() -> list[Path]:
     """Directories searched for named sites, in order."""
-    dirs = [Path(p) for p in os.environ.get("HPCORCH_SITE_PATH", "").split(os.pathsep) if p]
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    dirs.append(config_home / "hpcorch" / "sites")
+    dirs = site_path()
+    dirs.append(config_home() / "hpcorch" / "sites")
     shipped = shipped_dir()
     if shipped is not None:
         dirs.append(shipped)
@@ -142,7 +143,7 @@ def load_site(name_or_path: str | os.PathLike[str]) -> Site:
 def parse_site(text: str, source: str = "<string>") -> Site:
     """Validate YAML text as a site; ``source`` names it in errors."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""

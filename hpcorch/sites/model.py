@@ -9,7 +9,8 @@ don't rename. Quantities may be written the way people write them in YAML
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -74,8 +75,33 @@ Seconds = Annotated[
 ]
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Fields whose text may span lines (shell commands, prose, values rendered quoted).
+    # Every other string of a site ends up on one line of a job script, an #SBATCH
+    # directive or a command line, where a newline would start a command of its own.
+    _multiline: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _single_lines(self) -> Any:
+        for name, value in self:
+            if name in self._multiline:
+                continue
+            texts: list[Any] = []
+            if isinstance(value, str):
+                texts = [value]
+            elif isinstance(value, tuple):
+                texts = list(value)
+            elif isinstance(value, dict):
+                texts = [*value, *value.values()]
+            for text in texts:
+                if isinstance(text, str) and any(c in text for c in "\n\r\0"):
+                    raise ValueError(f"{name}: {text!r:.60} must be a single line")
+        return self
 
 
 class NodeShape(_Frozen):
@@ -211,6 +237,18 @@ class Prologue(_Frozen):
         (), description="extra sbatch options, e.g. '--constraint=gpu' (no '#SBATCH' prefix)"
     )
 
+    # env values are rendered quoted (hpcorch.slurm.script.prologue_lines)
+    _multiline: ClassVar[frozenset[str]] = frozenset({"commands", "env"})
+
+    @model_validator(mode="after")
+    def _env_names(self) -> Prologue:
+        for key, value in self.env.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"env: {key!r:.60} is not an environment variable name")
+            if "\0" in value:
+                raise ValueError(f"env: the value of {key} contains a NUL character")
+        return self
+
 
 class DaskSettings(_Frozen):
     interface: str | None = Field(None, description="network interface for Dask, e.g. 'hsn0'")
@@ -237,6 +275,8 @@ class AllocationUse(_Frozen):
 
 
 class Site(_Frozen):
+    _multiline: ClassVar[frozenset[str]] = frozenset({"description"})
+
     name: str
     kind: Literal["local", "slurm"]
     partitions: tuple[Partition, ...] = Field(..., min_length=1)

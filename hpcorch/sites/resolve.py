@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 
-from hpcorch.errors import SiteConfigError
+from hpcorch.errors import OptionError, SiteConfigError, SpecError
 from hpcorch.sites.loader import load_site
 from hpcorch.sites.model import NodeShape, Partition, Site
 
-__all__ = ["local_site", "resolve_site"]
+__all__ = ["local_site", "resolve_regions", "resolve_site"]
 
 
 def _gpu_count() -> int:
@@ -56,3 +57,18 @@ def resolve_site(name: str) -> Site:
         # A local site file gives a floor; the workers get what this machine has.
         return site.model_copy(update={"partitions": local_site().partitions})
     return site
+
+
+def resolve_regions(names: Sequence[str]) -> list[Site]:
+    """The sites of a run's ``regions``; an :class:`OptionError` for one that is unknown or
+    not a Slurm site."""
+    sites = []
+    for name in names:
+        try:
+            site = resolve_site(name)
+        except SpecError as exc:
+            raise OptionError("regions", f"{name}: {exc}") from None
+        if site.kind != "slurm":
+            raise OptionError("regions", f"{name} is a {site.kind} site; regions are Slurm sites")
+        sites.append(site)
+    return sites

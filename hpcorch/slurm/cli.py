@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hpcorch.childenv import child_env
 from hpcorch.errors import SlurmError, SubmissionRefused
 from hpcorch.sites.model import Prologue
 from hpcorch.slurm.client import BackendDown
@@ -31,12 +32,11 @@ from hpcorch.slurm.parse import (
 )
 from hpcorch.slurm.script import JobRequest, render_sbatch
 
-__all__ = ["SECRET_ENV", "CliClient", "Completed", "Runner", "run_command"]
+__all__ = ["CliClient", "Completed", "Runner", "run_command"]
 
 logger = logging.getLogger(__name__)
 
 # Never handed to Slurm commands: sbatch would copy them into the job's environment.
-SECRET_ENV = ("SLURM_JWT",)
 
 # sbatch/scancel messages that mean "slurmctld is not there", not "your job is wrong".
 _UNREACHABLE = (
@@ -99,9 +99,7 @@ class CliClient:
         timeout_s: float = 30.0,
         runner: Runner = run_command,
     ) -> None:
-        base = dict(os.environ if env is None else env)
-        for key in SECRET_ENV:
-            base.pop(key, None)
+        base = child_env(os.environ if env is None else env)
         if conf:
             base["SLURM_CONF"] = conf
         self._env = base

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import BackendUnavailable, SiteConfigError
 from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Site
@@ -35,7 +36,9 @@ def connect(site: Site, env: Mapping[str, str] | None = None) -> SlurmClient:
         raise SiteConfigError(f"site {site.name!r} is not a Slurm site (kind: {site.kind})")
     environ = dict(os.environ if env is None else env)
     conf = slurm_conf_path(site, environ)
-    cli = CliClient(conf=conf, env=environ, prologue=site.prologue)
+    # Jobs and commands get the environment without the site's token, whatever its name.
+    jobs_env = child_env(environ, site_secrets(site))
+    cli = CliClient(conf=conf, env=jobs_env, prologue=site.prologue)
     backends: list[SlurmClient] = []
     for kind in site.slurm.backends:
         if kind == "cli":
@@ -54,7 +57,7 @@ def connect(site: Site, env: Mapping[str, str] | None = None) -> SlurmClient:
                     timeout_s=rest.timeout_s,
                     prologue=site.prologue,
                     history=cli,
-                    env=environ,
+                    env=jobs_env,
                 )
             )
         elif kind == "pyslurm":

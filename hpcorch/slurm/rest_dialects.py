@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hpcorch.childenv import child_env
 from hpcorch.errors import SubmissionRefused
 from hpcorch.slurm.hostlists import compress_hostlist
 from hpcorch.slurm.rest_versions import Dialect
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 _MIB = 1024**2
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|JWT|API_KEY|CREDENTIAL", re.IGNORECASE)
 _BEGIN = re.compile(r"now\+(\d+)(seconds|minutes|hours|days)?", re.IGNORECASE)
 _UNIT_S = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 _SIGNAL = re.compile(r"(?:(?P<where>[BR]):)?(?P<sig>[A-Za-z0-9]+)(?:@(?P<delay>\d+))?")
@@ -58,7 +58,7 @@ _SIGNAL = re.compile(r"(?:(?P<where>[BR]):)?(?P<sig>[A-Za-z0-9]+)(?:@(?P<delay>\
 
 def job_environment(req: JobRequest, env: Mapping[str, str]) -> dict[str, str]:
     """sbatch exports the caller's environment; so do we, minus anything secret."""
-    out = {k: v for k, v in env.items() if not _SECRET_NAME.search(k)}
+    out = child_env(env)
     out.update(req.env)
     return out
 

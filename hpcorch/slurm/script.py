@@ -18,7 +18,49 @@ from hpcorch.sites.model import Prologue
 from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.units import format_duration, format_memory, parse_duration, parse_memory
 
-__all__ = ["JobRequest", "render_sbatch", "request_from_script", "sbatch_directives"]
+__all__ = [
+    "JobRequest",
+    "check_plain_path",
+    "prologue_lines",
+    "render_sbatch",
+    "request_from_script",
+    "sbatch_directives",
+]
+
+# What a value may hold to appear unquoted in a job script: dask-jobqueue writes its
+# paths (``#SBATCH -e DIR/...``, ``--tls-* DIR/...``) as they are. '%' is left out:
+# Slurm expands it in output paths (%j).
+_PLAIN = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+
+
+def check_plain_path(path: str, what: str) -> str:
+    """``path`` if it can stand unquoted in a job script, else ValueError saying why."""
+    if not _PLAIN.fullmatch(path) or path.startswith("-"):
+        raise ValueError(
+            f"{what} {path!r:.80} cannot go into a Slurm job script: use a path of letters, "
+            "digits and _ @ + = : , . / - (no spaces, quotes, $, `, % or newlines)"
+        )
+    return path
+
+
+def prologue_lines(prologue: Prologue) -> list[str]:
+    """The site prologue as script lines: its modules and environment quoted, its
+    commands as the site wrote them (they are shell by design). Every job script
+    hpcorch renders (sbatch scripts, dask-jobqueue workers) uses this one rendering."""
+    lines = [f"module load {shlex.quote(m)}" for m in prologue.modules]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in prologue.env.items()]
+    lines += list(prologue.commands)
+    return lines
+
+
+def _directive_value(flag: str, value: str) -> str:
+    """``--flag=value`` as sbatch reads it: values with spaces in double quotes (sbatch
+    strips them; it keeps single quotes), and none that a directive cannot hold."""
+    if any(c in value for c in '"\n\r\0'):
+        raise ValueError(
+            f"--{flag} {value!r:.60}: #SBATCH values must be single lines without double quotes"
+        )
+    return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
 
 
 def _memory(value: Any) -> Any:
@@ -83,21 +125,23 @@ class JobRequest(BaseModel):
     def _check(self) -> JobRequest:
         if self.mem is not None and self.mem_per_cpu is not None:
             raise ValueError("give mem or mem_per_cpu, not both (sbatch refuses both)")
-        for text in (self.name, self.comment or "", *self.extra):
-            if "\n" in text:
+        for text in self.extra:
+            if any(c in text for c in "\n\r\0"):
                 raise ValueError("sbatch options must be single lines")
-        if self.comment and '"' in self.comment:
-            raise ValueError("comment must not contain double quotes")
+        for key in self.env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"environment variable name {key!r:.60} is not valid")
+        sbatch_directives(self)  # every value can be written as a directive
         return self
 
 
 def sbatch_directives(req: JobRequest) -> list[str]:
     """The ``--option=value`` list, in a fixed order."""
-    opts: list[str] = [f"--job-name={req.name}"]
+    opts: list[str] = [_directive_value("job-name", req.name)]
 
     def add(flag: str, value: object | None) -> None:
         if value is not None:
-            opts.append(f"--{flag}={value}")
+            opts.append(_directive_value(flag, str(value)))
 
     add("partition", req.partition)
     add("account", req.account)
@@ -124,8 +168,7 @@ def sbatch_directives(req: JobRequest) -> list[str]:
         opts.append("--requeue" if req.requeue else "--no-requeue")
     add("signal", req.signal)
     if req.comment:
-        # sbatch strips double quotes from directive values; single quotes it keeps.
-        add("comment", f'"{req.comment}"' if any(c.isspace() for c in req.comment) else req.comment)
+        add("comment", req.comment)
     if req.hold:
         opts.append("--hold")
     add("begin", req.begin)
@@ -141,9 +184,7 @@ def render_sbatch(req: JobRequest, prologue: Prologue | None = None) -> str:
     lines += [f"#SBATCH {opt}" for opt in [*sbatch_directives(req), *extra]]
     lines.append("")
     if prologue:
-        lines += [f"module load {shlex.quote(m)}" for m in prologue.modules]
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in prologue.env.items()]
-        lines += list(prologue.commands)
+        lines += prologue_lines(prologue)
     lines += [f"export {k}={shlex.quote(v)}" for k, v in req.env.items()]
     if isinstance(req.command, str):
         lines.append(req.command.rstrip("\n"))

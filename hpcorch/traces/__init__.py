@@ -2,8 +2,10 @@
 
 Each reader yields small immutable records (named tuples) one line at a time,
 so a trace of millions of jobs never sits in memory as objects unless the
-caller keeps them. The files are read where they lie (``../shared/traces``
-beside the repository, or ``HPCORCH_TRACES_DIR``); they are never copied.
+caller keeps them. A bare name is found in ``HPCORCH_TRACES_DIR``, in the
+traces shipped with the package (``hpcorch/data/traces``: KTH-SP2 and the
+openb lists whole, a slice of Philly) or in ``../shared/traces`` beside a
+checkout; files are read where they lie, never copied.
 
     from hpcorch.traces import read_swf, resolve_trace
     for job in read_swf(resolve_trace("KTH-SP2-1996-2.1-cln.swf.gz")):
@@ -12,7 +14,7 @@ beside the repository, or ``HPCORCH_TRACES_DIR``); they are never copied.
 
 from __future__ import annotations
 
-from hpcorch.traces._paths import resolve_trace, traces_dir
+from hpcorch.traces._paths import resolve_trace, search_dirs, shipped_traces_dir, traces_dir
 from hpcorch.traces.detect import TraceKind, detect_kind
 from hpcorch.traces.openb import OpenbNode, OpenbPod, read_openb_nodes, read_openb_pods
 from hpcorch.traces.philly import PhillyJob, read_philly
@@ -34,5 +36,7 @@ __all__ = [
     "read_swf_header",
     "read_wfformat",
     "resolve_trace",
+    "search_dirs",
+    "shipped_traces_dir",
     "traces_dir",
 ]

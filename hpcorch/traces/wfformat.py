@@ -11,6 +11,7 @@ just those; the engine's loader owns full validation for live runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -28,18 +29,37 @@ class WfTask(NamedTuple):
     runtime: float
 
 
-def _int(value: Any, default: int) -> int:
+def _lenient_int(value: Any, default: int) -> int:
     try:
         return max(default, int(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
-def read_wfformat(path: str | os.PathLike[str]) -> list[WfTask]:
-    """Return the tasks of a WfFormat instance, parents first is not guaranteed."""
+def _strict_int(value: Any, default: int) -> int:
+    """A value that is there must be a finite number (a live run asks for it)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{value!r:.40} is not a finite number")
+    return max(default, int(value))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_wfformat(path: str | os.PathLike[str], *, strict: bool = False) -> list[WfTask]:
+    """Return the tasks of a WfFormat instance, parents first is not guaranteed.
+
+    ``strict`` (live runs): a core count or memory that is not a finite number, and
+    NaN or Infinity anywhere, are errors; otherwise (replaying traces) they fall
+    back to the defaults.
+    """
+    _int = _strict_int if strict else _lenient_int
     with open_text(path) as fh:
         try:
-            doc = json.load(fh)
+            doc = json.load(fh, parse_constant=_no_constant if strict else None)
         except json.JSONDecodeError as exc:
             raise WorkflowError(f"{path}: not JSON ({exc}); expected a WfFormat instance") from exc
     wf = doc.get("workflow") if isinstance(doc, dict) else None

@@ -18,6 +18,8 @@ import pytest
 from wfcommons import WorkflowGenerator
 from wfcommons.wfchef import recipes
 
+from tests.waiting import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 HPCORCH = Path(sys.executable).with_name("hpcorch")
 
@@ -224,3 +226,50 @@ def test_cancel_stops_a_live_run(tmp_path: Path) -> None:
     data = _status(run_dir, tmp_path)
     assert data["state"] == "cancelled"
     assert {t["state"] for t in data["tasks"]} == {"cancelled"}
+
+
+# Touches $0, then holds its core until $1 exists (a minute at most).
+HOLD = 'touch "$0"; i=0; while [ ! -e "$1" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done'
+
+
+@pytest.mark.slow
+def test_progress_lines_count_the_tasks_running_now(tmp_path: Path) -> None:
+    """The running count of the plain progress lines is the tasks running at that moment.
+
+    ``first`` ends, then ``b`` and ``c`` start and hold their cores: no task ends while
+    they run, so a count sent when ``first`` ended said ``0 running`` all along.
+    """
+    release = tmp_path / "release"
+    started = {t: tmp_path / f"started-{t}" for t in ("b", "c")}
+    workflow = tmp_path / "hold.yaml"
+    workflow.write_text(
+        "name: hold\ntasks:\n  - {id: first, command: ['true']}\n"
+        + "".join(
+            f"  - {{id: {t}, after: [first], resources: {{cpus: 1}}, "
+            f"command: [sh, -c, {json.dumps(HOLD)}, {json.dumps(str(marker))}, "
+            f"{json.dumps(str(release))}]}}\n"
+            for t, marker in started.items()
+        )
+    )
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:  # not a terminal: the plain lines
+        driver = subprocess.Popen(
+            [str(HPCORCH), "run", str(workflow), "--run-dir", str(tmp_path / "run")],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        wait_for(lambda: all(m.exists() for m in started.values()), 120, "b and c to start")
+        # A line is written at most every 5 s, when something changed.
+        wait_for(
+            lambda: "1/3 done, 0 failed, 2 running" in log.read_text(),
+            30,
+            "a progress line saying b and c run",
+        )
+        assert all(m.exists() for m in started.values()) and not release.exists()
+    finally:
+        release.touch()
+        code = driver.wait(timeout=120)
+    assert code == 0, log.read_text()
+    assert "3/3 done, 0 failed, 0 running" in log.read_text()

@@ -11,26 +11,41 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, DevCluster
+from tests.waiting import wait_for
+
+_LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING")
 
 
 def _wait_for_job(
-    dev_cluster: DevCluster, job_id: str, timeout: float, seen: set[str] | None = None
+    dev_cluster: DevCluster,
+    job_id: str,
+    workdir: Path,
+    timeout: float,
+    seen: set[str] | None = None,
 ) -> str:
-    """Wait for the job to end; ``seen`` collects the queue's jobs from the job's directory."""
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
+    """Wait for the job's accounting record to say it ended; return its state.
+
+    The record is the one of ``job_id`` whose WorkDir is ``workdir``: a dev cluster
+    started afresh numbers its jobs from 1 again, and slurmdbd keeps the older jobs of
+    that number (``sacct -j`` answers with one of them until it has this one's).
+    ``seen`` collects the queue's jobs from ``workdir`` meanwhile.
+    """
+
+    def ended() -> str:
         if seen is not None:
-            workdir = dev_cluster.run("squeue", "-h", "-j", job_id, "-o", "%Z").stdout.strip()
             queue = dev_cluster.run("squeue", "-h", "-o", "%i %Z").stdout.splitlines()
-            seen |= {q.split()[0] for q in queue if workdir and q.split()[-1] == workdir}
-        out = dev_cluster.run("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State").stdout
-        state = out.strip().split("\n")[0].split()[0] if out.strip() else ""
-        if state and state not in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING"):
-            return state
-        time.sleep(2)
-    dev_cluster.run("scancel", job_id, check=False)
-    raise AssertionError(f"job {job_id} still {state or 'unknown'} after {timeout:.0f}s")
+            seen.update(q.split()[0] for q in queue if q.split()[-1] == str(workdir))
+        rows = dev_cluster.run(
+            "sacct", "-X", "-n", "-P", "-D", "-j", job_id, "-o", "State,WorkDir"
+        ).stdout.splitlines()
+        states = [r.split("|")[0].split()[0] for r in rows if r.endswith(f"|{workdir}")]
+        return next((state for state in states if state not in _LIVE), "")
+
+    try:
+        return wait_for(ended, timeout, f"the accounting record of job {job_id} to end")
+    except AssertionError:
+        dev_cluster.run("scancel", job_id, check=False)
+        raise
 
 
 def test_run_in_an_sbatch_script_uses_the_allocation(
@@ -44,7 +59,8 @@ def test_run_in_an_sbatch_script_uses_the_allocation(
     script.write_text(
         f"#!/bin/bash\nexport HPCORCH_HOME={shlex.quote(str(home))}\n{shlex.join(argv)}\n"
     )
-    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    # A minute early: the window only has to hold the job; the WorkDir tells it apart.
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
     # --exclusive: whole nodes (the pipeline's `sum` task wants 2 cores on one node).
     sbatch = dev_cluster.run(
         "sbatch", "--parsable", "-N2", "-p", "cpu", "--exclusive", "-t", "10",
@@ -54,7 +70,7 @@ def test_run_in_an_sbatch_script_uses_the_allocation(
     job_id = sbatch.stdout.strip().split(";")[0]
     # Other runs share the two cpu nodes: the script may queue a while.
     seen: set[str] = set()
-    state = _wait_for_job(dev_cluster, job_id, timeout=900, seen=seen)
+    state = _wait_for_job(dev_cluster, job_id, tmp_path, timeout=900, seen=seen)
     assert seen == {job_id}, f"jobs besides the script's were queued: {seen}"
     output = (tmp_path / "job.out").read_text()
     assert state == "COMPLETED", output
@@ -74,15 +90,23 @@ def test_run_in_an_sbatch_script_uses_the_allocation(
     assert [a["job_id"] for a in status["allocations"]] == [job_id]
 
     # Slurm saw no other job from this directory: only the script's, whose workers
-    # were one job step on both nodes.
-    jobs = dev_cluster.run(
-        "sacct", "-n", "-P", "-S", started, "-o", "JobID,JobName,WorkDir,NodeList", "-X",
-    ).stdout.splitlines()  # fmt: skip
-    ours = [j.split("|") for j in jobs if j.split("|")[2] == str(tmp_path)]
-    assert [j[0] for j in ours] == [job_id], ours
-    steps = dev_cluster.run("sacct", "-n", "-P", "-j", job_id, "-o", "JobID,NodeList").stdout
-    worker_steps = [s.split("|") for s in steps.splitlines() if s.startswith(f"{job_id}.0")]
-    assert worker_steps and worker_steps[0][1] == "cpu[1-2]", steps
+    # were one job step on both nodes. -D: every job of the window, older ones of the
+    # same number too (without it sacct may show one of those instead of ours).
+    def ours() -> list[list[str]]:
+        jobs = dev_cluster.run(
+            "sacct", "-n", "-P", "-D", "-X", "-S", started, "-o", "JobID,JobName,WorkDir",
+        ).stdout.splitlines()  # fmt: skip
+        return [j.split("|") for j in jobs if j.split("|")[2] == str(tmp_path)]
+
+    found = wait_for(ours, 60, f"job {job_id} in sacct's window from {started}")
+    assert [j[0] for j in found] == [job_id], found
+
+    def worker_steps() -> list[list[str]]:
+        steps = dev_cluster.run("sacct", "-n", "-P", "-j", job_id, "-o", "JobID,NodeList")
+        return [s.split("|") for s in steps.stdout.splitlines() if s.startswith(f"{job_id}.0")]
+
+    step = wait_for(worker_steps, 60, f"the accounting record of step {job_id}.0")
+    assert step[0][1] == "cpu[1-2]", step
 
 
 def test_add_allocations_lets_the_run_grow_past_the_script(
@@ -110,7 +134,7 @@ def test_add_allocations_lets_the_run_grow_past_the_script(
         str(script),
     )  # fmt: skip
     job_id = sbatch.stdout.strip().split(";")[0]
-    state = _wait_for_job(dev_cluster, job_id, timeout=900)
+    state = _wait_for_job(dev_cluster, job_id, tmp_path, timeout=900)
     output = (tmp_path / "job.out").read_text()
     assert state == "COMPLETED", output
     status = json.loads(
@@ -126,8 +150,13 @@ def test_add_allocations_lets_the_run_grow_past_the_script(
     added = [a for a in allocations if a["job_id"] != job_id]
     assert added, "the run added no allocation"
     assert all(a["end"] is not None for a in added), added
-    live = dev_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
-    assert not {a["job_id"] for a in added} & set(live)
+    # The scaler cancelled them; Slurm lists a cancelled job until it has cleaned up.
+    added_ids = {a["job_id"] for a in added}
+    wait_for(
+        lambda: not added_ids & set(dev_cluster.run("squeue", "-h", "-o", "%i").stdout.split()),
+        60,
+        f"the added allocations {sorted(added_ids)} to leave squeue",
+    )
 
 
 def test_gpu_tasks_inside_an_allocation_get_their_own_gpus(
@@ -154,7 +183,7 @@ def test_gpu_tasks_inside_an_allocation_get_their_own_gpus(
         f"--chdir={tmp_path}", str(script),
     )  # fmt: skip
     job_id = sbatch.stdout.strip().split(";")[0]
-    assert _wait_for_job(dev_cluster, job_id, timeout=900) == "COMPLETED", (
+    assert _wait_for_job(dev_cluster, job_id, tmp_path, timeout=900) == "COMPLETED", (
         tmp_path / "job.out"
     ).read_text()
     seen = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from hpcorch.mpi import build_srun_step_argv, layout
 from hpcorch.sites import load_site
 from hpcorch.topology import NodeTopology, detect_topology
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -113,11 +113,14 @@ def gpu_allocation(dev_cluster: Any) -> Iterator[str]:
         .split(";")[0]
     )
     try:
-        deadline = time.monotonic() + 120
-        while dev_cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() != "RUNNING":
-            if time.monotonic() > deadline:
-                pytest.fail(f"gpu allocation {job_id} did not start within 120s")
-            time.sleep(1)
+        wait_for(
+            lambda: (
+                dev_cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip()
+                == "RUNNING"
+            ),
+            120,
+            f"gpu allocation {job_id} RUNNING",
+        )
         yield job_id
     finally:
         dev_cluster.run("scancel", job_id, check=False)

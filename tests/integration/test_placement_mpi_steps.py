@@ -11,7 +11,6 @@ import collections
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from hpcorch.mpi import build_srun_step_argv, layout, run_mpi_function
 from hpcorch.sites import load_site
 from hpcorch.spec import MpiSpec
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -43,14 +43,10 @@ def run_step(cluster: Any, argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _wait_running(cluster: Any, job_id: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        state = cluster.run("squeue", "-h", "-j", job_id, "-o", "%T", check=False).stdout.strip()
-        if state == "RUNNING":
-            return
-        time.sleep(1)
-    pytest.fail(f"allocation {job_id} not RUNNING after {timeout}s (state {state!r})")
+    def state() -> str:
+        return cluster.run("squeue", "-h", "-j", job_id, "-o", "%T", check=False).stdout.strip()
+
+    wait_for(lambda: state() == "RUNNING", timeout, f"allocation {job_id} RUNNING")
 
 
 def _hold(cluster: Any, *args: str) -> Iterator[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,12 @@ import pytest
 import yaml
 
 from hpcorch.engine.session import start_run
+from hpcorch.environment import run_options
 from hpcorch.journal import status
 from hpcorch.spec import parse_workflow
 from tests.conftest import REPO, DevCluster, ensure_dev_cluster
 from tests.integration.scaling_helpers import burst, events, fast_scaling
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -91,18 +92,32 @@ def fill(cluster: DevCluster, partition: str = "cpu") -> list[str]:
             "--wrap=sleep 1800",
         )
         ids.append(done.stdout.strip().split(";")[0])
+
     # Only running jobs make the partition busy to the queue probe (sinfo's idle count).
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def running() -> bool:
         states = cluster.run("squeue", "-h", "-j", ",".join(ids), "-o", "%T").stdout.split()
-        if states.count("RUNNING") == len(ids):
-            return ids
-        time.sleep(0.5)
-    raise AssertionError(f"the filler jobs {ids} did not start within 60 s")
+        return states.count("RUNNING") == len(ids)
+
+    wait_for(running, 60, f"the filler jobs {ids} RUNNING")
+    return ids
+
+
+def release(cluster: DevCluster, ids: list[str], partition: str = "cpu") -> None:
+    """Cancel the filler jobs and wait until their nodes are idle again: the next test's
+    queue probe reads sinfo at once, and a node still completing a job looks busy."""
+    cluster.run("scancel", *ids, check=False)
+
+    def idle() -> bool:
+        states = cluster.run("sinfo", "-h", "-N", "-p", partition, "-o", "%t").stdout.split()
+        return bool(states) and all(state == "idle" for state in states)
+
+    wait_for(idle, 60, f"the {partition} nodes idle after cancelling {ids}")
 
 
 def run(spec: dict[str, Any], site: Path, run_dir: Path) -> dict[str, Any]:
-    with start_run(parse_workflow(spec), site=str(site), run_dir=run_dir) as handle:
+    # the options the environment sets (the fixtures' regions, budget and fast scaling)
+    wf, options = parse_workflow(spec), run_options()
+    with start_run(wf, site=str(site), run_dir=run_dir, options=options) as handle:
         summary = handle.wait(timeout=900)
     # Closing the run releases its allocations and writes the final accounting.
     data = status(run_dir)
@@ -119,7 +134,7 @@ def test_work_goes_to_the_idle_cluster_though_it_costs_more(
     try:
         data = run(burst(24, 2.0), here, tmp_path / "run")
     finally:
-        dev2.run("scancel", *busy, check=False)
+        release(dev2, busy)
     assert data["ok"]
     sites = {a["site"] for a in data["allocations"]}
     assert sites == {"dev"}, data["allocations"]

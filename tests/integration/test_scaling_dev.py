@@ -10,6 +10,7 @@ import distributed  # noqa: F401  (its config defaults must exist before any das
 import pytest
 
 from hpcorch.engine.session import start_run
+from hpcorch.environment import run_options
 from hpcorch.journal import status
 from hpcorch.spec import parse_workflow
 from tests.integration.scaling_helpers import IDLE_S, INTERVAL_S, burst, events, fast_scaling
@@ -27,7 +28,7 @@ def test_burst_scales_from_zero_to_the_partition_and_back(
 ) -> None:
     run_dir = tmp_path / "run"
     spec = parse_workflow(burst(200, 3.0))
-    with start_run(spec, site="dev", run_dir=run_dir) as handle:
+    with start_run(spec, site="dev", run_dir=run_dir, options=run_options()) as handle:
         first = status(run_dir)
         summary = handle.wait(timeout=900)
         assert summary.ok, summary.failures[:3]

@@ -9,6 +9,7 @@ import distributed  # noqa: F401  (its config defaults must exist before any das
 import pytest
 
 from hpcorch.engine.session import start_run
+from hpcorch.environment import run_options
 from hpcorch.journal import status
 from hpcorch.policies.walltime import fits
 from hpcorch.provision.horizon import restriction
@@ -40,7 +41,8 @@ def test_long_task_gets_a_fresh_allocation_with_time_for_it(
         "after": [t["id"] for t in shorts],
     }
     run_dir = tmp_path / "run"
-    with start_run(parse_workflow({"tasks": [*shorts, long]}), site="dev", run_dir=run_dir) as h:
+    spec = parse_workflow({"tasks": [*shorts, long]})
+    with start_run(spec, site="dev", run_dir=run_dir, options=run_options()) as h:
         assert h.wait(timeout=600).ok
         data = status(run_dir)
         scale = events(run_dir)

@@ -79,6 +79,7 @@ def test_plain_progress_writes_lines_and_each_failure(journal: Journal) -> None:
     progress.tick()
     progress.tick()  # nothing new and not due: no line
     journal.record_attempts([{"task_id": "b", "n": 1, "end": 5.0, "failure_class": "timeout"}])
+    journal.set_states([("b", "pending")])  # as the engine does when it stops a task
     journal.flush()
     progress({"succeeded": 1, "pending": 2, "failed": 1})
     progress.close()
@@ -88,9 +89,42 @@ def test_plain_progress_writes_lines_and_each_failure(journal: Journal) -> None:
         "run r1: task d attempt 1 failed (out_of_memory)",
         "run r1: 2/4 done, 1 failed, 1 running; 2 allocations (3 nodes), 1 GPUs busy",
         "run r1: task b attempt 1 failed (timeout)",
-        "run r1: 2/4 done, 1 failed, 0 running; 2 allocations (3 nodes), 1 GPUs busy",
+        "run r1: 2/4 done, 1 failed, 0 running; 2 allocations (3 nodes)",
     ]
     assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in lines)
+
+
+def test_running_count_is_the_tasks_running_now(journal: Journal) -> None:
+    """The engine sends counts when tasks end; tasks that started since are running now.
+
+    A run of 298 WfFormat tasks on two cores said ``0 running`` on every line: each
+    count came from the moment a task ended, before the tasks that took its place
+    were seen starting.
+    """
+    out = io.StringIO()
+    progress = Progress(6, gpus={"b": 1.0, "e": 2.0}, stream=out, live=True)
+    progress.start("r1", journal.path.parent)
+    journal.add_tasks([("e", "command", "pending", 0), ("f", "command", "pending", 0)])
+    progress({"succeeded": 1, "pending": 4, "failed": 1})  # sent when a ended: 0 running then
+    journal.record_attempts([{"task_id": "e", "n": 1, "start": 3.0}])
+    journal.set_states([("e", "running")])  # e's worker reported its start
+    journal.flush()
+    snap = progress._snapshot()
+    assert snap.running == ("b", "e")
+    assert snap.counts == {"succeeded": 1, "failed": 1, "running": 2, "pending": 2}
+    line = plain_line("r1", 6, snap, 0.0, gpus=progress.gpus)
+    assert "2/6 done, 1 failed, 2 running" in line and "3 GPUs busy" in line
+    progress.close()
+    journal.close()
+    assert "running" in out.getvalue() and "GPUs busy: 3" in out.getvalue()
+
+
+def test_engine_counts_stand_while_the_journal_cannot_be_read(tmp_path: Path) -> None:
+    progress = Progress(3, stream=io.StringIO(), live=False)
+    progress.start("r1", tmp_path)  # no journal there
+    progress({"succeeded": 1, "running": 2})
+    assert progress._snapshot().counts == {"succeeded": 1, "running": 2}
+    progress.close()
 
 
 def test_refused_run_adds_no_line(tmp_path: Path) -> None:

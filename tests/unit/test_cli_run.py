@@ -10,29 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.cli.main import main
 from hpcorch.journal import Journal
+from tests.unit.cli_helpers import hpcorch_exit, no_runs_home
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Runs go under tmp; starting any worker pool fails the test."""
-    monkeypatch.setenv("HPCORCH_HOME", str(tmp_path / "home"))
-
-    def no_pools(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a worker pool was started for bad input")
-
-    monkeypatch.setattr("hpcorch.engine.session.open_backend", no_pools)
-    return tmp_path / "home"
+    return no_runs_home(tmp_path, monkeypatch)
 
 
-def _hpcorch(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["hpcorch", *argv])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+_hpcorch = hpcorch_exit
 
 
 def _refused(

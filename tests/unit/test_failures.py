@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+import hpcorch.failures as module
 from hpcorch.failures import (
     Evidence,
     FailureClass,
@@ -220,3 +223,44 @@ def test_parse_exit_code() -> None:
 )
 def test_failure_of_state(state: str, expected: FailureClass | None) -> None:
     assert failure_of_state(state) is expected
+
+
+# One piece of evidence per row of the decision table, and the id the journal records for
+# it. Ids are names, not positions: a new row takes the next free id and none of these
+# changes (retry events written by an older hpcorch keep their meaning).
+PINNED_RULES = [
+    (Evidence(walltime_killed=True, exception_message="ran past 2s"), "R18", "timeout"),
+    (Evidence(cancel_requested=True), "R1", "cancelled"),
+    (Evidence(submission_refused=True), "R2", "infrastructure"),
+    (Evidence(controller_unreachable=True), "R3", "infrastructure"),
+    (Evidence(slurm_state="BOOT_FAIL"), "R4", "node_failure"),
+    (Evidence(slurm_state="NODE_FAIL"), "R5", "node_failure"),
+    (Evidence(slurm_state="PREEMPTED"), "R6", "preempted"),
+    (Evidence(slurm_state="OUT_OF_MEMORY"), "R7", "out_of_memory"),
+    (Evidence(slurm_state="TIMEOUT"), "R8", "timeout"),
+    (Evidence(slurm_state="CANCELLED by 0"), "R9", "cancelled"),
+    (Evidence(slurm_reason="launch failed requeued held"), "R10", "infrastructure"),
+    (Evidence(exception_type="MemoryError"), "R11", "out_of_memory"),
+    (
+        Evidence(worker_lost=True, node_healthy=True, memory_requested=100, memory_peak=99),
+        "R12",
+        "out_of_memory",
+    ),
+    (Evidence(worker_lost=True), "R13", "node_failure"),
+    (Evidence(signal=9, memory_requested=100, memory_peak=99), "R14", "out_of_memory"),
+    (Evidence(exit_code=1, node_healthy=False), "R15", "node_failure"),
+    (Evidence(exit_code=1), "R16", "user_error"),
+    (Evidence(), "R17", "user_error"),
+]
+
+
+@pytest.mark.parametrize(("evidence", "rule", "failure"), PINNED_RULES)
+def test_rule_ids_are_stable(evidence: Evidence, rule: str, failure: str) -> None:
+    found = diagnose(evidence)
+    assert (found.rule, str(found.failure)) == (rule, failure)
+
+
+def test_every_rule_of_the_table_is_pinned_once() -> None:
+    documented = re.findall(r"^(R\d+)\s", module.__doc__ or "", re.MULTILINE)
+    assert len(documented) == len(set(documented))
+    assert sorted(documented) == sorted(rule for _, rule, _ in PINNED_RULES)

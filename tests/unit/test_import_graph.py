@@ -16,42 +16,57 @@ ROOT = Path(__file__).resolve().parents[2] / "hpcorch"
 
 # The package map: each unit of hpcorch and the units it may import. The
 # foundation (errors, units, spec, ...) is open to all and listed once.
-FOUNDATION = frozenset({"_version", "errors", "units", "spec", "dag", "failures"})
+FOUNDATION = frozenset(
+    {"_version", "errors", "units", "spec", "dag", "failures", "ids", "yamltext"}
+    | {"childenv", "guardian"}
+)
 ALLOWED: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),
     "_version": frozenset(),
     "errors": frozenset(),
     "units": frozenset(),
+    "ids": frozenset(),
+    "yamltext": frozenset(),
     "spec": frozenset(),
     "dag": frozenset(),
     "topology": frozenset({"sites", "slurm"}),
     "failures": frozenset(),
+    # secrets kept out of every child environment; the guardian of a worker's tasks
+    "childenv": frozenset(),
+    "guardian": frozenset(),
     "policies": frozenset({"sites"}),
-    "traces": frozenset(),
-    "gpu": frozenset(),
+    # A run's options (a frozen type), and the one module that reads them from the environment.
+    "options": frozenset({"policies"}),
+    "environment": frozenset({"options", "policies"}),
+    "traces": frozenset({"environment"}),
+    "gpu": frozenset({"environment"}),
     "mpi_bind": frozenset(),
     "mpi": frozenset({"mpi_bind", "mpi_run"}),
     "mpi_run": frozenset({"mpi_bind"}),
-    "journal": frozenset({"policies"}),
-    "sites": frozenset({"slurm", "topology"}),
+    "journal": frozenset({"policies", "slurm"}),
+    "sites": frozenset({"slurm", "topology", "environment"}),
     "slurm": frozenset({"sites"}),
     "placement": frozenset({"sites", "slurm", "topology"}),
     "loaders": frozenset({"api", "traces"}),
-    "api": frozenset({"engine", "loaders", "journal", "sites"}),
+    "api": frozenset({"engine", "loaders", "journal", "sites", "options", "environment"})
+    | frozenset({"policies"}),
     # Where workers come from: never the run loop (engine) above it.
-    "provision": frozenset({"placement", "policies", "sites", "slurm", "journal"}),
+    "provision": frozenset({"placement", "policies", "sites", "slurm", "journal", "options"}),
     "engine": frozenset(
         {"provision", "placement", "policies", "sites", "slurm", "journal", "gpu", "mpi"}
+        | {"options", "environment"}
     ),
     "sim": frozenset(
         {"placement", "policies", "sites", "slurm", "traces", "loaders", "journal", "topology"}
     ),
     "report": frozenset({"journal", "sites", "loaders", "policies", "slurm", "provision"}),
-    "submit": frozenset({"sites", "slurm", "loaders", "journal", "engine"}),
+    "submit": frozenset(
+        {"sites", "slurm", "loaders", "journal", "engine", "options", "environment"}
+    ),
     "doctor": frozenset({"sites", "slurm", "gpu", "engine", "provision"}),
     "cli": frozenset(
         {"api", "engine", "provision", "journal", "loaders", "sites", "slurm", "sim", "report"}
-        | {"submit", "doctor", "traces", "policies", "placement"}
+        | {"submit", "doctor", "traces", "policies", "placement", "options", "environment"}
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from hpcorch.errors import JournalError
-from hpcorch.journal import Journal, read_run, status, task_states
+from hpcorch.journal import (
+    ENDED_ALLOCATION_STATES,
+    Journal,
+    allocation_ended,
+    read_run,
+    status,
+    task_states,
+)
+from hpcorch.slurm.states import JobState
 
 
 def _journal(run_dir: Path) -> Journal:
@@ -220,3 +229,22 @@ def test_old_journal_is_migrated_to_site_keys(tmp_path: Path) -> None:
     assert pk["site"] == 1 and pk["job_id"] == 2
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "allocations_new" not in tables
+
+
+def test_ended_allocation_states_are_slurms_terminal_ones_and_the_journals_own() -> None:
+    terminal = {s.value for s in JobState if s.terminal}
+    assert terminal | {"CLOSED", "ENDED"} == ENDED_ALLOCATION_STATES
+    assert allocation_ended("CANCELLED by 0") and allocation_ended("OUT_OF_MEMORY")
+    assert not allocation_ended("RUNNING") and not allocation_ended(None)
+
+
+def test_only_the_journal_speaks_sql() -> None:
+    package = Path(__file__).resolve().parents[2] / "hpcorch"
+    # SQL text or a connection of its own (the CLI may still name sqlite3's errors)
+    sql = re.compile(r"sqlite3\.connect\(|\bSELECT\b.+\bFROM\b|\bINSERT INTO\b|\bDELETE FROM\b")
+    speakers = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if sql.search(p.read_text())
+    }
+    assert speakers == {"journal.py"}, speakers

@@ -9,6 +9,7 @@ import pytest
 from distributed.security import Security
 
 from hpcorch.engine.session import cancel_allocations
+from hpcorch.environment import run_options
 from hpcorch.errors import ResourceError
 from hpcorch.journal import Journal
 from hpcorch.loaders import load_workflow
@@ -64,7 +65,6 @@ def test_memory_per_cpu_and_gpu_list() -> None:
         {"SLURM_JOB_ID": ""},  # not in a job
         {"SLURM_JOB_NAME": "hpcorch-driver-demo-1"},  # `hpcorch submit`'s driver
         {"SLURM_JOB_NAME": "hpcorch-cpu"},  # a pool worker's job
-        {"HPCORCH_USE_ALLOCATION": "0"},  # opted out
     ],
 )
 def test_not_a_users_allocation(change: dict[str, str]) -> None:
@@ -132,7 +132,9 @@ def test_open_backend_uses_the_current_allocation(
     made: list[Any] = []
 
     class FakeBackend:
-        def __init__(self, site: Any, spec: Any, run_dir: Path, allocation: Allocation) -> None:
+        def __init__(
+            self, site: Any, spec: Any, run_dir: Path, allocation: Allocation, **kw: Any
+        ) -> None:
             made.append(allocation)
 
     for key, value in BATCH_ENV.items():
@@ -154,6 +156,12 @@ def test_open_backend_uses_the_current_allocation(
     monkeypatch.setattr(pools, "SlurmBackend", no_slurm)
     with pytest.raises(RuntimeError, match="SlurmBackend"):
         pools._open_backend(off, spec, tmp_path)
+
+    # HPCORCH_USE_ALLOCATION=0 (RunOptions.use_allocation): the same, from the run's options.
+    opted_out = run_options({"HPCORCH_USE_ALLOCATION": "0"})
+    assert not opted_out.use_allocation
+    with pytest.raises(RuntimeError, match="SlurmBackend"):
+        pools._open_backend(site, spec, tmp_path, opted_out)
 
 
 def test_site_allocation_defaults() -> None:

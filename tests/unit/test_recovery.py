@@ -76,6 +76,8 @@ def test_walltime_kill_is_a_timeout_retried_longer() -> None:
     exc = TaskFailed("ran past its walltime of 2s", timed_out=True)
     out = recovery.failed(task, 1, exc, policy_resources(task), partition="cpu")
     assert out.diagnosis.failure is FailureClass.TIMEOUT
+    # classified by failures.diagnose like every other failure, under its own rule id
+    assert out.diagnosis.rule == "R18" and out.diagnosis.reason == str(exc)
     assert out.decision.retry and out.decision.resources.walltime_s == 4
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import hpcorch.provision.scaler as scaler_module
 from hpcorch.journal import Journal as RunJournal
+from hpcorch.options import ScalerSettings
 from hpcorch.policies.scale import ScaleConfig, Submit
 from hpcorch.policies.state import (
     Budget,
@@ -21,11 +22,12 @@ from hpcorch.policies.state import (
     Resources,
     SiteQueue,
     charge_rates,
+    parse_budget,
     site_limits,
 )
 from hpcorch.provision.horizon import CAPACITY, restriction, tier_name, tiers
-from hpcorch.provision.regions import Router, parse_budget, parse_test_only, probe_queue
-from hpcorch.provision.scaler import Load, Scaler, ScalerSettings
+from hpcorch.provision.regions import Router, parse_test_only, probe_queue
+from hpcorch.provision.scaler import Load, Scaler
 from hpcorch.provision.slurm_pool import _JournalDemand
 from hpcorch.sites import load_site
 from hpcorch.slurm.cli import Completed

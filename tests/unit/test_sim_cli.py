@@ -6,10 +6,11 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from hpcorch.cli.main import cli
-from hpcorch.traces import resolve_trace
+from hpcorch.traces import resolve_trace, shipped_traces_dir
 
 KEYS = {"mean_wait_s", "makespan_s", "utilization"}
 
@@ -23,14 +24,16 @@ def _simulate(*args: str) -> dict[str, object]:
     return doc
 
 
-def test_swf_trace_by_bare_name() -> None:
+def test_swf_trace_by_bare_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HPCORCH_TRACES_DIR", raising=False)
     doc = _simulate("--trace", "KTH-SP2-1996-2.1-cln.swf.gz")
     assert doc["kind"] == "swf" and doc["nodes"] == 100 and doc["jobs"] == 28475
+    assert Path(str(doc["trace"])).is_relative_to(shipped_traces_dir())  # works from a bare clone
     assert doc["recorded_mean_wait_s"] is not None
 
 
 def test_philly_slice(tmp_path: Path) -> None:
-    rows = itertools.islice(resolve_trace("philly.csv").open(), 301)
+    rows = itertools.islice(resolve_trace("philly-first-1000.csv").open(), 301)
     path = tmp_path / "philly.csv"
     path.write_text("".join(rows))
     doc = _simulate("--trace", str(path), "--nodes", "64")
@@ -91,3 +94,16 @@ def test_missing_trace_says_what_to_do() -> None:
     result = CliRunner().invoke(cli, ["simulate", "--trace", "no-such-trace.swf", "--json"])
     assert result.exit_code == 2
     assert "HPCORCH_TRACES_DIR" in result.stderr
+
+
+def test_scaling_policy_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    tasks = "".join(
+        f"  - id: t{i}\n    command: [sleep, '60']\n    resources: {{cpus: 4, walltime: 2m}}\n"
+        for i in range(16)
+    )
+    path.write_text(f"name: fan\ntasks:\n{tasks}")
+    figures = {s: _simulate("--trace", str(path), "--scaling", s) for s in ("demand", "simple")}
+    assert all(f["makespan_s"] for f in figures.values())
+    refused = CliRunner().invoke(cli, ["simulate", "--trace", str(path), "--scaling", "eager"])
+    assert refused.exit_code == 2

@@ -7,19 +7,13 @@ from pathlib import Path
 from hpcorch.failures import FailureClass
 from hpcorch.journal import status
 from hpcorch.policies.walltime import WalltimeConfig, padded
-from hpcorch.sim.driver import (
-    FAILURE_CODES,
-    SUCCEEDED,
-    UPSTREAM_FAILED,
-    DriverConfig,
-    Region,
-    WorkflowSim,
-)
+from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.output import summary, write_journal
 from hpcorch.sim.replay import ReplayJob
 from hpcorch.sim.runs import simulate_workflow
 from hpcorch.sim.slurm import SimSlurm
+from hpcorch.sim.state import FAILURE_CODES, SUCCEEDED, UPSTREAM_FAILED, DriverConfig, Region
 from hpcorch.sim.workload import SimWorkload, from_spec, from_wftasks, synthetic
 from hpcorch.spec import parse_workflow
 from hpcorch.traces import WfTask

@@ -1,10 +1,11 @@
-"""Trace readers on the real shared traces (small slices) and on hand-written files."""
+"""Trace readers on the public traces shipped in hpcorch/data/traces and on hand-written files."""
 
 from __future__ import annotations
 
 import gzip
 import itertools
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,14 @@ from hpcorch.traces import (
     read_swf_header,
     read_wfformat,
     resolve_trace,
+    search_dirs,
+    shipped_traces_dir,
     traces_dir,
 )
 
 KTH = "KTH-SP2-1996-2.1-cln.swf.gz"
+PHILLY = "philly-first-1000.csv"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_traces_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -34,6 +39,32 @@ def test_traces_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert resolve_trace("x.swf") == tmp_path / "sub" / "x.swf"
     with pytest.raises(FileNotFoundError, match="HPCORCH_TRACES_DIR"):
         resolve_trace("missing.swf")
+
+
+def test_bare_names_find_the_shipped_copies(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # What a bare clone or an install sees: nothing at ../shared, the shipped copies found.
+    shipped = shipped_traces_dir()
+    monkeypatch.delenv("HPCORCH_TRACES_DIR", raising=False)
+    assert search_dirs()[0] == shipped
+    assert resolve_trace(KTH) == shipped / "pwa" / KTH
+    assert resolve_trace("alibaba-gpu-2023/openb_pod_list_default.csv").is_relative_to(shipped)
+    monkeypatch.setenv("HPCORCH_TRACES_DIR", str(tmp_path))  # an empty folder of the user's
+    assert resolve_trace(PHILLY) == shipped / "philly" / PHILLY
+    (tmp_path / KTH).write_bytes(b"")  # the user's folder wins over the shipped copies
+    assert resolve_trace(KTH) == tmp_path / KTH
+
+
+def test_shipped_traces_are_package_data() -> None:
+    """Every file under hpcorch/data/traces matches a package-data glob, so wheels carry it."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["hpcorch"]
+    package = REPO / "hpcorch"
+    shipped = {p for p in shipped_traces_dir().rglob("*") if p.is_file()}
+    covered = {p for pattern in globs for p in package.glob(pattern) if p.is_file()}
+    assert shipped and shipped <= covered, sorted(str(p) for p in shipped - covered)
+    assert sum(p.stat().st_size for p in shipped) < 1_600_000  # small enough to ship
 
 
 def test_swf_kth_first_jobs_and_header() -> None:
@@ -76,7 +107,7 @@ def test_openb_pods_and_nodes() -> None:
 
 
 def test_philly_first_rows() -> None:
-    path = resolve_trace("philly.csv")
+    path = resolve_trace(PHILLY)
     job = next(read_philly(path))
     assert job.duration == 66.0 and job.gpus == 1 and job.cluster == "11cb48"
     assert job.submit == 1507532515.0  # 2017-10-09 07:01:55 UTC

@@ -1,14 +1,18 @@
-"""The policy calls the simulated driver makes: the live ones, bundled for substitution.
+"""The policy calls a run makes, bundled: the live engine and the simulator ask the same ones.
 
-The driver never decides anything itself; it asks these functions, which are
-the same ones the live engine calls (:mod:`hpcorch.failures`,
-:mod:`hpcorch.policies`). Tests and experiments pass their own bundle.
+:class:`Policies` says which function answers each question — how to classify a
+failure, whether and how to retry, how many allocations to have, which site a
+task goes to, how long to ask for — and with which configuration. Neither the
+engine nor the simulator decides anything itself. Tests and experiments pass
+their own bundle; :meth:`Policies.named` picks the scaling policy by name
+(:data:`~hpcorch.policies.scale.SCALING_POLICIES`), as Parsl's ``Strategy`` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hpcorch.failures import Diagnosis, Evidence, diagnose
 from hpcorch.policies import region as region_policy
@@ -16,11 +20,11 @@ from hpcorch.policies import retry as retry_policy
 from hpcorch.policies import scale as scale_policy
 from hpcorch.policies import walltime as walltime_policy
 
-__all__ = ["SimPolicies"]
+__all__ = ["Policies"]
 
 
 @dataclass(frozen=True)
-class SimPolicies:
+class Policies:
     """Which function answers each question, and its configuration. Defaults: the live ones."""
 
     diagnose: Callable[[Evidence], Diagnosis] = diagnose
@@ -31,9 +35,15 @@ class SimPolicies:
     walltime_config: walltime_policy.WalltimeConfig = field(
         default_factory=walltime_policy.WalltimeConfig
     )
-    scale: Callable[..., scale_policy.ScalePlan] = scale_policy.decide_scale
+    scale: scale_policy.ScalePolicy = scale_policy.decide_scale
     record_scale: Callable[..., dict[str, scale_policy.PoolHistory]] = scale_policy.record
     scale_config: scale_policy.ScaleConfig = field(default_factory=scale_policy.ScaleConfig)
     choose_site: Callable[..., region_policy.RegionDecision] = region_policy.choose_site
     update_wait: Callable[..., float] = region_policy.update_wait
     region_config: region_policy.RegionConfig = field(default_factory=region_policy.RegionConfig)
+
+    @classmethod
+    def named(cls, scaling: str = "demand", **changes: Any) -> Policies:
+        """The live policies with the scaling policy called ``scaling`` (a ValueError names
+        the valid ones) and ``changes`` applied."""
+        return cls(scale=scale_policy.scale_policy(scaling), **changes)

@@ -1,0 +1,27 @@
+"""The names users give that become file names, job names and environment values.
+
+Task ids and run ids name files (``logs/<task>.<n>.out``, ``runs/<run-id>/``), Slurm
+job names and environment values of tasks, so both follow one pattern: letters,
+digits and ``_ . : @ + -``, not starting with a dot or dash. Checked with
+``fullmatch``: a pattern ending in ``$`` also accepts a trailing newline.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ID_MAX_LENGTH", "check_id"]
+
+ID_MAX_LENGTH = 200
+_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*")
+
+
+def check_id(value: str, what: str = "task id") -> str:
+    """``value`` if it is a valid id, else ValueError saying what one looks like."""
+    if not isinstance(value, str) or len(value) > ID_MAX_LENGTH or not _ID.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ValueError(
+            f"{what} {shown} must start with a letter, digit or '_', use only letters, "
+            f"digits and _ . : @ + -, and have at most {ID_MAX_LENGTH} characters"
+        )
+    return value

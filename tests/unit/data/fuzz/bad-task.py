@@ -1,0 +1,4 @@
+import hpcorch
+
+wf = hpcorch.Workflow("w")
+wf.task("a\n", command=["echo"])

@@ -1,0 +1,5 @@
+import hpcorch
+
+
+def build():
+    raise ValueError("boom")

@@ -1,0 +1,5 @@
+import sys
+
+
+def build():
+    sys.exit(0)
