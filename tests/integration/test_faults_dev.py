@@ -274,7 +274,9 @@ def test_hpcorch_cancel_after_the_driver_died(dev_cluster: Any, tmp_path: Path) 
     os.kill(run.proc.pid, signal.SIGKILL)
     run.finish(30)
     ids = _job_ids(run.status())
-    assert ids & _squeue_ids(dev_cluster), "the dead driver's jobs should still be queued"
+    assert ids, "the run recorded no allocation"
+    # Its workers stop as soon as their scheduler (in the dead driver) is gone, so the jobs
+    # may already be ending: whether or not squeue still shows them, cancel must leave none.
     cancelled = run.hpcorch("cancel", str(run.run_dir))
     assert cancelled.returncode == 0, cancelled.stderr
     data = run.status()
