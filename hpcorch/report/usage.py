@@ -62,6 +62,20 @@ def holding(a: Mapping[str, Any], decl: TaskDecl | None) -> Holding:
     return Holding(cores, ids if asked else (), asked, True)
 
 
+def _first_attempt_starts(
+    tasks: Sequence[Mapping[str, Any]], run_site: str | None
+) -> dict[tuple[str, str], float]:
+    """(site, job id) -> the earliest start of an attempt that ran in that job."""
+    first: dict[tuple[str, str], float] = {}
+    for task in tasks:
+        for a in task.get("attempts", ()):
+            if a.get("start") is None or not a.get("job_id"):
+                continue
+            key = (str(a.get("site") or run_site or "unknown"), str(a["job_id"]))
+            first[key] = min(first.get(key, float(a["start"])), float(a["start"]))
+    return first
+
+
 def run_usage(
     tasks: Sequence[Mapping[str, Any]],
     allocations: Sequence[Mapping[str, Any]],
@@ -77,10 +91,16 @@ def run_usage(
     alloc_site: dict[str, str] = {}  # record id -> site
     by_key: dict[tuple[str, str], str] = {}  # (site, job id) -> record id
     by_job: dict[str, str] = {}  # job id -> record id, for attempts without a site
-    for alloc in allocations:
-        if alloc.get("start") is None:
+    first = _first_attempt_starts(tasks, run_site)
+    for row in allocations:
+        name = str(row.get("site") or run_site or "unknown")
+        # An allocation started no later than its first attempt: the start the engine saw
+        # (a worker connecting, a poll) can come late, or never, for a short-lived job.
+        seen = first.get((name, str(row["job_id"])))
+        starts = [float(x) for x in (row.get("start"), seen) if x is not None]
+        if not starts:
             continue
-        name = str(alloc.get("site") or run_site or "unknown")
+        alloc = {**row, "start": min(starts)}
         nodes = int(alloc.get("nodes") or 1)
         site = sites.get(name)
         try:

@@ -201,6 +201,17 @@ def test_gpus_seen_but_not_asked_for_are_not_used() -> None:
     assert any("more GPUs than their task asked for" in n for n in report.notes)
 
 
+@pytest.mark.parametrize("seen_start", [T0 + 200.0, None])
+def test_an_allocation_started_no_later_than_its_first_attempt(seen_start: float | None) -> None:
+    # The engine may see a short-lived job start late (a loaded driver), or never: the GPU
+    # attempt that ran in it still counts whole, from the allocation's real start at the latest.
+    status = dev_status()
+    gpu_job = next(a for a in status["allocations"] if a["job_id"] == "103")
+    gpu_job["start"] = seen_start
+    report = build_report(status, sites={"dev": load_site("dev")}, decls=dev_decls())
+    assert report.gpu_hours_used == pytest.approx((2 * 45 + 40 + 40) / 3600)  # as when seen
+
+
 def test_empty_run() -> None:
     report = build_report(
         {"run_id": "x", "state": "running", "counts": {}, "tasks": [], "allocations": []}
