@@ -32,7 +32,8 @@ Calling a decorated function records a task and returns a :class:`TaskFuture`;
 ``wf.add`` does the same for a callable, a ``"module:name"`` string or an argv
 list. Options reserved by ``add`` (``id``, ``after``, ``cpus``, ``memory``,
 ``gpus``, ``nodes``, ``walltime``, ``retries``, ``priority``, ``tags``,
-``memoize``, ``mpi``, ``inputs``, ``env``, ``cwd``) are not passed to the task.
+``memoize``, ``mpi``, ``distributed``, ``inputs``, ``env``, ``cwd``, and for command tasks
+``container``, ``modules``, ``module_purge``, ``setup``) are not passed to the task.
 """
 
 from __future__ import annotations
@@ -42,15 +43,19 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
+from hpcorch.containers import Container
 from hpcorch.environment import run_options
 from hpcorch.errors import RunError, WorkflowError
 from hpcorch.options import RunOptions
 from hpcorch.policies.retry import RetryConfig
 from hpcorch.policies.state import Budget
 from hpcorch.sites.resolve import resolve_regions
-from hpcorch.spec import MpiSpec, Resources, TaskRef, TaskSpec, WorkflowSpec
+from hpcorch.spec import DistributedSpec, MpiSpec, ResourceSpec, TaskRef, TaskSpec, WorkflowSpec
+
+if TYPE_CHECKING:
+    from hpcorch.engine import RunHandle
 
 __all__ = ["RunResult", "TaskFuture", "Workflow"]
 
@@ -110,7 +115,7 @@ class Workflow:
         self.site = site
         self._tasks: dict[str, TaskSpec] = {}
         self._names: dict[str, int] = {}
-        self._handle: Any = None
+        self._handle: RunHandle | None = None
         self._result: RunResult | None = None
 
     # -- declaring tasks --------------------------------------------------------
@@ -136,21 +141,34 @@ class Workflow:
         tags: Iterable[str] = (),
         memoize: bool = False,
         mpi: MpiSpec | dict[str, Any] | None = None,
+        distributed: DistributedSpec | dict[str, Any] | None = None,
         inputs: Iterable[str] = (),
         env: dict[str, str] | None = None,
         cwd: str | None = None,
-        resources: Resources | dict[str, Any] | None = None,
+        container: Container | dict[str, Any] | None = None,
+        modules: Iterable[str] = (),
+        module_purge: bool = False,
+        setup: str | None = None,
+        resources: ResourceSpec | dict[str, Any] | None = None,
         cpus: int | None = None,
         memory: int | str | None = None,
         gpus: float | None = None,
         nodes: int | None = None,
         walltime: float | str | None = None,
         gpu_sharing: bool | None = None,
+        qos: str | None = None,
+        constraint: str | None = None,
+        reservation: str | None = None,
+        account: str | None = None,
+        exclusive: bool = False,
         **kwargs: Any,
     ) -> TaskFuture:
-        """Declare a task: a callable or ``"module:name"`` (function) or an argv list (command)."""
+        """Declare a task: a callable or ``"module:name"`` (function) or an argv list (command).
+
+        ``qos``, ``constraint`` (e.g. ``"gpu&hbm80g"``), ``reservation``, ``account`` and
+        ``exclusive`` are the Slurm knobs of the jobs it runs in (a pool of its own)."""
         res: dict[str, Any] = (
-            resources.model_dump() if isinstance(resources, Resources) else dict(resources or {})
+            resources.model_dump() if isinstance(resources, ResourceSpec) else dict(resources or {})
         )
         for name, value in zip(
             _OPTIONS, (cpus, memory, gpus, nodes, walltime, gpu_sharing), strict=True
@@ -195,10 +213,28 @@ class Workflow:
                 tags=tuple(tags),
                 memoize=memoize,
                 mpi=MpiSpec.model_validate(mpi) if isinstance(mpi, dict) else mpi,
+                distributed=(
+                    DistributedSpec.model_validate(distributed)
+                    if isinstance(distributed, dict)
+                    else distributed
+                ),
                 inputs=tuple(inputs),
                 env=dict(env or {}),
                 cwd=cwd,
-                resources=Resources.model_validate(res) if res else Resources(),
+                container=(
+                    Container.model_validate(container)
+                    if isinstance(container, dict)
+                    else container
+                ),
+                modules=tuple(modules),
+                module_purge=module_purge,
+                setup=setup,
+                resources=ResourceSpec.model_validate(res) if res else ResourceSpec(),
+                qos=qos,
+                constraint=constraint,
+                reservation=reservation,
+                account=account,
+                exclusive=exclusive,
                 **fields,
             )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -243,6 +279,8 @@ class Workflow:
         scaling: str | None = None,
         retry_config: RetryConfig | None = None,
         options: RunOptions | None = None,
+        account: str | None = None,
+        qos: str | None = None,
     ) -> RunOptions:
         """The run's options: ``options`` (else those the environment sets) with each
         keyword given in place of its own; regions are checked to be Slurm sites."""
@@ -253,6 +291,8 @@ class Workflow:
             budget=budget,
             scaling=scaling,
             retry=retry_config,
+            account=account,
+            qos=qos,
         )
         resolve_regions(built.regions)
         return built
@@ -267,12 +307,15 @@ class Workflow:
         budget: str | Budget | None = None,
         scaling: str | None = None,
         options: RunOptions | None = None,
-    ) -> Any:
+        account: str | None = None,
+        qos: str | None = None,
+    ) -> RunHandle:
         """Start the run in the background and return its :class:`~hpcorch.engine.RunHandle`.
 
         ``regions`` (site names, or one comma-separated string), ``budget``
-        (``"20 SU"``, ``"50 EUR"``) and ``scaling`` (``"demand"``, ``"simple"``)
-        are ``hpcorch run``'s ``--regions``, ``--budget`` and ``--scaling``;
+        (``"20 SU"``, ``"50 EUR"``), ``scaling`` (``"demand"``, ``"simple"``),
+        ``account`` and ``qos`` are ``hpcorch run``'s ``--regions``, ``--budget``,
+        ``--scaling``, ``--account`` and ``--qos``;
         ``retry_config`` (:class:`hpcorch.policies.retry.RetryConfig`) tunes the
         retry policy, e.g. its backoff between attempts.
         """
@@ -285,6 +328,8 @@ class Workflow:
             scaling=scaling,
             retry_config=retry_config,
             options=options,
+            account=account,
+            qos=qos,
         )
         self._handle = start_run(self.spec(), site=built.site, run_dir=run_dir, options=built)
         return self._handle
@@ -300,6 +345,8 @@ class Workflow:
         budget: str | Budget | None = None,
         scaling: str | None = None,
         options: RunOptions | None = None,
+        account: str | None = None,
+        qos: str | None = None,
     ) -> RunResult:
         """Run to the end; fetch function results; raise :class:`RunError` if a task failed.
 
@@ -314,6 +361,8 @@ class Workflow:
             budget=budget,
             scaling=scaling,
             options=options,
+            account=account,
+            qos=qos,
         ) as handle:
             summary = handle.wait()
             engine = handle.engine

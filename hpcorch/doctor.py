@@ -29,7 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from hpcorch.containers import Container, check_container, container_argv
 from hpcorch.errors import HpcorchError
+from hpcorch.mpi import choose_launcher, offered_plugins
 from hpcorch.sites.loader import expand_vars
 from hpcorch.sites.model import Partition, Site
 from hpcorch.slurm.cli import Completed, Runner, run_command
@@ -45,6 +47,7 @@ __all__ = [
     "check_partitions",
     "check_ports",
     "exit_code",
+    "mpi_launcher",
     "parse_assoc",
     "run_doctor",
 ]
@@ -57,6 +60,15 @@ Blame = Literal["infrastructure", "config"]
 # Steps wait for an allocation first; on a busy cluster that is the slow part.
 STEP_TIMEOUT_S = 120.0
 _IMPORT_PROBE = "import hpcorch, distributed; print(hpcorch.__version__)"
+# What a pool's workers need of their image's Python: it prints what it lacks and exits 1.
+_IMAGE_PROBE = (
+    "import importlib.util as u, sys; "
+    "m = [n for n in ('distributed', 'hpcorch') if u.find_spec(n) is None]; "
+    "v = '%d.%d' % sys.version_info[:2]; "
+    "print(sys.executable, 'Python', v, 'lacks ' + ', '.join(m) if m else "
+    "'has distributed ' + __import__('distributed').__version__); "
+    "sys.exit(1 if m else 0)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +407,49 @@ def _slurm_env(site: Site, env: Mapping[str, str]) -> dict[str, str]:
     return slurm_env(site, env)
 
 
+def check_image(
+    where: str, container: Container, done: Completed | None, error: str | None = None
+) -> Check:
+    """Whether ``container``'s image has a Python with distributed (and hpcorch) for workers
+    (probed on this machine: the runtime and image must be here as on the nodes)."""
+    name = f"container image ({where})"
+    fix = (
+        f"install distributed (same version as here) and hpcorch into {container.image}'s "
+        f"Python ({container.python}), e.g. pip install distributed==<version> hpcorch; or set "
+        "the container's python to the image's interpreter that has them"
+    )
+    if done is None:
+        return Check(name, "fail", f"{container.image}: {error}", fix, "config")
+    out = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode == 0:
+        return Check(name, "ok", f"{container.image}: {out}")
+    text = out or " ".join((done.stderr or "").split())[:200]
+    return Check(name, "fail", f"{container.image}: {text}", fix, "config")
+
+
+def site_containers(site: Site) -> list[tuple[str, Container]]:
+    """``(where, container)`` for the site's container and each partition's own."""
+    found = [(f"site {site.name}", site.container)] if site.container else []
+    found += [(f"partition {p.name}", p.container) for p in site.partitions if p.container]
+    return found
+
+
+def _check_images(
+    site: Site, runner: Runner, env: Mapping[str, str], timeout: float
+) -> list[Check]:
+    checks = []
+    for where, container in site_containers(site):
+        try:
+            check_container(container, where)
+        except ValueError as exc:
+            name = f"container image ({where})"
+            checks.append(Check(name, "fail", str(exc), "fix the site's container", "config"))
+            continue
+        argv = container_argv(container, [container.python, "-c", _IMAGE_PROBE])
+        checks.append(check_image(where, container, *_run(runner, argv, env, timeout)))
+    return checks
+
+
 def _run(
     runner: Runner, argv: Sequence[str], env: Mapping[str, str], timeout: float
 ) -> tuple[Completed | None, str | None]:
@@ -402,6 +457,18 @@ def _run(
         return runner(argv, None, env, timeout), None
     except HpcorchError as exc:
         return None, str(exc)
+
+
+def mpi_launcher(site: Site, runner: Runner, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The launcher MPI tasks get on this cluster: ``mpi.launcher``, or ``mpi.fallback``
+    where ``srun --mpi=list`` lacks the plugin the launcher asks for."""
+    if not site.mpi.fallback:
+        return tuple(site.mpi.launcher)
+    done, _ = _run(runner, ["srun", "--mpi=list"], env, 30)
+    offered = None
+    if done is not None and done.returncode == 0:
+        offered = offered_plugins(done.stdout + done.stderr)
+    return choose_launcher(site.mpi.launcher, site.mpi.fallback, offered)
 
 
 def _step_argv(
@@ -457,6 +524,7 @@ def run_doctor(
         argv = [*site.mpi.launcher, "-n", "1", "true"]
         done, error = _run(runner, argv, environ, step_timeout_s)
         checks.append(check_command("mpi launcher", argv, done, error=error, required=False))
+        checks.extend(_check_images(site, runner, environ, step_timeout_s))
         return checks
 
     command_env = _slurm_env(site, environ)
@@ -500,7 +568,7 @@ def run_doctor(
 
     checks.append(probe(site.dask.interface, True))
 
-    launcher = site.mpi.launcher
+    launcher = mpi_launcher(site, runner, command_env)
     if launcher and os.path.basename(launcher[0]) == "srun":
         argv = _step_argv(site, ["true"], launcher)
     else:
@@ -513,4 +581,5 @@ def run_doctor(
     checks.append(
         check_command("python on compute", argv, *_run(runner, argv, command_env, step_timeout_s))
     )
+    checks.extend(_check_images(site, runner, command_env, step_timeout_s))
     return checks

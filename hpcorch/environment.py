@@ -13,8 +13,12 @@ Variables: ``HPCORCH_REGIONS`` (comma-separated sites), ``HPCORCH_BUDGET``
 ``HPCORCH_SCALE_INTERVAL`` (5s), ``HPCORCH_IDLE_TIMEOUT`` (60s),
 ``HPCORCH_SCALE_COOLDOWN`` (30s), ``HPCORCH_DRAIN_TARGET`` (5s),
 ``HPCORCH_LOOKAHEAD`` (30s) as seconds or durations (``2m``),
-``HPCORCH_USE_ALLOCATION`` (``0`` opts out), ``HPCORCH_HOME``,
-``HPCORCH_SITE_PATH``, ``HPCORCH_TRACES_DIR``, ``HPCORCH_NO_GPU``.
+``HPCORCH_USE_ALLOCATION`` (``0`` opts out), ``HPCORCH_ACCOUNT`` and ``HPCORCH_QOS``
+(over the site's), ``HPCORCH_DASHBOARD`` (a port on loopback, ``0`` any; unset: no
+dashboard), ``HPCORCH_HOME``,
+``HPCORCH_SITE_PATH``, ``HPCORCH_TRACES_DIR``, ``HPCORCH_NO_GPU``. A training's
+ranks read what their worker set (:mod:`hpcorch.training`): ``HPCORCH_TORCH_BACKEND``,
+``HPCORCH_CHECKPOINT_DIR``, ``HPCORCH_CHECKPOINT``.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from hpcorch.units import parse_duration
 
 __all__ = [
     "TRACES_DIR",
+    "checkpoint",
+    "checkpoint_dir",
     "config_home",
     "no_gpu",
     "options_env",
     "run_options",
     "runs_home",
     "site_path",
+    "torch_backend",
     "traces_dir_override",
 ]
 
@@ -95,9 +102,12 @@ def run_options(env: Mapping[str, str] | None = None) -> RunOptions:
     return RunOptions(
         scaler=scaler_settings(environ),
         use_allocation=environ.get("HPCORCH_USE_ALLOCATION", "1").strip().lower() not in _FALSE,
+        dashboard=_port(environ, "HPCORCH_DASHBOARD"),
     ).build(
         regions=environ.get("HPCORCH_REGIONS") or None,
         budget=environ.get("HPCORCH_BUDGET") or None,
+        account=environ.get("HPCORCH_ACCOUNT") or None,
+        qos=environ.get("HPCORCH_QOS") or None,
     )
 
 
@@ -119,7 +129,22 @@ def options_env(options: RunOptions) -> dict[str, str]:
             out[name] = f"{getattr(scaler.scale, f):g}"
     if not options.use_allocation:
         out["HPCORCH_USE_ALLOCATION"] = "0"
+    if options.account:
+        out["HPCORCH_ACCOUNT"] = options.account
+    if options.qos:
+        out["HPCORCH_QOS"] = options.qos
+    if options.dashboard is not None:
+        out["HPCORCH_DASHBOARD"] = str(options.dashboard)
     return out
+
+
+def _port(environ: Mapping[str, str], name: str) -> int | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise OptionError(name, f"{name} must be a port number (0: any free one), not {text!r}")
+    return int(text)
 
 
 def runs_home(env: Mapping[str, str] | None = None) -> Path:
@@ -146,3 +171,20 @@ def traces_dir_override(env: Mapping[str, str] | None = None) -> Path | None:
 def no_gpu(env: Mapping[str, str] | None = None) -> bool:
     """``HPCORCH_NO_GPU=1``: tasks run on NumPy even where a GPU is visible."""
     return _environ(env).get("HPCORCH_NO_GPU", "") not in ("", "0")
+
+
+def torch_backend(env: Mapping[str, str] | None = None) -> str:
+    """A training rank's torch.distributed backend (``gloo`` where none was set)."""
+    return _environ(env).get("HPCORCH_TORCH_BACKEND") or "gloo"
+
+
+def checkpoint_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where a training keeps its checkpoints (None: it declared none)."""
+    value = _environ(env).get("HPCORCH_CHECKPOINT_DIR")
+    return Path(value) if value else None
+
+
+def checkpoint(env: Mapping[str, str] | None = None) -> Path | None:
+    """The newest complete checkpoint of an earlier attempt (None: start from scratch)."""
+    value = _environ(env).get("HPCORCH_CHECKPOINT")
+    return Path(value) if value else None

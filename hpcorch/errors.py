@@ -9,6 +9,7 @@ they enter, so callers only ever catch this tree::
     │   ├── WorkflowError         no         2   cycle, unknown dependency, unknown key
     │   ├── SiteConfigError       no         2   a site file that does not validate
     │   ├── ResourceError         no         2   a request no partition of the site can satisfy
+    │   ├── SiteRuleError         no         2   a job the site would refuse (account, limits)
     │   └── OptionError           no         2   a run option (flag, keyword, HPCORCH_* variable)
     ├── RunError                  no         1   a run that ended with failed tasks
     ├── JournalError              no         2   a run directory that is missing or unreadable
@@ -35,6 +36,7 @@ __all__ = [
     "RunError",
     "RunLocked",
     "SiteConfigError",
+    "SiteRuleError",
     "SlurmError",
     "SpecError",
     "SubmissionRefused",
@@ -65,6 +67,11 @@ class SiteConfigError(SpecError):
 
 class ResourceError(SpecError):
     """A resource request that no partition of the site can satisfy."""
+
+
+class SiteRuleError(SpecError):
+    """A job the site would refuse (no account, over a walltime or node limit), found
+    before anything is submitted; the message names the rule and the fix."""
 
 
 class OptionError(SpecError):

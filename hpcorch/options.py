@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from hpcorch.errors import OptionError
+from hpcorch.ids import check_slurm_name
 from hpcorch.policies.retry import RetryConfig
 from hpcorch.policies.scale import DEFAULT_INTERVAL_S, SCALING_POLICIES, ScaleConfig
 from hpcorch.policies.state import Budget, parse_budget
@@ -66,9 +67,14 @@ class RunOptions:
     """Inside a user's sbatch script, run on its nodes first (``HPCORCH_USE_ALLOCATION=0``
     opts out)."""
     account: str | None = None
-    """Overrides the site's account (a later issue wires it into job scripts)."""
+    """Overrides the site's account in every job of the run (a task's own ``account``
+    still wins): ``--account``, ``HPCORCH_ACCOUNT``."""
     qos: str | None = None
-    """The QOS whose limits apply (a later issue wires it into job scripts)."""
+    """Overrides the site's and partitions' QOS (a task's own ``qos`` still wins):
+    ``--qos``, ``HPCORCH_QOS``."""
+    dashboard: int | None = None
+    """The Dask dashboard's port on the scheduler's loopback (0: a free one); None: off
+    (:mod:`hpcorch.provision.dashboard`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.regions, tuple) or not all(
@@ -77,10 +83,25 @@ class RunOptions:
             raise OptionError("regions", "regions must be a tuple of site names or files")
         if self.budget is not None and self.budget.amount < 0:
             raise OptionError("budget", f"budget {self.budget.amount} must not be negative")
+        if self.dashboard is not None and (
+            isinstance(self.dashboard, bool)
+            or not isinstance(self.dashboard, int)
+            or not 0 <= self.dashboard <= 65535
+        ):
+            raise OptionError(
+                "dashboard-port", f"the dashboard port must be 0 to 65535, not {self.dashboard!r}"
+            )
         for name in ("site", "account", "qos"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise OptionError(name, f"{name} must be a non-empty name, not {value!r}")
+        for name in ("account", "qos"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    check_slurm_name(value, name)
+                except ValueError as exc:
+                    raise OptionError(name, str(exc)) from None
 
     def build(
         self,
@@ -91,6 +112,9 @@ class RunOptions:
         scaling: str | None = None,
         retry: RetryConfig | None = None,
         scaler: ScalerSettings | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        dashboard: int | None = None,
     ) -> RunOptions:
         """These options with each value given (not ``None``) in place of its own; text
         is parsed here (``budget="20 SU"``, ``regions="eiger,frontier"``)."""
@@ -104,6 +128,9 @@ class RunOptions:
             budget=_budget(budget) if budget is not None else self.budget,
             scaler=settings,
             retry=retry if retry is not None else self.retry,
+            account=account.strip() or None if account is not None else self.account,
+            qos=qos.strip() or None if qos is not None else self.qos,
+            dashboard=dashboard if dashboard is not None else self.dashboard,
         )
 
 

@@ -22,13 +22,15 @@ from pydantic import (
 )
 
 from hpcorch import dag
+from hpcorch.containers import Container
 from hpcorch.errors import WorkflowError
-from hpcorch.ids import check_id
+from hpcorch.ids import check_constraint, check_id, check_slurm_name
 from hpcorch.units import parse_duration, parse_memory
 
 __all__ = [
+    "DistributedSpec",
     "MpiSpec",
-    "Resources",
+    "ResourceSpec",
     "TaskKind",
     "TaskRef",
     "TaskSpec",
@@ -38,6 +40,7 @@ __all__ = [
 
 TaskKind = Literal["function", "command", "emulated"]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/@-]*")
 # Bounds that keep every value storable (SQLite's 64-bit integers) and every run finite.
 MAX_RETRIES = 1000
 MAX_PRIORITY = 10**9
@@ -90,7 +93,7 @@ class _Spec(BaseModel):
         return data
 
 
-class Resources(_Spec):
+class ResourceSpec(_Spec):
     """What one task needs: ``memory`` in bytes, ``walltime`` in seconds (an estimate)."""
 
     cpus: int = Field(1, ge=1)
@@ -111,7 +114,7 @@ class Resources(_Spec):
         return parse_duration(value) if isinstance(value, str | int | float) else value
 
     @model_validator(mode="after")
-    def _whole_gpus(self) -> Resources:
+    def _whole_gpus(self) -> ResourceSpec:
         if self.gpus != int(self.gpus) and not self.gpu_sharing:
             raise ValueError(
                 f"gpus: {self.gpus} is fractional; set gpu_sharing: true to share a GPU"
@@ -134,6 +137,60 @@ class MpiSpec(_Spec):
         return -(-self.ranks // self.ranks_per_node)
 
 
+class DistributedSpec(_Spec):
+    """A torch.distributed training: ``nodes`` x ``ranks_per_node`` ranks as one srun step.
+
+    ``ranks_per_node`` left out: one rank per GPU of the node where ranks take GPUs
+    (resolved against the site when the run starts, :func:`hpcorch.training.resolve_ranks`),
+    else one. ``backend`` left out: ``nccl`` where ranks take GPUs, else ``gloo``.
+    ``checkpoint_dir``: where the training saves checkpoints
+    (:func:`hpcorch.torchdist.save_checkpoint`), relative to the run directory
+    unless absolute; a new attempt gets the newest complete
+    one in ``HPCORCH_CHECKPOINT``. ``port``: a fixed rendezvous port (else hpcorch picks a
+    free one per attempt).
+    """
+
+    nodes: int = Field(1, ge=1)
+    ranks_per_node: int | None = Field(None, ge=1)
+    cpus_per_rank: int = Field(1, ge=1)
+    gpus_per_rank: int = Field(0, ge=0)
+    backend: Literal["nccl", "gloo"] | None = None
+    checkpoint_dir: str | None = None
+    port: int | None = Field(None, ge=1024, le=65535)
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _checkpoint_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must not be empty (leave it out to keep no checkpoints)")
+            _no_nul([value], "checkpoint_dir")
+        return value
+
+    @model_validator(mode="after")
+    def _backend(self) -> DistributedSpec:
+        if self.backend is None:
+            object.__setattr__(self, "backend", "nccl" if self.gpus_per_rank else "gloo")
+        if self.backend == "nccl" and not self.gpus_per_rank:
+            raise ValueError("backend nccl needs GPUs: set gpus_per_rank (or use gloo)")
+        return self
+
+    @property
+    def torch_backend(self) -> str:
+        assert self.backend is not None  # set by _backend
+        return self.backend
+
+    def as_mpi(self, ranks_per_node: int | None = None) -> MpiSpec:
+        """The srun step's layout (the one MPI tasks use)."""
+        per_node = ranks_per_node or self.ranks_per_node or 1
+        return MpiSpec(
+            ranks=self.nodes * per_node,
+            ranks_per_node=per_node,
+            cpus_per_rank=self.cpus_per_rank,
+            gpus_per_rank=self.gpus_per_rank,
+        )
+
+
 class TaskRef(BaseModel):
     """Stands for another task's result inside a function task's arguments."""
 
@@ -142,7 +199,7 @@ class TaskRef(BaseModel):
     id: str
 
 
-_DEFAULT_RESOURCES = Resources()
+_DEFAULT_RESOURCES = ResourceSpec()
 
 
 class TaskSpec(_Spec):
@@ -166,8 +223,38 @@ class TaskSpec(_Spec):
     inputs: tuple[str, ...] = Field((), description="files whose content keys the memo hash")
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
-    resources: Resources = _DEFAULT_RESOURCES
+    resources: ResourceSpec = _DEFAULT_RESOURCES
     mpi: MpiSpec | None = None
+    # Slurm knobs of the jobs this task runs in; tasks with different values run in
+    # different pools (hpcorch.provision.slurm_pool). None: the site's.
+    qos: str | None = Field(None, description="Slurm QOS, e.g. 'regular'")
+    constraint: str | None = Field(
+        None, description="node features besides the partition's, e.g. 'gpu&hbm80g'"
+    )
+    reservation: str | None = Field(None, description="Slurm reservation")
+    account: str | None = Field(None, description="Slurm account charged")
+    exclusive: bool = Field(False, description="whole nodes, shared with no other job")
+
+    @field_validator("qos", "reservation", "account")
+    @classmethod
+    def _slurm_name(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else check_slurm_name(value, str(info.field_name))
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint(cls, value: str | None) -> str | None:
+        return None if value is None else check_constraint(value)
+
+    container: Container | None = Field(
+        None, description="command tasks: the image the command runs in (hpcorch.containers)"
+    )
+    modules: tuple[str, ...] = Field((), description="command tasks: `module load` these first")
+    module_purge: bool = Field(False, description="command tasks: `module purge` before loading")
+    setup: str | None = Field(
+        None, description="command tasks: shell lines run before the command (beforeScript)"
+    )
+    distributed: DistributedSpec | None = None
+    """A torch.distributed training; its ranks run as the MPI step :attr:`mpi` describes."""
 
     @field_validator("id")
     @classmethod
@@ -193,6 +280,23 @@ class TaskSpec(_Spec):
             if not value:
                 raise ValueError("must not be empty (leave it out to run in the current directory)")
             _no_nul([value], "cwd")
+        return value
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _MODULE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"module {name!r:.60} is not a module name (letters, digits and . _ / + - @)"
+                )
+        return value
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, value: str | None) -> str | None:
+        if value is not None:
+            _no_nul([value], "setup")
         return value
 
     @field_validator("inputs")
@@ -260,9 +364,41 @@ class TaskSpec(_Spec):
             raise ValueError("command must not be empty")
         if given[0] != "function" and (self.args or self.kwargs):
             raise ValueError("args/kwargs only apply to function tasks")
+        if given[0] != "command":
+            used = [
+                k
+                for k, v in (
+                    ("container", self.container),
+                    ("modules", self.modules),
+                    ("module_purge", self.module_purge),
+                    ("setup", self.setup),
+                )
+                if v
+            ]
+            if used:
+                raise ValueError(
+                    f"{', '.join(used)}: for command tasks only; a function task runs in its "
+                    "pool's workers (set their container and modules in the site config)"
+                )
         if self.kind is None:
             object.__setattr__(self, "kind", given[0])
+        if self.distributed is not None:
+            if given[0] == "emulated":
+                raise ValueError("distributed applies to command and function tasks")
+            if self.mpi is None:
+                object.__setattr__(self, "mpi", self.distributed.as_mpi())
+            elif self.mpi != self.distributed.as_mpi(self.mpi.ranks_per_node):
+                raise ValueError("give distributed or mpi, not both")
         return self
+
+    @property
+    def slurm_knobs(self) -> dict[str, Any]:
+        """The Slurm knobs this task sets (those left to the site are not listed)."""
+        return {
+            k: getattr(self, k)
+            for k in ("qos", "constraint", "reservation", "account", "exclusive")
+            if getattr(self, k)
+        }
 
     @property
     def task_kind(self) -> TaskKind:

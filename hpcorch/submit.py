@@ -11,6 +11,7 @@ requeue a job that hit its time limit.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -23,9 +24,24 @@ from hpcorch.journal import JOURNAL_NAME
 from hpcorch.loaders import load_workflow
 from hpcorch.options import RunOptions
 from hpcorch.sites.model import Site
+from hpcorch.sites.rules import (
+    JobSettings,
+    WalltimeLimit,
+    check_job,
+    job_settings,
+    site_with,
+    walltime_limit,
+)
 from hpcorch.slurm.script import JobRequest
 
-__all__ = ["DriverJob", "driver_request", "submit_driver"]
+__all__ = [
+    "DriverJob",
+    "DriverPlan",
+    "driver_plan",
+    "driver_request",
+    "mail_directives",
+    "submit_driver",
+]
 
 # Seconds before the driver's walltime at which it requeues itself: enough for the
 # engine to stop cleanly and flush the journal (a quarter of short walltimes).
@@ -99,22 +115,94 @@ def driver_script(
     )
 
 
+DEFAULT_DRIVER_WALLTIME_S = 24 * 3600.0
+_MAIL_TYPES = frozenset(
+    {
+        "NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT",
+        "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS",
+    }
+)  # fmt: skip
+_MAIL_USER = re.compile(r"[A-Za-z0-9_.+-]+(@[A-Za-z0-9.-]+)?")
+
+
+def mail_directives(mail_type: str | None, mail_user: str | None) -> list[str]:
+    """``--mail-type``/``--mail-user`` for the driver job, checked (SpecError if not)."""
+    out = []
+    if mail_type:
+        kinds = [k.strip().upper() for k in mail_type.split(",") if k.strip()]
+        bad = [k for k in kinds if k not in _MAIL_TYPES]
+        if bad or not kinds:
+            raise SpecError(
+                f"--mail-type {mail_type!r:.60}: not a Slurm mail type; use a comma-separated "
+                f"list of {', '.join(sorted(_MAIL_TYPES))}"
+            )
+        out.append(f"--mail-type={','.join(kinds)}")
+    if mail_user:
+        if not _MAIL_USER.fullmatch(mail_user):
+            raise SpecError(f"--mail-user {mail_user!r:.60}: not a user name or mail address")
+        out.append(f"--mail-user={mail_user}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DriverPlan:
+    """Where the driver job runs, and why: its settings and the limit it was checked
+    against (:func:`hpcorch.sites.rules.check_job`)."""
+
+    settings: JobSettings
+    walltime_s: float
+    limit: WalltimeLimit
+    select_by_name: bool
+
+
+def driver_plan(
+    site: Site,
+    *,
+    walltime_s: float | None = None,
+    partition: str | None = None,
+    qos: str | None = None,
+) -> DriverPlan:
+    """The driver's partition, QOS, account and walltime from the site's ``submit:``
+    section, checked against the site's rules (:class:`SiteRuleError` if refused).
+
+    ``qos``: the run's ``--qos``, for the driver only where the site names none for it."""
+    try:
+        part = site.partition(partition or site.submit.partition)
+    except KeyError as exc:
+        raise SpecError(str(exc.args[0])) from None
+    knobs = {"qos": site.submit.qos or qos, "constraint": site.submit.constraint}
+    settings = job_settings(site, part, {k: v for k, v in knobs.items() if v})
+    if walltime_s is None:
+        walltime_s = site.submit.walltime_s or DEFAULT_DRIVER_WALLTIME_S
+        known = walltime_limit(site, part, settings.qos, 1).seconds
+        if known is not None and site.submit.walltime_s is None:
+            walltime_s = min(walltime_s, known)
+    limit = check_job(site, part, settings, nodes=1, walltime_s=walltime_s, what="the driver job")
+    return DriverPlan(settings, walltime_s, limit, part.select_by_name)
+
+
 def driver_request(
     workflow: Path,
     site: Site,
     run_dir: Path,
     run_id: str,
     *,
-    walltime_s: float,
+    walltime_s: float | None = None,
     partition: str | None = None,
     time_scale: float | None = None,
     hpcorch: tuple[str, ...] | None = None,
     options: RunOptions | None = None,
+    mail_type: str | None = None,
+    mail_user: str | None = None,
 ) -> JobRequest:
-    """The driver job: one core, little memory, requeueable, requeued before its walltime.
+    """The driver job: a core or two, little memory, requeueable, requeued before its
+    walltime; where it runs comes from the site's ``submit:`` section (:func:`driver_plan`).
 
     ``options`` reach the driver (and its resumes) as ``HPCORCH_*`` variables."""
-    default = next((p.name for p in site.partitions if p.default), None)
+    options = options or RunOptions()
+    site = site_with(site, account=options.account)
+    plan = driver_plan(site, walltime_s=walltime_s, partition=partition, qos=options.qos)
+    settings = plan.settings
     return JobRequest(
         name=f"hpcorch-driver-{run_id}"[:100],
         command=driver_script(
@@ -122,23 +210,31 @@ def driver_request(
             site.name,
             run_dir.resolve(),
             run_id,
-            walltime_s=walltime_s,
+            walltime_s=plan.walltime_s,
             time_scale=time_scale,
             hpcorch=hpcorch,
             secrets=site_secrets(site),
         ),
-        partition=partition or default,
-        account=site.account,
+        partition=settings.partition if plan.select_by_name else None,
+        account=settings.account,
+        qos=settings.qos,
+        constraint=settings.constraint,
         nodes=1,
         ntasks=1,
-        cpus_per_task=1,
-        mem=1024**3,
-        time_s=walltime_s,
+        cpus_per_task=site.submit.cpus,
+        mem=site.submit.memory,
+        time_s=plan.walltime_s,
         output="/dev/null",
         chdir=str(Path.cwd()),
         requeue=True,
         comment=f"hpcorch driver {run_id}",
-        env=options_env(options or RunOptions()),
+        env=options_env(options),
+        extra=tuple(
+            [
+                *([f"--reservation={settings.reservation}"] if settings.reservation else []),
+                *mail_directives(mail_type, mail_user),
+            ]
+        ),
     )
 
 
@@ -147,10 +243,12 @@ def submit_driver(
     site: Site,
     *,
     run_dir: Path | None = None,
-    walltime_s: float = 24 * 3600,
+    walltime_s: float | None = None,
     partition: str | None = None,
     time_scale: float | None = None,
     options: RunOptions | None = None,
+    mail_type: str | None = None,
+    mail_user: str | None = None,
 ) -> DriverJob:
     """Validate the workflow here (bad input fails now, not in the queue), then submit."""
     from hpcorch.engine.rundir import new_run_dir  # noqa: PLC0415  # loads distributed: only when submitting
@@ -159,6 +257,13 @@ def submit_driver(
 
     spec = load_workflow(workflow, time_scale=time_scale)
     validate_run(spec, site.name, options)
+    mail_directives(mail_type, mail_user)
+    driver_plan(
+        site_with(site, account=(options or RunOptions()).account),
+        walltime_s=walltime_s,
+        partition=partition,
+        qos=(options or RunOptions()).qos,
+    )  # a driver the site would refuse: exit 2 before the run directory exists
     run_id, path = new_run_dir(spec.name, site, run_dir=run_dir)
     path = path.resolve()
     try:
@@ -171,6 +276,8 @@ def submit_driver(
             partition=partition,
             time_scale=time_scale,
             options=options,
+            mail_type=mail_type,
+            mail_user=mail_user,
         )
     except ValueError as exc:  # a value no #SBATCH line can hold (the working directory)
         raise SpecError(f"cannot write the driver job: {_first_error(exc)}") from None

@@ -7,7 +7,11 @@ Slurm report. The parsers are pure functions over text:
 - ``scontrol show node -d`` (``Sockets=``, ``CoresPerSocket=``, ``RealMemory=``,
   ``Gres=gpu:a100:2(S:0),gpu:a100:2(S:1)``),
 - ``gres.conf`` (``Name=gpu File=/dev/nvidia[0-3] Cores=0-3 Links=-1,2,0,0``),
-- ``nvidia-smi topo -m`` (``NV12`` entries, CPU and NUMA affinity).
+- ``nvidia-smi topo -m`` (``NV12`` entries, CPU and NUMA affinity),
+- on AMD, ``amd-smi topology`` (``LINK TYPE TABLE``/``WEIGHT TABLE`` by PCI address)
+  and ``rocm-smi --showtopo`` (the same tables by GPU index, plus ``Numa Node`` lines).
+  XGMI (Infinity Fabric) plays NVLink's part: the GPU pairs it joins most closely (the
+  lowest XGMI weight) are the linked pairs the placement rules prefer.
 
 Core ids are Slurm's abstract ones: socket ``s`` owns cores
 ``s * cores_per_socket ... (s + 1) * cores_per_socket - 1``.
@@ -33,9 +37,11 @@ __all__ = [
     "detect_topology",
     "merge_gres",
     "merge_smi",
+    "parse_amd_smi_topology",
     "parse_gres_conf",
     "parse_index_list",
     "parse_nvidia_smi_topo",
+    "parse_rocm_smi_topo",
     "parse_scontrol_nodes",
 ]
 
@@ -274,6 +280,88 @@ def parse_nvidia_smi_topo(text: str) -> SmiTopology:
     return SmiTopology(tuple(cpus), tuple(numa), frozenset(links))
 
 
+_RULE_RE = re.compile(r"^=+\s*(.*?)\s*=+$")
+
+
+def _smi_sections(text: str, rule: re.Pattern[str]) -> dict[str, list[str]]:
+    """Lines of each titled section (titles lower-cased)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in text.splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", raw).rstrip()
+        match = rule.match(line.strip())
+        if match:
+            current = sections.setdefault(match.group(1).strip().lower(), [])
+        elif current is not None and line.strip():
+            current.append(line)
+    return sections
+
+
+def _matrix(lines: list[str]) -> list[list[str]]:
+    """The cells of a GPU x GPU table: its first line names the columns, each row
+    starts with its GPU's name. Rows in order; cells in column order."""
+    if not lines:
+        return []
+    width = len(lines[0].split())
+    return [line.split()[1 : 1 + width] for line in lines[1:] if len(line.split()) > width]
+
+
+def _xgmi_links(types: list[list[str]], weights: list[list[str]]) -> frozenset[tuple[int, int]]:
+    """GPU pairs joined by XGMI; where weights are known, only the closest (lowest weight)."""
+    xgmi = {
+        (i, j)
+        for i, row in enumerate(types)
+        for j, cell in enumerate(row)
+        if i < j and cell.upper() == "XGMI"
+    }
+    weight: dict[tuple[int, int], int] = {}
+    for i, j in xgmi:
+        cell = weights[i][j] if i < len(weights) and j < len(weights[i]) else ""
+        if cell.isdigit():
+            weight[(i, j)] = int(cell)
+    if weight and len(weight) == len(xgmi):
+        best = min(weight.values())
+        xgmi = {pair for pair, w in weight.items() if w == best}
+    return frozenset(xgmi)
+
+
+def parse_rocm_smi_topo(text: str) -> SmiTopology:
+    """Parse ``rocm-smi --showtopo``: ``Weight between two GPUs``, ``Link Type between
+    two GPUs`` tables and ``GPU[i] : (Topology) Numa Node: n`` lines. No CPU lists:
+    the NUMA node stands for the GPU's socket (see :func:`merge_smi`)."""
+    sections = _smi_sections(text, _RULE_RE)
+    types = _matrix(sections.get("link type between two gpus", []))
+    weights = _matrix(sections.get("weight between two gpus", []))
+    numa: dict[int, int] = {}
+    for line in sections.get("numa nodes", []):
+        match = re.match(r"GPU\[(\d+)\]\s*:\s*\(Topology\) Numa Node:\s*(-?\d+)", line.strip())
+        if match and int(match.group(2)) >= 0:
+            numa[int(match.group(1))] = int(match.group(2))
+    count = max(len(types), max(numa, default=-1) + 1)
+    return SmiTopology(
+        cpus=tuple(() for _ in range(count)),
+        numa=tuple(numa.get(i) for i in range(count)),
+        nvlinks=_xgmi_links(types, weights),
+    )
+
+
+_AMD_SMI_TITLE_RE = re.compile(r"^([A-Z][A-Z ]+ TABLE):$")
+
+
+def parse_amd_smi_topology(text: str) -> SmiTopology:
+    """Parse ``amd-smi topology``: ``LINK TYPE TABLE:`` and ``WEIGHT TABLE:`` keyed by
+    PCI address, rows in GPU index order. It gives no CPU or NUMA affinity."""
+    sections = _smi_sections(text, _AMD_SMI_TITLE_RE)
+    types = _matrix(sections.get("link type table", []))
+    weights = _matrix(sections.get("weight table", []))
+    count = len(types)
+    return SmiTopology(
+        cpus=tuple(() for _ in range(count)),
+        numa=tuple(None for _ in range(count)),
+        nvlinks=_xgmi_links(types, weights),
+    )
+
+
 def merge_gres(topology: NodeTopology, gres: Sequence[GresGpu]) -> NodeTopology:
     """Refine GPU sockets from gres.conf ``Cores=`` and NVLink pairs from ``Links=``."""
     if len(gres) != topology.gpu_count:
@@ -293,12 +381,17 @@ def merge_gres(topology: NodeTopology, gres: Sequence[GresGpu]) -> NodeTopology:
 
 
 def merge_smi(topology: NodeTopology, smi: SmiTopology) -> NodeTopology:
-    """Refine GPU sockets from CPU affinity and add NVLink pairs from nvidia-smi."""
+    """Refine GPU sockets from CPU affinity (or, without it, from NUMA nodes when there
+    are as many as sockets) and add NVLink / XGMI pairs from nvidia-smi, amd-smi, rocm-smi."""
     if len(smi.cpus) != topology.gpu_count:
         return topology
     gpus = list(topology.gpus)
+    numa = [n for n in smi.numa if n is not None]
+    numa_is_socket = len(numa) == len(smi.numa) and max(numa, default=-1) + 1 == topology.sockets
     for i, cpus in enumerate(smi.cpus):
         sockets = {topology.socket_of_core(c) for c in cpus if c < topology.cores}
+        if not cpus and numa_is_socket:
+            sockets = {numa[i]}
         if len(sockets) == 1:
             gpus[i] = replace(gpus[i], socket=sockets.pop())
     return replace(topology, gpus=tuple(gpus), nvlinks=topology.nvlinks | smi.nvlinks)
@@ -323,13 +416,14 @@ def _run(argv: Sequence[str], timeout: float = 10.0) -> str | None:
 def detect_topology(
     node: str,
     gres_conf: str | None = None,
-    commands: Iterable[str] = ("scontrol", "nvidia-smi"),
+    commands: Iterable[str] = ("scontrol", "nvidia-smi", "amd-smi", "rocm-smi"),
 ) -> NodeTopology | None:
-    """Detect one node's topology from Slurm (and nvidia-smi where present).
+    """Detect one node's topology from Slurm (and the GPU vendor's tool where present).
 
     ``gres_conf`` is the file's text, when readable. Returns None when Slurm
     does not know the node. Runs ``scontrol show node -d NODE`` and, on a
-    machine with NVIDIA GPUs, ``nvidia-smi topo -m``.
+    machine with NVIDIA GPUs, ``nvidia-smi topo -m``; with AMD GPUs,
+    ``amd-smi topology`` or, without amd-smi, ``rocm-smi --showtopo``.
     """
     wanted = set(commands)
     text = _run(["scontrol", "show", "node", "-d", node]) if "scontrol" in wanted else None
@@ -340,5 +434,11 @@ def detect_topology(
         topology = merge_gres(topology, parse_gres_conf(gres_conf, node))
     smi = _run(["nvidia-smi", "topo", "-m"]) if "nvidia-smi" in wanted else None
     if smi:
-        topology = merge_smi(topology, parse_nvidia_smi_topo(smi))
+        return merge_smi(topology, parse_nvidia_smi_topo(smi))
+    amd = _run(["amd-smi", "topology"]) if "amd-smi" in wanted else None
+    if amd:
+        return merge_smi(topology, parse_amd_smi_topology(amd))
+    rocm = _run(["rocm-smi", "--showtopo"]) if "rocm-smi" in wanted else None
+    if rocm:
+        topology = merge_smi(topology, parse_rocm_smi_topo(rocm))
     return topology

@@ -13,6 +13,7 @@ import click
 from hpcorch._version import __version__
 from hpcorch.cli.completion import completion
 from hpcorch.cli.doctor import doctor
+from hpcorch.cli.plan import plan
 from hpcorch.cli.report import report
 from hpcorch.cli.run import cancel, logs, resume, run, status
 from hpcorch.cli.simulate import simulate
@@ -152,6 +153,7 @@ cli.add_command(doctor)
 cli.add_command(sites)
 cli.add_command(simulate)
 cli.add_command(submit)
+cli.add_command(plan)
 cli.add_command(completion)
 
 

@@ -17,7 +17,13 @@ from hpcorch.errors import OptionError
 from hpcorch.options import RunOptions
 from hpcorch.policies.scale import SCALING_POLICIES
 
-__all__ = ["build_run_options", "env_run_options", "regions_budget_options"]
+__all__ = [
+    "account_qos_options",
+    "build_run_options",
+    "dashboard_options",
+    "env_run_options",
+    "regions_budget_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +53,50 @@ def regions_budget_options(fn: F) -> F:
     return fn
 
 
+def account_qos_options(fn: F) -> F:
+    """Add ``--account`` and ``--qos`` (over the site's) to a command."""
+    fn = click.option(
+        "--qos",
+        default=None,
+        help="Slurm QOS of the run's jobs, over the site's and its partitions' (a task's "
+        "own qos still wins). Env: HPCORCH_QOS.",
+    )(fn)
+    fn = click.option(
+        "--account",
+        "-A",
+        default=None,
+        help="Slurm account charged for the run's jobs, over the site's (set it once with "
+        "'account: NAME' in ~/.config/hpcorch/sites/SITE.yaml). Env: HPCORCH_ACCOUNT.",
+    )(fn)
+    return fn
+
+
+def dashboard_options(fn: F) -> F:
+    """Add ``--dashboard`` and ``--dashboard-port`` to a command."""
+    fn = click.option(
+        "--dashboard-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Port of the dashboard on loopback (implies --dashboard; default: a free one). "
+        "Env: HPCORCH_DASHBOARD.",
+    )(fn)
+    fn = click.option(
+        "--dashboard",
+        is_flag=True,
+        default=False,
+        help="Serve the Dask dashboard on the scheduler's host, on 127.0.0.1 only; a line "
+        "on stderr says how to tunnel to it (ssh -L). Needs bokeh.",
+    )(fn)
+    return fn
+
+
+def _dashboard_port(dashboard: bool, port: int | None) -> int | None:
+    """What ``--dashboard``/``--dashboard-port`` ask for: a port (0: any), or None."""
+    if port is not None:
+        return port
+    return 0 if dashboard else None
+
+
 def _bad(exc: OptionError) -> click.BadParameter:
     hint = exc.option if exc.option.startswith("HPCORCH_") else f"--{exc.option}"
     return click.BadParameter(str(exc), param_hint=hint)
@@ -61,15 +111,34 @@ def env_run_options() -> RunOptions:
 
 
 def build_run_options(
-    site: str | None, regions: str | None, budget: str | None, scaling: str | None
+    site: str | None,
+    regions: str | None,
+    budget: str | None,
+    scaling: str | None,
+    *,
+    account: str | None = None,
+    qos: str | None = None,
+    dashboard: bool = False,
+    dashboard_port: int | None = None,
 ) -> RunOptions:
     """The environment's options with the flags given in place of theirs, all checked now
     (bad input fails before anything is submitted)."""
+    from hpcorch.provision.dashboard import check_available  # noqa: PLC0415  # CLI fast path: --help does not load it
     from hpcorch.sites.resolve import resolve_regions  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
-        options = run_options().build(site=site, regions=regions, budget=budget, scaling=scaling)
+        options = run_options().build(
+            site=site,
+            regions=regions,
+            budget=budget,
+            scaling=scaling,
+            account=account,
+            qos=qos,
+            dashboard=_dashboard_port(dashboard, dashboard_port),
+        )
         resolve_regions(options.regions)
+        if options.dashboard is not None:
+            check_available()
     except OptionError as exc:
         raise _bad(exc) from None
     return options

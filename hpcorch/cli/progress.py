@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -30,6 +30,9 @@ from rich.text import Text
 
 from hpcorch.journal import TASK_STATES, progress_rows
 from hpcorch.sites.model import Site
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 __all__ = ["Failure", "Progress", "Snapshot", "plain_line", "read_snapshot", "render"]
 
@@ -144,7 +147,7 @@ def render(
     elapsed_s: float,
     gpus: Mapping[str, float] | None = None,
     gpus_total: int | None = None,
-) -> Any:
+) -> Group:
     """The live view: a header with a bar, tasks by state, allocations, GPUs busy."""
     from rich.progress_bar import ProgressBar  # noqa: PLC0415  # CLI fast path: --help does not load it
 
@@ -225,8 +228,8 @@ class Progress:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._live: Any = None
-        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self._live: Live | None = None
+        self._handlers: list[tuple[logging.StreamHandler[Any], IO[str]]] = []
 
     # -- the engine's side ------------------------------------------------------
 
@@ -347,9 +350,9 @@ class Progress:
         self.stream.flush()
 
 
-def _point_handlers(old: Any, new: Any) -> list[tuple[logging.StreamHandler[Any], Any]]:
+def _point_handlers(old: IO[str], new: IO[str]) -> list[tuple[logging.StreamHandler[Any], IO[str]]]:
     """Make the root logger's handlers that write to ``old`` write to ``new``; undo list."""
-    moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+    moved: list[tuple[logging.StreamHandler[Any], IO[str]]] = []
     if new is old:
         return moved
     for handler in logging.getLogger().handlers:

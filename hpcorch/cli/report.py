@@ -32,6 +32,8 @@ def _print_summary(r: Report) -> None:
     states = ", ".join(f"{n} {s}" for s, n in r.by_state.items())
     figures.add_row("tasks", f"{r.tasks} ({states})" if states else str(r.tasks))
     figures.add_row("retries", f"{r.retries} (in {r.tasks_retried} tasks)")
+    for line in r.training_restarts:
+        figures.add_row("training restart", line)
     if r.failed_attempts_by_class:
         failed = ", ".join(f"{n} {c}" for c, n in r.failed_attempts_by_class.items())
         figures.add_row("failed attempts", failed)
@@ -56,8 +58,39 @@ def _print_summary(r: Report) -> None:
         for row in site_rows(r.sites):
             sites.add_row(*row)
         console.print(sites)
+    _print_failed(console, r)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+_FAILED_SHOWN = 20
+
+
+def _print_failed(console: Console, r: Report) -> None:
+    """The failed attempts (the last few) and the log of each."""
+    failed = sorted((a for a in r.attempts if a.outcome == "failed"), key=lambda a: a.start)
+    if not failed:
+        return
+    logs = {str(Path(a.log).parent) for a in failed if a.log}
+    table = Table(
+        title="failed attempts",
+        title_justify="left",
+        caption=f"logs in {', '.join(sorted(logs))}" if logs else None,
+        caption_justify="left",
+    )
+    for col in ("task", "try", "class"):
+        table.add_column(col)
+    table.add_column("log", overflow="fold")
+    for a in failed[-_FAILED_SHOWN:]:
+        table.add_row(
+            a.task_id,
+            str(a.n),
+            a.failure_class or "—",
+            Path(a.log).name if a.log else "none written",
+        )
+    console.print(table)
+    if len(failed) > _FAILED_SHOWN:
+        console.print(f"the last {_FAILED_SHOWN} of {len(failed)} failed attempts (--json: all)")
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -11,16 +11,26 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from hpcorch.cli.options import build_run_options, env_run_options, regions_budget_options
+from hpcorch.cli.options import (
+    account_qos_options,
+    build_run_options,
+    dashboard_options,
+    env_run_options,
+    regions_budget_options,
+)
 from hpcorch.cli.progress import Progress
 from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
 from hpcorch.ids import check_id
 from hpcorch.journal import read_run
 from hpcorch.journal import status as read_status
+
+if TYPE_CHECKING:
+    from hpcorch.engine import RunSummary
+    from hpcorch.spec import WorkflowSpec
 
 __all__ = ["cancel", "logs", "resume", "run", "status"]
 
@@ -33,6 +43,8 @@ def _logging(verbose: int) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
+    # The dashboard's address and the tunnel to it (logged only when --dashboard asked).
+    logging.getLogger("hpcorch.provision.dashboard").setLevel(min(level, logging.INFO))
     # Dask's own chatter (worker errors are in the journal and the summary).
     # Importing distributed applies its logging config, so quiet it afterwards.
     import distributed  # noqa: F401, PLC0415  # heavy: only when a run starts
@@ -43,7 +55,7 @@ def _logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(quiet)
 
 
-def _progress(spec: Any, site: str | None) -> Progress:
+def _progress(spec: WorkflowSpec, site: str | None) -> Progress:
     """The view for a run of ``spec``: its size, its tasks' GPUs, its site's GPUs per node."""
     from hpcorch.sites.resolve import resolve_site  # noqa: PLC0415  # CLI fast path: --help does not load it
 
@@ -55,7 +67,7 @@ def _progress(spec: Any, site: str | None) -> Progress:
     return Progress(len(spec.tasks), gpus=gpus, site=resolved)
 
 
-def _finish(summary: Any, as_json: bool = False) -> None:
+def _finish(summary: RunSummary, as_json: bool = False) -> None:
     if as_json:
         record = {
             "run_id": summary.run_id,
@@ -111,6 +123,8 @@ def _finish(summary: Any, as_json: bool = False) -> None:
     "--json", "as_json", is_flag=True, help="Print the run's summary as JSON (stdout only)."
 )
 @regions_budget_options
+@account_qos_options
+@dashboard_options
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
 def run(
     workflow: Path,
@@ -122,6 +136,10 @@ def run(
     regions: str | None,
     budget: str | None,
     scaling: str | None,
+    account: str | None,
+    qos: str | None,
+    dashboard: bool,
+    dashboard_port: int | None,
     verbose: int,
 ) -> None:
     """Run WORKFLOW (.yaml, WfFormat .json or .py) to the end.
@@ -138,7 +156,16 @@ def run(
     from hpcorch.loaders import load_workflow  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     _logging(verbose)
-    options = build_run_options(site, regions, budget, scaling)
+    options = build_run_options(
+        site,
+        regions,
+        budget,
+        scaling,
+        account=account,
+        qos=qos,
+        dashboard=dashboard,
+        dashboard_port=dashboard_port,
+    )
     spec = load_workflow(workflow, time_scale=time_scale)
     progress = _progress(spec, site)
 
@@ -237,9 +264,15 @@ def cancel(run_ref: str) -> None:
 @click.command()
 @click.argument("run_ref", metavar="RUN")
 @click.argument("task")
-@click.option("--attempt", type=int, default=None, help="Attempt number (default: the last).")
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Attempt number, from 1 (default: the last with a log).",
+)
 def logs(run_ref: str, task: str, attempt: int | None) -> None:
-    """Print the stdout and stderr of TASK in RUN.
+    """Print the stdout and stderr of TASK in RUN: a command's output, or what a
+    function printed and logged (with the traceback of an attempt that raised).
 
     \b
     Example:
@@ -254,19 +287,28 @@ def logs(run_ref: str, task: str, attempt: int | None) -> None:
         raise SpecError(str(exc)) from None
     prefix = f"{task}."
     attempts = sorted(
-        int(middle)
-        for p in log_dir.glob(f"{glob.escape(task)}.*.out")
-        if (middle := p.name[len(prefix) : -len(".out")]).isdigit()
+        {
+            int(middle)
+            for p in log_dir.glob(f"{glob.escape(task)}.*.*")
+            if p.suffix in (".out", ".err")
+            and (middle := p.name[len(prefix) : -len(p.suffix)]).isdigit()
+        }
     )
     if not attempts:
         raise JournalError(
-            f"no logs for task {task!r} in {log_dir.parent}; only command tasks write logs"
+            f"no logs for task {task!r} in {log_dir.parent}: it wrote no output yet "
+            "(a function writes its log on its first print or log record), or it is "
+            "an emulated task"
         )
     n = attempt if attempt is not None else attempts[-1]
     if n not in attempts:
-        raise JournalError(f"no attempt {n} of task {task!r}; attempts: {attempts}")
+        raise JournalError(
+            f"no attempt {n} of task {task!r} has a log (it wrote no output, or never ran); "
+            f"attempts with logs: {attempts}"
+        )
     for stream in ("out", "err"):
-        text = (log_dir / f"{task}.{n}.{stream}").read_text(errors="replace")
+        path = log_dir / f"{task}.{n}.{stream}"
+        text = path.read_text(errors="replace") if path.is_file() else ""
         if text:
             click.echo(f"--- {task} attempt {n} std{stream} ---")
             click.echo(text, nl=not text.endswith("\n"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ _FIGURES = (
     "retries",
     "allocations",
     "node_failures",
+    "overrun_jobs",
+    "killed_jobs",
+    "missing_estimates",
+    "default_time_s",
     "events",
 )
 
@@ -82,6 +87,29 @@ _FIGURES = (
     show_default=True,
     help="Workflows: the scaling policy, as `hpcorch run --scaling`.",
 )
+@click.option(
+    "--overrun",
+    type=click.Choice(["replay", "kill"]),
+    default="replay",
+    show_default=True,
+    help="SWF: a job running past its requested time runs its recorded time (replay) "
+    "or is killed at its limit plus --over-time-limit (kill, as Slurm does).",
+)
+@click.option(
+    "--over-time-limit",
+    help="SWF with --overrun kill: slurm.conf OverTimeLimit, e.g. 1m (default: 0).",
+)
+@click.option(
+    "--default-time",
+    help="SWF: the time limit of jobs that asked for none, e.g. 4h "
+    "(default: the log's longest request, as a partition's MaxTime).",
+)
+@click.option(
+    "--slurm-conf",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SWF: schedule as this slurm.conf says (SchedulerType, bf_interval, bf_resolution, "
+    "bf_window, bf_max_job_test, OverTimeLimit) instead of textbook EASY.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def simulate(
     *,
@@ -94,6 +122,10 @@ def simulate(
     run_dir: Path | None,
     placement: str | None,
     scaling: str,
+    overrun: str,
+    over_time_limit: str | None,
+    default_time: str | None,
+    slurm_conf: Path | None,
     seed: int,
 ) -> None:
     """Replay a trace through hpcorch's policies on a simulated Slurm cluster.
@@ -106,16 +138,30 @@ def simulate(
     """
     from hpcorch.sim.runs import simulate_trace  # noqa: PLC0415  # CLI fast path: --help does not load it
 
-    try:
-        mtbf_s = parse_duration(mtbf) if mtbf is not None else None
-    except ValueError as exc:
-        raise SpecError(f"--mtbf: {exc}") from None
+    mtbf_s = _duration("--mtbf", mtbf)
+    replay_options: dict[str, Any] = {
+        "overrun": overrun,
+        "over_time_limit_s": _duration("--over-time-limit", over_time_limit) or 0.0,
+        "default_time_s": _duration("--default-time", default_time),
+    }
+    if slurm_conf is not None:
+        from hpcorch.sim.schedconf import parse_slurm_conf  # noqa: PLC0415  # CLI fast path
+
+        try:
+            text = slurm_conf.read_text()
+        except OSError as exc:
+            raise SpecError(f"--slurm-conf: cannot read {slurm_conf}: {exc.strerror}") from None
+        config = parse_slurm_conf(text, str(slurm_conf))
+        if over_time_limit is not None:  # the flag wins over the file
+            config = replace(config, over_time_limit_s=replay_options["over_time_limit_s"])
+        replay_options["schedconf"] = config
     try:
         result = simulate_trace(
             trace,
             nodes=nodes,
             mtbf_s=mtbf_s,
             seed=seed,
+            replay_options=replay_options,
             nodes_per_allocation=nodes_per_allocation,
             cores_per_node=cores_per_node,
             run_dir=run_dir,
@@ -135,6 +181,15 @@ def simulate(
     Console().print(table)
     if result.get("run_dir"):
         click.echo(f"journal: {result['run_dir']} (hpcorch status {result['run_dir']} --json)")
+
+
+def _duration(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise SpecError(f"{flag}: {exc}") from None
 
 
 def _finite(value: Any) -> Any:

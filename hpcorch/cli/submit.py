@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from hpcorch.cli.options import build_run_options, regions_budget_options
+from hpcorch.cli.options import (
+    account_qos_options,
+    build_run_options,
+    dashboard_options,
+    regions_budget_options,
+)
 from hpcorch.sites import load_site
 from hpcorch.units import parse_duration
 
@@ -28,9 +33,9 @@ __all__ = ["submit"]
 )
 @click.option(
     "--walltime",
-    default="24h",
-    show_default=True,
-    help="Driver walltime; it requeues itself and resumes before it runs out.",
+    default=None,
+    help="Driver walltime; it requeues itself and resumes before it runs out (default: "
+    "the site's submit.walltime_s, else 24h or the limit if lower).",
 )
 @click.option(
     "--time-scale",
@@ -39,17 +44,31 @@ __all__ = ["submit"]
     help="Emulate WfFormat tasks for runtimeInSeconds x F seconds.",
 )
 @regions_budget_options
+@account_qos_options
+@click.option(
+    "--mail-type",
+    default=None,
+    help="Slurm mail on the driver job: e.g. END,FAIL (sbatch --mail-type).",
+)
+@click.option("--mail-user", default=None, help="Where that mail goes (sbatch --mail-user).")
+@dashboard_options
 @click.option("--json", "as_json", is_flag=True, help="Print {run_id, job_id, run_dir} only.")
 def submit(
     workflow: Path,
     site: str,
     run_dir: Path | None,
     partition: str | None,
-    walltime: str,
+    walltime: str | None,
     time_scale: float | None,
     regions: str | None,
     budget: str | None,
     scaling: str | None,
+    account: str | None,
+    qos: str | None,
+    mail_type: str | None,
+    mail_user: str | None,
+    dashboard: bool,
+    dashboard_port: int | None,
     as_json: bool,
 ) -> None:
     """Submit WORKFLOW as a Slurm driver job; print the run id and the driver's job id.
@@ -62,10 +81,19 @@ def submit(
     from hpcorch.submit import submit_driver  # noqa: PLC0415  # CLI fast path: --help does not load it
 
     try:
-        walltime_s = parse_duration(walltime)
+        walltime_s = parse_duration(walltime) if walltime is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--walltime") from None
-    options = build_run_options(site, regions, budget, scaling)
+    options = build_run_options(
+        site,
+        regions,
+        budget,
+        scaling,
+        account=account,
+        qos=qos,
+        dashboard=dashboard,
+        dashboard_port=dashboard_port,
+    )
     job = submit_driver(
         workflow,
         load_site(site),
@@ -74,6 +102,8 @@ def submit(
         partition=partition,
         time_scale=time_scale,
         options=options,
+        mail_type=mail_type,
+        mail_user=mail_user,
     )
     if as_json:
         click.echo(

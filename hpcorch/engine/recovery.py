@@ -234,9 +234,16 @@ class Recovery:
             # another site's worker: its job and node are not in this monitor's Slurm
             return worker.node, worker.job_id, worker.site, None, None, None
         state = reason = None
+        node = worker.node
+        healthy = self.monitor.node_healthy(node)
         if worker.job_id:
             job = self.monitor.refresh(worker.job_id)
             if job is not None and job.terminal:
                 state, reason = job.state.value, job.reason
-        healthy = self.monitor.node_healthy(worker.node)
-        return worker.node, worker.job_id, worker.site, healthy, state, reason
+                if healthy is not False:
+                    # A multi-node job (an MPI step, a training) dies with any of its nodes:
+                    # the node to blame is the one that is down, not this worker's (rank 0's).
+                    down = [n for n in job.nodes if self.monitor.node_healthy(n) is False]
+                    if down:
+                        node, healthy = down[0], False
+        return node, worker.job_id, worker.site, healthy, state, reason

@@ -30,13 +30,14 @@ from dask.base import annotate
 from hpcorch import dag
 from hpcorch.childenv import site_secrets
 from hpcorch.engine import retry
+from hpcorch.engine.commands import command_argv, failure_name
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
 from hpcorch.engine.recovery import Recovery
 from hpcorch.engine.worker import Payload, drain, execute, load_result
 from hpcorch.journal import Journal
 from hpcorch.placement.fit import partition_for
-from hpcorch.placement.placing import Placing, placing_for
+from hpcorch.placement.placing import Placing, knobs_resource, placing_for
 from hpcorch.policies.state import site_limits
 from hpcorch.provision import horizon
 from hpcorch.provision.pools import task_resources
@@ -194,11 +195,15 @@ class Engine:
     def _payload(self, task: TaskSpec, deps: tuple[str, ...]) -> Payload:
         kind = task.task_kind
         target: Any
+        program: str | None = None
+        wrapper_codes: tuple[int, ...] = ()
         if kind == "function":
             target = task.function
         elif kind == "command":
-            assert task.command is not None
-            target = task.command  # an MPI task's step is built on its worker (placing)
+            # its setup and container; an MPI task's step is built on its worker (placing);
+            # the run directory is bound into a container, and a bind takes no relative path
+            target = command_argv(task, str(self.run_dir.absolute()))
+            program, wrapper_codes = failure_name(task)
         else:
             target = task.duration
         memo_key = self.memo.get(task.id)
@@ -209,11 +214,13 @@ class Engine:
             n=self.n[task.id],
             kind=kind,
             target=target,
+            program=program,
+            wrapper_codes=wrapper_codes,
             deps=deps,
             args=task.args,
             kwargs=task.kwargs,
             has_refs=task.id in self.refs,
-            log_dir=str(self.run_dir / "logs") if kind == "command" else None,
+            log_dir=str(self.run_dir / "logs") if kind != "emulated" else None,
             result_path=(
                 str(self.run_dir / "results" / f"{task.id}.pkl")
                 if task.id in self.value_needed
@@ -296,6 +303,9 @@ class Engine:
                     if o.gpus:
                         res[key]["gpus"] = float(o.gpus)
                 if self.tiers:
+                    knobs = knobs_resource(task)
+                    if knobs is not None:  # only workers of jobs with its own knobs
+                        res[key][knobs] = float(task.cpus)
                     estimate = task.duration
                     res[key].update(horizon.restriction(estimate or self._request(task).walltime_s))
             self.key[tid] = key

@@ -25,6 +25,7 @@ from hpcorch.engine.memo import memo_keys
 from hpcorch.engine.monitor import Monitor, open_monitor
 from hpcorch.engine.rundir import find_run, new_run_dir, runs_root
 from hpcorch.engine.runner import Engine, RunSummary
+from hpcorch.engine.software import check_software
 from hpcorch.engine.worker import load_result
 from hpcorch.errors import HpcorchError, JournalError, RunError, RunLocked, SpecError
 from hpcorch.journal import (
@@ -37,11 +38,15 @@ from hpcorch.journal import (
 )
 from hpcorch.options import RunOptions
 from hpcorch.placement.fit import check_fits
-from hpcorch.provision.pools import Backend, needs_resources, open_backend
+from hpcorch.provision.inside import current_allocation
+from hpcorch.provision.pools import WorkerSource, needs_resources, open_workers
+from hpcorch.provision.slurm_pool import plan_pools
 from hpcorch.sites.model import Site
 from hpcorch.sites.resolve import resolve_regions, resolve_site
+from hpcorch.sites.rules import site_with
 from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
+from hpcorch.training import resolve_ranks
 
 __all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
 
@@ -55,11 +60,23 @@ def validate_run(spec: WorkflowSpec, site: str | None, options: RunOptions | Non
     and that the options' regions are Slurm sites."""
     options = options or RunOptions()
     resolved = resolve_site(site or options.site or spec.site or "local")
+    resolved = site_with(resolved, account=options.account, qos=options.qos)
     check_fits(spec, resolved)
+    if resolved.kind == "slurm" and _submits(resolved, options):
+        plan_pools(spec, resolved)  # a job the site would refuse: SiteRuleError, exit 2
     resolve_regions(options.regions)
     if resolved.kind == "local":
         _check_cwds(spec)
+    check_software(spec, resolved)
     return resolved
+
+
+def _submits(site: Site, options: RunOptions) -> bool:
+    """Whether the run would submit jobs of its own (not inside an allocation it uses
+    alone, whose account and QOS the user's own sbatch chose)."""
+    if not (site.allocation.use_current and options.use_allocation):
+        return True
+    return current_allocation() is None or site.allocation.add_allocations
 
 
 def _check_cwds(spec: WorkflowSpec) -> None:
@@ -81,12 +98,12 @@ class RunHandle:
     """
 
     def __init__(
-        self, engine: Engine, backend: Backend, journal: Journal, lock: DriverLock
+        self, engine: Engine, workers: WorkerSource, journal: Journal, lock: DriverLock
     ) -> None:
         self.engine = engine
         self.run_id = engine.run_id
         self.run_dir = engine.run_dir
-        self._backend = backend
+        self._workers = workers
         self._journal = journal
         self._lock = lock
         self._summary: RunSummary | None = None
@@ -141,7 +158,7 @@ class RunHandle:
         if self._thread.is_alive():
             self.engine.cancel()
             self._thread.join()
-        _shutdown(self._backend, self._journal, self._lock, self.engine.recovery.monitor)
+        _shutdown(self._workers, self._journal, self._lock, self.engine.recovery.monitor)
 
     def __enter__(self) -> RunHandle:
         return self
@@ -151,7 +168,7 @@ class RunHandle:
 
 
 def _shutdown(
-    backend: Backend,
+    workers: WorkerSource,
     journal: Journal,
     lock: DriverLock,
     monitor: Monitor | None = None,
@@ -164,12 +181,12 @@ def _shutdown(
         if monitor is not None:
             monitor.stop()
         ended = time.time()
-        for alloc in backend.allocations():
+        for alloc in workers.allocations():
             journal.record_allocation(**{**alloc, "state": "CLOSED", "end": ended})
         journal.close()
     finally:
         try:
-            backend.close()
+            workers.close()
         finally:
             lock.release(requeued=requeued)
 
@@ -186,7 +203,7 @@ def _engine(
     keep_results: bool,
     on_progress: Progress | None,
     options: RunOptions,
-) -> tuple[Engine, Backend]:
+) -> tuple[Engine, WorkerSource]:
     cache_dir = runs_root().parent / "cache"
     memo = memo_keys(spec.by_id(), dag.topological_order({t.id: t.after for t in spec.tasks}))
     if memo:
@@ -203,20 +220,19 @@ def _engine(
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
     with dask.config.set(lost_fails):
-        backend = open_backend(site, spec, run_dir, options)
-    allocations = backend.allocations()
+        workers = open_workers(site, spec, run_dir, options)
+    allocations = workers.allocations()
     for alloc in allocations:
         journal.record_allocation(**alloc)
     try:
-        monitor = open_monitor(site, backend.client, journal, allocations)
-        if hasattr(backend, "use_monitor"):  # the scaler follows its allocations through it
-            backend.use_monitor(monitor)
+        monitor = open_monitor(site, workers.client, journal, allocations)
+        workers.use_monitor(monitor)  # the scaler follows its allocations through it
     except BaseException:
-        backend.close()
+        workers.close()
         raise
     engine = Engine(
         spec,
-        client=backend.client,
+        client=workers.client,
         journal=journal,
         run_id=run_id,
         run_dir=run_dir,
@@ -231,9 +247,9 @@ def _engine(
         retry_config=options.retry,
         on_progress=on_progress,
         monitor=monitor,
-        on_submitted=getattr(backend, "kick", None),
+        on_submitted=workers.kick,
     )
-    return engine, backend
+    return engine, workers
 
 
 def _open_run(
@@ -248,11 +264,12 @@ def _open_run(
     options: RunOptions | None,
     run_id: str | None = None,
     on_start: Callable[[str, Path], None] | None = None,
-) -> tuple[Engine, Backend, Journal, DriverLock]:
+) -> tuple[Engine, WorkerSource, Journal, DriverLock]:
     """Validate, lock the run directory, create the run's journal and start its engine; a
     failed start marks the run failed."""
     options = options or RunOptions()
     resolved = validate_run(spec, site, options)
+    spec = resolve_ranks(spec, resolved)
     run_id, path = new_run_dir(spec.name, resolved, run_id, run_dir)
     lock = DriverLock.acquire(path)
     try:
@@ -272,7 +289,7 @@ def _open_run(
     if on_start is not None:
         on_start(run_id, path)
     try:
-        engine, backend = _engine(
+        engine, workers = _engine(
             spec,
             resolved,
             path,
@@ -291,7 +308,7 @@ def _open_run(
         finally:
             lock.release()
         raise
-    return engine, backend, journal, lock
+    return engine, workers, journal, lock
 
 
 def start_run(
@@ -309,7 +326,7 @@ def start_run(
 
     ``options`` (:class:`~hpcorch.options.RunOptions`): regions, budget, scaling and
     retry settings; ``site`` wins over ``options.site``."""
-    engine, backend, journal, lock = _open_run(
+    engine, workers, journal, lock = _open_run(
         spec,
         site=site,
         run_dir=run_dir,
@@ -319,11 +336,11 @@ def start_run(
         on_progress=on_progress,
         options=options,
     )
-    return RunHandle(engine, backend, journal, lock)._start()
+    return RunHandle(engine, workers, journal, lock)._start()
 
 
 def _run_in_foreground(
-    engine: Engine, backend: Backend, journal: Journal, lock: DriverLock
+    engine: Engine, workers: WorkerSource, journal: Journal, lock: DriverLock
 ) -> RunSummary:
     # SIGTERM (hpcorch cancel) cancels the run cleanly, as Ctrl-C does. SIGUSR1 (a driver
     # job about to be requeued) stops it the same way but leaves it to `hpcorch resume`.
@@ -354,7 +371,7 @@ def _run_in_foreground(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _shutdown(backend, journal, lock, engine.recovery.monitor, requeued=suspended)
+        _shutdown(workers, journal, lock, engine.recovery.monitor, requeued=suspended)
 
 
 def run_workflow(
@@ -370,7 +387,7 @@ def run_workflow(
     options: RunOptions | None = None,
 ) -> RunSummary:
     """Run ``spec`` to the end in this thread and return the summary."""
-    engine, backend, journal, lock = _open_run(
+    engine, workers, journal, lock = _open_run(
         spec,
         site=site,
         run_dir=run_dir,
@@ -382,7 +399,7 @@ def run_workflow(
         on_start=on_start,
         options=options,
     )
-    return _run_in_foreground(engine, backend, journal, lock)
+    return _run_in_foreground(engine, workers, journal, lock)
 
 
 def resume_run(
@@ -406,11 +423,11 @@ def resume_run(
     lock = DriverLock.acquire(run_dir)
     try:
         _refuse_if_requeued(lock, str(read_run(run_dir)["site"]))
-        engine, backend, journal = _resume(run_dir, load, on_progress, options)
+        engine, workers, journal = _resume(run_dir, load, on_progress, options)
     except BaseException:
         lock.release()
         raise
-    return _run_in_foreground(engine, backend, journal, lock)
+    return _run_in_foreground(engine, workers, journal, lock)
 
 
 def _requeued_job(lock: DriverLock, site_name: str) -> tuple[Site, str] | None:
@@ -452,7 +469,7 @@ def _resume(
     load: Callable[[str, float | None], WorkflowSpec],
     on_progress: Progress | None,
     options: RunOptions,
-) -> tuple[Engine, Backend, Journal]:
+) -> tuple[Engine, WorkerSource, Journal]:
     row = read_run(run_dir)
     if not row["source"]:
         raise JournalError(
@@ -461,6 +478,7 @@ def _resume(
         )
     spec = load(row["source"], row["time_scale"])
     resolved = validate_run(spec, row["site"], options)
+    spec = resolve_ranks(spec, resolved)
     states = task_states(run_dir)
     unknown = set(states) - set(spec.by_id())
     if unknown:
@@ -477,7 +495,7 @@ def _resume(
     journal.set_run_state("running")
     journal.event("resume", done=len(done), pid=os.getpid(), time=time.time())
     try:
-        engine, backend = _engine(
+        engine, workers = _engine(
             spec,
             resolved,
             run_dir,
@@ -492,7 +510,7 @@ def _resume(
     except BaseException:
         journal.close()
         raise
-    return engine, backend, journal
+    return engine, workers, journal
 
 
 def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:

@@ -17,11 +17,18 @@ allocation the worker runs in (``SLURM_JOB_ID``), over its first nodes, and
 its record names each rank's node. The record's start is when the slot was
 obtained and its end comes before the slot is given back, so the records of
 two tasks that held the same GPU never overlap in time.
+
+Logs: a command writes ``<run dir>/logs/<task>.<n>.out`` and ``.err`` (0600); a
+function attempt's prints, logging records and traceback go to the same names,
+routed by its thread (:mod:`hpcorch.engine.tasklog`), as do an MPI function
+step's ranks' output.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -29,25 +36,28 @@ import pickle
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcorch import gpu
 from hpcorch.childenv import child_env
-from hpcorch.engine import watchdog
+from hpcorch.engine import tasklog, watchdog
 from hpcorch.engine.retry import TaskFailed
-from hpcorch.mpi import build_srun_step_argv, run_mpi_function
+from hpcorch.gpu_env import GpuVendor, visible_gpus
+from hpcorch.mpi import build_srun_step_argv, choose_launcher, offered_plugins, run_mpi_function
 from hpcorch.placement.placing import MpiStep, Placing, rank_nodes
 from hpcorch.placement.plugin import PLUGIN_NAME
 from hpcorch.placement.request import Slot
 from hpcorch.provision.reaper import refuse_cancelled, tracked
 from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.spec import TaskRef
+from hpcorch.training import newest_checkpoint, pick_port, summary, torch_env
 
 __all__ = ["Payload", "TaskFailed", "current_slot", "drain", "execute", "load_result"]
 
@@ -99,6 +109,10 @@ class Payload:
     memory: int = 0  # bytes an emulated task really allocates
     memory_request: int = 0  # bytes requested, for diagnosing a failure
     placing: Placing | None = None  # a slot on the node, or an MPI step (placement.placing)
+    # a command task under a wrapper (setup's bash, a container runtime): the name its failure
+    # gives, unless the wrapper ended with one of its own codes (engine.commands.failure_name)
+    program: str | None = None
+    wrapper_codes: tuple[int, ...] = ()
 
 
 def _identity() -> dict[str, Any]:
@@ -182,8 +196,8 @@ def _use_gpu(slot: Slot, names: tuple[str, ...]) -> None:
 
     if not gpu.gpu_available():
         return
-    # CUDA numbers the devices this process sees (its CUDA_VISIBLE_DEVICES) from 0.
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v]
+    # CUDA and HIP number the devices this process sees (its CUDA_/ROCR_VISIBLE_DEVICES) from 0.
+    visible = list(visible_gpus(os.environ) or ())
     name = names[slot.gpus[0]] if names else str(slot.gpus[0])
     ordinal = visible.index(name) if name in visible else slot.gpus[0]
     import cupy  # noqa: PLC0415  # optional GPU dependency
@@ -248,6 +262,24 @@ def _allocation_nodes() -> list[str]:
     return list(expand_hostlist(nodelist)) if nodelist else []
 
 
+@functools.cache
+def _srun_mpi_plugins() -> frozenset[str] | None:
+    """The MPI plugins this Slurm's srun offers (None: srun could not say)."""
+    try:
+        done = subprocess.run(
+            ["srun", "--mpi=list"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("srun --mpi=list: %s; keeping the site's mpi.launcher", exc)
+        return None
+    if done.returncode != 0:
+        logger.warning(
+            "srun --mpi=list exited %s; keeping the site's mpi.launcher", done.returncode
+        )
+        return None
+    return offered_plugins(done.stdout + done.stderr)
+
+
 def _step(
     p: Payload, step: MpiStep, env: Mapping[str, str], record: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -257,10 +289,13 @@ def _step(
     nodes, ranks filling one node before the next.
     """
     job_id = os.environ.get("SLURM_JOB_ID")
-    options: dict[str, Any] = {"job_id": job_id, "launcher": step.launcher}
+    launcher = step.launcher
+    if job_id is not None and step.fallback:
+        launcher = choose_launcher(step.launcher, step.fallback, _srun_mpi_plugins())
+    options: dict[str, Any] = {"job_id": job_id, "launcher": launcher, "bind": step.bind}
     step_env = {k: v for k, v in {**env, **step.env}.items() if k not in _JOB_OPTIONS}
     nodes = _allocation_nodes()
-    if job_id is not None and os.path.basename(step.launcher[0]) == "srun":
+    if job_id is not None:  # an srun step, or mpirun starting its daemons with srun
         try:
             ranks = rank_nodes(step, nodes)
         except Exception as exc:
@@ -268,17 +303,77 @@ def _step(
                 f"{exc}; the task went to a worker whose allocation is too small", None
             ) from None
         nodelist = nodes[: step.nodes]
-        options.update(memory=step.memory, nodelist=nodelist, job_name=f"hpcorch-{p.task_id}")
+        options.update(
+            memory=step.memory,
+            nodelist=nodelist,
+            layout=step.layout(),
+            job_name=f"hpcorch-{p.task_id}",
+        )
     else:  # mpiexec on this machine
         ranks = [str(record.get("node"))] * step.ranks
     record.update(node=ranks[0], ranks=_joined(ranks))
+    if step.torch is not None:
+        step_env.update(_training_env(p, step, ranks[0], record))
     _BUFFER.append(dict(record))
     return options, step_env
 
 
-def _mpi_argv(p: Payload, step: MpiStep, options: Mapping[str, Any]) -> list[str]:
+# Ports this worker handed to trainings lately: two started in the same instant
+# (before either rank 0 binds its port) must not both find the same one free.
+_PORTS_GIVEN: collections.deque[tuple[float, int]] = collections.deque()
+_PORT_HOLD_S = 120.0
 
-    return build_srun_step_argv(step, list(p.target), **options)
+
+def _node_address(node: str) -> str:
+    """An address of ``node`` every rank can reach (its NodeAddr where the name does
+    not resolve, as on clusters whose node names are Slurm's only)."""
+    try:
+        return socket.gethostbyname(node)
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "node", "-o", node],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return node
+    for word in out.split():
+        if word.startswith("NodeAddr="):
+            return word.partition("=")[2]
+    return node
+
+
+def _training_env(p: Payload, step: MpiStep, master: str, record: dict[str, Any]) -> dict[str, str]:
+    """The rendezvous, backend and checkpoint of a training's ranks; the attempt's record
+    gets the address, the port and the checkpoint it resumes from."""
+    assert step.torch is not None
+    now = time.time()
+    while _PORTS_GIVEN and _PORTS_GIVEN[0][0] < now - _PORT_HOLD_S:
+        _PORTS_GIVEN.popleft()
+    port = step.torch.port or pick_port(
+        f"{p.run_id}/{p.task_id}/{p.n}", taken=frozenset(q for _, q in _PORTS_GIVEN)
+    )
+    _PORTS_GIVEN.append((now, port))
+    directory = step.torch.checkpoint_dir
+    if directory is not None:
+        directory = str(Path(p.cwd or ".", directory).absolute())
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    checkpoint = newest_checkpoint(directory)
+    address = _node_address(master)
+    record["training"] = summary(address, port, checkpoint)
+    torch_step = dataclasses.replace(step.torch, checkpoint_dir=directory)
+    return torch_env(torch_step, master_addr=address, port=port, checkpoint=checkpoint)
+
+
+def _mpi_argv(p: Payload, step: MpiStep, options: Mapping[str, Any]) -> list[str]:
+    command = list(p.target)
+    if step.torch is not None:  # each rank learns its torch.distributed variables first
+        command = [sys.executable, "-m", "hpcorch.torch_run", "--", *command]
+    return build_srun_step_argv(step, command, **options)
 
 
 def _run_command(
@@ -286,6 +381,7 @@ def _run_command(
     slot: Slot | None = None,
     gpu_names: tuple[str, ...] | None = None,
     record: dict[str, Any] | None = None,
+    vendor: GpuVendor | None = None,
 ) -> None:
     argv = list(p.target)
     log_dir = Path(p.log_dir or ".")
@@ -298,7 +394,7 @@ def _run_command(
         options, env = _step(p, step, env, record if record is not None else {})
         argv = _mpi_argv(p, step, options)
         memory_limit = 0  # srun --mem holds each node's ranks to it; srun itself is small
-    with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
+    with _private(f"{stem}.out") as out, _private(f"{stem}.err") as err:
         # Its own session: its whole tree can be ended as one group (provision.reaper).
         io: dict[str, Any] = {
             "stdout": out,
@@ -310,7 +406,7 @@ def _run_command(
             if slot is not None:
                 from hpcorch.placement.plugin import start_in_slot  # noqa: PLC0415  # optional dependency, guarded
 
-                proc = start_in_slot(argv, slot, env, gpu_names, cwd=p.cwd, **io)
+                proc = start_in_slot(argv, slot, env, gpu_names, vendor, cwd=p.cwd, **io)
             else:
                 proc = subprocess.Popen(argv, env=env, cwd=p.cwd, **io)
         except OSError as exc:
@@ -340,9 +436,25 @@ def _run_command(
             memory_peak=peak,
         )
     if returncode != 0:
+        name = argv[0]
+        if step is None and p.program is not None and returncode not in p.wrapper_codes:
+            name = p.program  # the wrapper passed the task's own exit code on
         raise TaskFailed(
-            f"{argv[0]} exited with {returncode}; see {stem}.err", returncode, memory_peak=peak
+            f"{name} exited with {returncode}; see {stem}.err", returncode, memory_peak=peak
         )
+
+
+def _private(path: str) -> Any:
+    """``path`` opened for writing, made 0600 (a task's output is its owner's alone)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def _captured(p: Payload) -> AbstractContextManager[Any]:
+    """A function attempt's own log (:mod:`hpcorch.engine.tasklog`), when it has a log dir."""
+    if p.log_dir is None:
+        return nullcontext()
+    return tasklog.capture(f"{p.log_dir}/{p.task_id}.{p.n}")  # str: per attempt, no pathlib
 
 
 def _emulate(p: Payload) -> None:
@@ -368,6 +480,7 @@ def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> An
 
     # The step's payload lies in <run dir>/mpi; its ranks know the run directory.
     options, env = _step(p, step, _task_env(p, str(Path(step.workdir).parent)), record)
+    log = tasklog.current()
     return run_mpi_function(
         fn,
         step,
@@ -376,6 +489,8 @@ def _call(p: Payload, dep_values: tuple[Any, ...], record: dict[str, Any]) -> An
         workdir=step.workdir,
         env=env,
         timeout=p.timeout,
+        output=log.write if log is not None else None,  # the ranks' output, to the log
+        module="hpcorch.torch_run" if step.torch is not None else "hpcorch.mpi_run",
         **options,
     )
 
@@ -391,10 +506,13 @@ def execute(p: Payload, *dep_values: Any) -> Any:
     try:
         with _placed(p, record) as (slot, plugin):
             if p.kind == "function":
-                with _in_slot(slot, plugin):
+                with _in_slot(slot, plugin), _captured(p):
                     value = _call(p, dep_values, record)
             elif p.kind == "command":
-                _run_command(p, slot, plugin.gpu_names if plugin else None, record)
+                _run_command(
+                    p, slot, plugin.gpu_names if plugin else None, record,
+                    getattr(plugin, "vendor", None),
+                )  # fmt: skip
             else:
                 _emulate(p)
     except Exception as exc:

@@ -1,6 +1,6 @@
 """Placement of tasks on node topology: requests, free state, the policy, slots.
 
-Pure parts (no I/O): :class:`Request`, :class:`NodeState`, :func:`choose_slot`,
+Pure parts (no I/O): :class:`Request`, :class:`NodeCapacity`, :func:`choose_slot`,
 :func:`place` / :class:`Packer` (the policy), :func:`check_feasible`. The
 worker side (:mod:`hpcorch.placement.slots`, :mod:`hpcorch.placement.plugin`)
 hands a node's cores and GPUs to the tasks running on it; the plugin module
@@ -12,13 +12,13 @@ from hpcorch.placement.feasibility import check_feasible, feasible_partitions
 from hpcorch.placement.packer import POLICIES, Packer, Policy, TaskClass, place, workload_classes
 from hpcorch.placement.request import GPU_MILLI, NodeDemand, Placement, RankSlot, Request, Slot
 from hpcorch.placement.slots import SlotAllocator
-from hpcorch.placement.state import NodeState
+from hpcorch.placement.state import NodeCapacity
 
 __all__ = [
     "GPU_MILLI",
     "POLICIES",
+    "NodeCapacity",
     "NodeDemand",
-    "NodeState",
     "Packer",
     "Placement",
     "Policy",

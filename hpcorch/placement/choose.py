@@ -17,7 +17,7 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 
 from hpcorch.placement.request import GPU_MILLI, NodeDemand, RankSlot, Slot
-from hpcorch.placement.state import NodeState
+from hpcorch.placement.state import NodeCapacity
 from hpcorch.topology import NodeTopology
 
 __all__ = ["choose_cores", "choose_gpus", "choose_share", "choose_slot"]
@@ -78,7 +78,7 @@ def choose_gpus(topology: NodeTopology, free: Sequence[int], k: int) -> tuple[in
     return tuple(sorted(chosen))
 
 
-def choose_share(state: NodeState, milli: int) -> int:
+def choose_share(state: NodeCapacity, milli: int) -> int:
     """The GPU to take a ``milli`` share of: best fit, breaking a whole GPU last."""
     topology = state.topology
     whole = set(state.whole_free_gpus)
@@ -117,7 +117,9 @@ def choose_cores(
     return tuple(sorted(chosen))
 
 
-def choose_slot(state: NodeState, demand: NodeDemand, share_gpu: int | None = None) -> Slot | None:
+def choose_slot(
+    state: NodeCapacity, demand: NodeDemand, share_gpu: int | None = None
+) -> Slot | None:
     """Cores and GPUs for ``demand`` on this node, ranks bound socket by socket.
 
     ``share_gpu`` names the GPU for a shared demand when the caller (a policy

@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from hpcorch.placement.choose import choose_slot
 from hpcorch.placement.request import GPU_MILLI, NodeDemand, Placement, Request, Slot
-from hpcorch.placement.state import NodeState
+from hpcorch.placement.state import NodeCapacity
 
 __all__ = ["POLICIES", "Packer", "Policy", "TaskClass", "place", "workload_classes"]
 
@@ -98,7 +98,7 @@ class Packer:
 
     def __init__(
         self,
-        nodes: Sequence[NodeState],
+        nodes: Sequence[NodeCapacity],
         policy: Policy = "packing",
         *,
         workload: Sequence[TaskClass] = (),
@@ -155,10 +155,10 @@ class Packer:
     # ------------------------------------------------------------ state
 
     @property
-    def states(self) -> list[NodeState]:
+    def states(self) -> list[NodeCapacity]:
         return list(self._states)
 
-    def state(self, node: str) -> NodeState:
+    def state(self, node: str) -> NodeCapacity:
         return self._states[self._index[node]]
 
     def gpu_milli_in_use(self) -> int:
@@ -336,14 +336,14 @@ class Packer:
 
 
 def place(
-    nodes: Sequence[NodeState],
+    nodes: Sequence[NodeCapacity],
     requests: Sequence[Request],
     policy: Policy = "packing",
     *,
     workload: Sequence[TaskClass] | None = None,
     seed: int = 0,
     stop_at_first_failure: bool = False,
-) -> tuple[list[Placement | None], list[NodeState]]:
+) -> tuple[list[Placement | None], list[NodeCapacity]]:
     """Place ``requests`` in queue order on ``nodes``; pure: inputs are not changed.
 
     Returns one placement per request (None: does not fit now; with

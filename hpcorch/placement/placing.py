@@ -19,6 +19,7 @@ and never runs more steps than the nodes' cores hold.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,17 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.errors import ResourceError
+from hpcorch.gpu_env import GpuVendor
 from hpcorch.placement.fit import partition_for
 from hpcorch.placement.plugin import SlotPlugin
 from hpcorch.placement.request import Request
 from hpcorch.sites.model import Site
 from hpcorch.spec import TaskSpec
 from hpcorch.topology import NodeTopology
+from hpcorch.training import TorchStep, torch_step
 
 __all__ = [
     "MpiStep",
     "Placing",
     "PoolSlots",
+    "knobs_resource",
     "placing_for",
     "pool_topologies",
     "rank_nodes",
@@ -51,6 +55,17 @@ logger = logging.getLogger(__name__)
 def span_resource(nodes: int) -> str:
     """The Dask resource of workers whose allocation spans ``nodes`` nodes."""
     return f"cpus_{nodes}nodes"
+
+
+def knobs_resource(task: TaskSpec) -> str | None:
+    """The Dask resource of workers in jobs with this task's own Slurm knobs (QOS,
+    constraint, reservation, account, exclusive), or None when it sets none: such a
+    task runs only in a pool of its knobs (:mod:`hpcorch.provision.slurm_pool`)."""
+    knobs = task.slurm_knobs
+    if not knobs:
+        return None
+    text = ",".join(f"{k}={v}" for k, v in sorted(knobs.items()))
+    return f"cpus_slurm_{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +82,14 @@ class MpiStep:
     """Bytes per node (``srun --mem``); a step without it would claim the nodes' memory."""
     env: dict[str, str] = field(default_factory=dict)
     """The site's ``mpi.env``, added to every step's environment."""
+    fallback: tuple[str, ...] = ()
+    """The site's ``mpi.fallback``: the launcher where srun lacks ``launcher``'s plugin."""
+    bind: str = "cores"
+    """The site's ``mpi.bind``: ``cores`` or ``none``."""
     workdir: str = "."
     """Where function steps leave their pickled payload (every node must read it)."""
+    torch: TorchStep | None = None
+    """A torch.distributed training's launch (its ranks start under hpcorch.torch_run)."""
 
     def layout(self) -> tuple[int, ...]:
         """Ranks on each node, in rank order (block distribution)."""
@@ -115,9 +136,12 @@ def placing_for(
                 gpus_per_rank=mpi.gpus_per_rank,
                 nodes=request.node_count,
                 launcher=tuple(site.mpi.launcher),
+                fallback=tuple(site.mpi.fallback),
+                bind=site.mpi.bind,
                 memory=mem,
                 env=dict(site.mpi.env),
                 workdir=str(run_dir / "mpi"),
+                torch=torch_step(task, site, run_dir),
             )
         )
     if task.nodes > 1:
@@ -150,7 +174,8 @@ class PoolSlots(SlotPlugin):
 
     Each worker takes the topology of its partition (``SLURM_JOB_PARTITION``,
     from the site configs); a worker of no known partition (the local site)
-    takes ``default``, and without that detects its node.
+    takes ``default``, and without that detects its node. ``vendors``: the GPU
+    vendor a partition's site node declares (``gpu_vendor``); others derive it.
     """
 
     def __init__(
@@ -160,14 +185,17 @@ class PoolSlots(SlotPlugin):
         *,
         share_gpus: bool = True,
         require_links: bool = True,
+        vendors: Mapping[str, GpuVendor] | None = None,
     ) -> None:
         super().__init__(None, share_gpus=share_gpus, require_links=require_links)
         self.topologies = dict(topologies)
         self.default = default
+        self.vendors = dict(vendors or {})
 
     def setup(self, worker: Any) -> None:
         partition = os.environ.get("SLURM_JOB_PARTITION", "")
         self.topology = self.topologies.get(partition, self.default)
+        self.vendor = self.vendors.get(partition)
         super().setup(worker)
 
 
@@ -190,6 +218,13 @@ def register_slots(client: Any, sites: Sequence[Site]) -> PoolSlots:
     default = None
     if sites and sites[0].kind == "local":
         default = NodeTopology.from_shape(sites[0].partitions[0].node)
-    plugin = PoolSlots(pool_topologies(s for s in sites if s.kind == "slurm"), default)
+    slurm = [s for s in sites if s.kind == "slurm"]
+    vendors = {
+        part.name: part.node.gpu_vendor
+        for site in slurm
+        for part in site.partitions
+        if part.node.gpu_vendor is not None
+    }
+    plugin = PoolSlots(pool_topologies(slurm), default, vendors=vendors)
     client.register_plugin(plugin)
     return plugin

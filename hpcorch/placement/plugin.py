@@ -3,7 +3,8 @@
 Register :class:`SlotPlugin` on the workers of a pool (one worker per node);
 inside a running task, :func:`task_slot` obtains the task's cores and GPUs,
 :func:`slot_env` turns them into the environment of the task's subprocess
-(``CUDA_VISIBLE_DEVICES``, ``OMP_NUM_THREADS``) and :func:`bind_cpus` pins a
+(``CUDA_VISIBLE_DEVICES`` on NVIDIA, ``ROCR_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES``
+on AMD, ``OMP_NUM_THREADS``) and :func:`bind_cpus` pins a
 process to the slot's cores where the operating system permits::
 
     with task_slot(Request(cpus=4, gpus=2)) as slot:
@@ -25,6 +26,8 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 from hpcorch.errors import InfrastructureError
+from hpcorch.gpu_env import GpuVendor, apply_gpu_env, env_vendor, vendor_of
+from hpcorch.gpu_env import visible_gpus as _visible_gpus
 from hpcorch.placement.request import Request, Slot
 from hpcorch.placement.slots import SlotAllocator
 from hpcorch.topology import NodeTopology, detect_topology
@@ -46,11 +49,9 @@ PLUGIN_NAME = "hpcorch-slots"
 
 
 def visible_gpus(env: Mapping[str, str]) -> tuple[str, ...] | None:
-    """The GPU names in ``CUDA_VISIBLE_DEVICES`` (None when unset: all GPUs)."""
-    value = env.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return None
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+    """The GPU names Slurm gave this process: ``ROCR_VISIBLE_DEVICES`` on AMD,
+    ``CUDA_VISIBLE_DEVICES`` on NVIDIA (None when unset: all GPUs)."""
+    return _visible_gpus(env)
 
 
 def _local_topology() -> NodeTopology:
@@ -73,10 +74,13 @@ class SlotPlugin(WorkerPlugin):
 
     ``topology`` comes from the site config (the engine passes it); without
     one the plugin detects it on setup from Slurm (``scontrol show node -d``,
-    gres.conf beside ``$SLURM_CONF``, nvidia-smi), or falls back to the
-    worker's own CPUs with no GPUs. The GPUs a worker may hand out are those
-    in its ``CUDA_VISIBLE_DEVICES`` (what Slurm gave its allocation), in order.
-    ``require_links``: see :class:`~hpcorch.placement.slots.SlotAllocator`.
+    gres.conf beside ``$SLURM_CONF``, nvidia-smi, amd-smi/rocm-smi), or falls back
+    to the worker's own CPUs with no GPUs. The GPUs a worker may hand out are
+    those in its ``CUDA_VISIBLE_DEVICES`` (NVIDIA) or ``ROCR_VISIBLE_DEVICES``
+    (AMD): what Slurm gave its allocation, in order. ``vendor`` (the site node's
+    ``gpu_vendor``) picks the variables; without it, the one Slurm set, else the
+    GPU type's vendor. ``require_links``: see
+    :class:`~hpcorch.placement.slots.SlotAllocator`.
     """
 
     name = PLUGIN_NAME
@@ -87,9 +91,11 @@ class SlotPlugin(WorkerPlugin):
         node: str | None = None,
         share_gpus: bool = True,
         require_links: bool = False,
+        vendor: GpuVendor | None = None,
     ) -> None:
         self.topology = topology
         self.node = node
+        self.vendor: GpuVendor | None = vendor
         self.share_gpus = share_gpus
         self.require_links = require_links
         self.allocator: SlotAllocator | None = None
@@ -99,8 +105,13 @@ class SlotPlugin(WorkerPlugin):
         node = self.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         topology = self.topology or detect_topology(node, _gres_conf()) or _local_topology()
         count = topology.gpu_count
+        self.vendor = (
+            self.vendor
+            or env_vendor(os.environ)
+            or vendor_of(topology.gpus[0].type if topology.gpus else None)
+        )
         self.gpu_names = tuple(str(i) for i in range(count))
-        names = visible_gpus(os.environ)
+        names = _visible_gpus(os.environ, self.vendor)
         if names is None:
             usable = list(range(count))
         elif all(n.isdigit() for n in names):
@@ -162,16 +173,19 @@ def slot_env(
     slot: Slot,
     base: Mapping[str, str] | None = None,
     gpu_names: tuple[str, ...] | None = None,
+    vendor: GpuVendor | None = None,
 ) -> dict[str, str]:
     """``base`` plus the variables that confine a process to ``slot``.
 
-    ``CUDA_VISIBLE_DEVICES`` lists the slot's GPUs (empty: none, so a CPU task
-    never grabs a GPU by accident); ``gpu_names`` maps GPU index to the name
-    the launcher uses (UUIDs), default the index itself.
+    ``CUDA_VISIBLE_DEVICES`` (NVIDIA) or ``ROCR_VISIBLE_DEVICES`` with
+    ``HIP_VISIBLE_DEVICES`` (AMD) list the slot's GPUs (empty: none, so a CPU
+    task never grabs a GPU by accident); ``gpu_names`` maps GPU index to the
+    name the launcher uses (UUIDs), default the index itself. ``vendor``
+    defaults to the one whose variable ``base`` carries, else NVIDIA.
     """
     env = dict(base or {})
     names = [gpu_names[g] if gpu_names else str(g) for g in slot.gpus]
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(names)
+    apply_gpu_env(env, names, vendor or env_vendor(env) or "nvidia")
     env["OMP_NUM_THREADS"] = str(max(1, len(slot.cores)))
     env["HPCORCH_NODE"] = slot.node
     env["HPCORCH_CORES"] = ",".join(map(str, slot.cores))
@@ -206,12 +220,13 @@ def start_in_slot(
     slot: Slot,
     env: Mapping[str, str] | None = None,
     gpu_names: tuple[str, ...] | None = None,
+    vendor: GpuVendor | None = None,
     **popen: Any,
 ) -> subprocess.Popen[Any]:
     """Start ``argv`` confined to ``slot``: its GPUs in the environment, its cores
     as CPU affinity where permitted (set right after the start, before the
     command has had time to start threads of its own)."""
     base = os.environ if env is None else env
-    proc = subprocess.Popen(argv, env=slot_env(slot, base, gpu_names), **popen)
+    proc = subprocess.Popen(argv, env=slot_env(slot, base, gpu_names, vendor), **popen)
     bind_cpus(slot, proc.pid)
     return proc

@@ -137,8 +137,8 @@ class Request:
     @classmethod
     def from_task(cls, task: TaskSpec, share_gpus: bool | None = None) -> Request:
         """The request of an hpcorch task spec (``resources`` and ``mpi``)."""
-        res: Any = task.resources
-        mpi: Any = task.mpi
+        res = task.resources
+        mpi = task.mpi
         share = res.gpu_sharing if share_gpus is None else share_gpus
         if mpi is None:
             return cls(

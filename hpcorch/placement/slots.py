@@ -18,7 +18,7 @@ from dataclasses import replace
 from hpcorch.errors import ResourceError
 from hpcorch.placement.choose import choose_gpus, choose_slot
 from hpcorch.placement.request import GPU_MILLI, NodeDemand, Request, Slot
-from hpcorch.placement.state import NodeState
+from hpcorch.placement.state import NodeCapacity
 from hpcorch.topology import NodeTopology
 
 __all__ = ["SlotAllocator"]
@@ -46,7 +46,7 @@ class SlotAllocator:
         share_gpus: bool = True,
         require_links: bool = False,
     ) -> None:
-        state = NodeState.idle(node, topology)
+        state = NodeCapacity.idle(node, topology)
         if gpus is not None:
             usable = set(gpus)
             state = replace(
@@ -63,7 +63,7 @@ class SlotAllocator:
         self._cond = threading.Condition()
 
     @property
-    def state(self) -> NodeState:
+    def state(self) -> NodeCapacity:
         with self._cond:
             return self._state
 

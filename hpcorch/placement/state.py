@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 from hpcorch.placement.request import GPU_MILLI, NodeDemand, Slot
 from hpcorch.topology import NodeTopology
 
-__all__ = ["NodeState"]
+__all__ = ["NodeCapacity"]
 
 
 @dataclass(frozen=True, slots=True)
-class NodeState:
+class NodeCapacity:
     """Free cores (ids), free memory (bytes) and free share of each GPU (milli)."""
 
     name: str
@@ -21,7 +21,7 @@ class NodeState:
     gpu_free: tuple[int, ...]
 
     @classmethod
-    def idle(cls, name: str, topology: NodeTopology) -> NodeState:
+    def idle(cls, name: str, topology: NodeTopology) -> NodeCapacity:
         return cls(
             name=name,
             topology=topology,
@@ -42,7 +42,7 @@ class NodeState:
             return any(free >= demand.gpu_milli for free in self.gpu_free)
         return len(self.whole_free_gpus) >= demand.gpus
 
-    def take(self, slot: Slot) -> NodeState:
+    def take(self, slot: Slot) -> NodeCapacity:
         """The state once ``slot`` is in use. Raises ValueError on any overlap."""
         cores = frozenset(slot.cores)
         if not cores <= self.free_cores:
@@ -61,7 +61,7 @@ class NodeState:
             gpu_free=tuple(gpu_free),
         )
 
-    def give(self, slot: Slot) -> NodeState:
+    def give(self, slot: Slot) -> NodeCapacity:
         """The state once ``slot`` is released. Raises ValueError if it was not taken."""
         cores = frozenset(slot.cores)
         if cores & self.free_cores:

@@ -2,7 +2,7 @@
 
 A user's sbatch script that calls ``hpcorch run`` already holds nodes.
 :func:`current_allocation` reads them from the job's environment (pure), and
-:class:`AllocationBackend` starts a TLS scheduler where the script runs plus
+:class:`AllocationWorkers` starts a TLS scheduler where the script runs plus
 one Dask worker per node, as ONE job step of the allocation::
 
     srun --jobid=$SLURM_JOB_ID --overlap -N 2 --ntasks-per-node=1 \\
@@ -29,22 +29,27 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hpcorch.childenv import child_env, site_secrets
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.options import RunOptions
-from hpcorch.placement.placing import span_resource
+from hpcorch.placement.placing import knobs_resource, span_resource
+from hpcorch.provision import dashboard
 from hpcorch.provision.horizon import resources_arg
-from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
+from hpcorch.provision.security import NO_HTTP_ENV, private_dir, temporary_security
 from hpcorch.sites.model import Site
 from hpcorch.slurm.connect import slurm_conf_path
 from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.spec import WorkflowSpec
 
+if TYPE_CHECKING:
+    from hpcorch.provision.scaler import AllocationWatch
+    from hpcorch.provision.slurm_pool import SlurmWorkers
+
 __all__ = [
-    "Allocation",
-    "AllocationBackend",
+    "AllocationWorkers",
+    "CurrentAllocation",
     "current_allocation",
     "parse_per_node",
     "worker_argv",
@@ -59,7 +64,7 @@ _UNLIMITED_S = 365 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
-class Allocation:
+class CurrentAllocation:
     """The nodes of the allocation this process runs in, and what each offers."""
 
     job_id: str
@@ -98,7 +103,7 @@ def _gpus_per_node(env: Mapping[str, str]) -> int:
     return len([g for g in listed.split(",") if g.strip()])
 
 
-def current_allocation(env: Mapping[str, str] | None = None) -> Allocation | None:
+def current_allocation(env: Mapping[str, str] | None = None) -> CurrentAllocation | None:
     """The user's allocation this process runs in (its Slurm job's variables), or ``None``."""
     environ = os.environ if env is None else env
     job_id = environ.get("SLURM_JOB_ID")
@@ -119,7 +124,7 @@ def current_allocation(env: Mapping[str, str] | None = None) -> Allocation | Non
         memory = int(environ["SLURM_MEM_PER_CPU"]) * _MIB * min(cpus)
     else:
         memory = 0
-    return Allocation(
+    return CurrentAllocation(
         job_id=job_id,
         nodes=nodes,
         cpus=cpus,
@@ -130,7 +135,7 @@ def current_allocation(env: Mapping[str, str] | None = None) -> Allocation | Non
 
 
 def worker_argv(
-    allocation: Allocation,
+    allocation: CurrentAllocation,
     nodes: Sequence[str],
     cpus: int,
     scheduler: str,
@@ -139,6 +144,7 @@ def worker_argv(
     python: str | None = None,
     local_directory: str | None = None,
     extra: Sequence[str] = (),
+    knobs: Sequence[str] = (),
 ) -> list[str]:
     """The job step that starts one Dask worker on each of ``nodes`` (pure).
 
@@ -158,6 +164,9 @@ def worker_argv(
     # nodes (hpcorch.placement.placing); any worker may start it.
 
     resources += "".join(f",{span_resource(k)}={cpus}" for k in range(2, len(allocation.nodes) + 1))
+    # Tasks with their own Slurm knobs (QOS, constraint, ...) run here too: the
+    # allocation is what the user made it.
+    resources += "".join(f",{name}={cpus}" for name in knobs)
     argv = [
         "srun",
         f"--jobid={allocation.job_id}",
@@ -212,7 +221,7 @@ def worker_tls_files(security: Any, directory: Path) -> dict[str, str]:
     return out
 
 
-def check_fits_allocation(spec: WorkflowSpec, allocation: Allocation) -> None:
+def check_fits_allocation(spec: WorkflowSpec, allocation: CurrentAllocation) -> None:
     """Refuse a task that no node of the allocation can run (when nothing may be added)."""
     most = max(allocation.cpus)
     for task in spec.tasks:
@@ -236,7 +245,7 @@ def check_fits_allocation(spec: WorkflowSpec, allocation: Allocation) -> None:
             )
 
 
-class AllocationBackend:
+class AllocationWorkers:
     """A scheduler here and one worker per node of the current allocation (job steps)."""
 
     def __init__(
@@ -244,7 +253,7 @@ class AllocationBackend:
         site: Site,
         spec: WorkflowSpec,
         run_dir: Path,
-        allocation: Allocation,
+        allocation: CurrentAllocation,
         *,
         options: RunOptions | None = None,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
@@ -253,6 +262,7 @@ class AllocationBackend:
         from distributed import Client, LocalCluster  # noqa: PLC0415  # heavy (distributed, dask): loaded when a pool starts
 
         self.site = site
+        self._knobs = sorted({r for t in spec.tasks if (r := knobs_resource(t)) is not None})
         self.allocation = allocation
         self.run_dir = run_dir
         self.started = time.time()
@@ -260,7 +270,7 @@ class AllocationBackend:
         self._logs: list[IO[bytes]] = []
         self._cluster: Any = None
         self._client: Any = None
-        self._added: Any = None
+        self._added: SlurmWorkers | None = None
         if not allocation.memory:
             allocation = replace(allocation, memory=_node_memory(site, allocation))
             self.allocation = allocation
@@ -271,25 +281,30 @@ class AllocationBackend:
         try:
             if site.allocation.add_allocations:
                 # The site's pools, scaled with demand, behind one scheduler our workers join.
-                from hpcorch.provision.slurm_pool import SlurmBackend  # noqa: PLC0415  # optional dependency, guarded
+                from hpcorch.provision.slurm_pool import SlurmWorkers  # noqa: PLC0415  # optional dependency, guarded
 
-                self._added = SlurmBackend(site, spec, run_dir, options=options)
+                self._added = SlurmWorkers(site, spec, run_dir, options=options)
                 self._client = self._added.client
                 security = self._added.security
                 address = self._client.scheduler.address
             else:
                 security = temporary_security()
-                # TLS covers the scheduler's comms, not its HTTP port: serve nothing there.
-                with dask.config.set(NO_HTTP):
+                # TLS covers the scheduler's comms, not its HTTP port: serve nothing there
+                # but the dashboard when asked for, on loopback (hpcorch.provision.dashboard).
+                port, http_kwargs, http_config = dashboard.http_settings(
+                    options.dashboard if options is not None else None
+                )
+                with dask.config.set(http_config):
                     self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
                         n_workers=0,
                         host=_listen_host(site),
                         protocol="tls://",
                         security=security,
-                        # Its HTTP server serves no route; keep it off the network.
-                        dashboard_address="127.0.0.1:0",
-                        scheduler_kwargs={"dashboard": False},
+                        dashboard_address=http_kwargs["dashboard_address"],
+                        scheduler_kwargs={"dashboard": http_kwargs["dashboard"]},
                     )
+                if port is not None:
+                    dashboard.announce(self._cluster.scheduler)
                 self._client = Client(  # type: ignore[no-untyped-call]
                     self._cluster, security=security, set_as_default=False
                 )
@@ -330,6 +345,7 @@ class AllocationBackend:
                 tls=tls,
                 local_directory=self.site.dask.local_directory,
                 extra=self.site.dask.worker_extra_args,
+                knobs=self._knobs,
             )
             log = open(log_dir / f"allocation-{n}.log", "ab")  # noqa: SIM115 (kept open)
             self._logs.append(log)
@@ -344,11 +360,20 @@ class AllocationBackend:
     def client(self) -> Any:
         return self._client
 
-    def use_monitor(self, monitor: Any) -> None:
+    @property
+    def sites(self) -> Mapping[str, Site]:
+        """This site, and the regions of the added allocations' pools, where there are."""
+        return self._added.sites if self._added is not None else {self.site.name: self.site}
+
+    def use_monitor(self, monitor: AllocationWatch) -> None:
         """Hand the run's monitor to the added allocations' scaler, where there is one."""
-        hand_over = getattr(self._added, "use_monitor", None)
-        if hand_over is not None:
-            hand_over(monitor)
+        if self._added is not None:
+            self._added.use_monitor(monitor)
+
+    def kick(self) -> None:
+        """Scale the added allocations now, where there are (the current one is fixed)."""
+        if self._added is not None:
+            self._added.kick()
 
     def allocations(self) -> list[dict[str, Any]]:
         """The current allocation (its nodes, not submitted by this run), and any added."""
@@ -365,8 +390,7 @@ class AllocationBackend:
             }
         ]
         if self._added is not None:
-            added: list[dict[str, Any]] = self._added.allocations()
-            rows += added
+            rows += self._added.allocations()
         return rows
 
     def close(self) -> None:
@@ -413,7 +437,7 @@ def _listen_host(site: Site) -> str:
     return "0.0.0.0"
 
 
-def _node_memory(site: Site, allocation: Allocation) -> int:
+def _node_memory(site: Site, allocation: CurrentAllocation) -> int:
     """A node's memory when the job's environment does not say: its partition's, else ours."""
     for p in site.partitions:
         if p.name == allocation.partition:

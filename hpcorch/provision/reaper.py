@@ -8,7 +8,7 @@ every process a task started are ended on cancel, on timeout and when the worker
   cancelled, :meth:`hpcorch.engine.runner.Engine.cancel`) ends every tracked group
   and every other process this worker started (a function task's children), and
   no attempt of that run starts there afterwards (:func:`refuse_cancelled`).
-- :class:`TaskReaper`, a worker plugin every backend registers, starts the
+- :class:`TaskReaper`, a worker plugin every worker source registers, starts the
   worker's guardian (:mod:`hpcorch.guardian`, which ends them all should the worker
   die without warning), ends them when the worker closes, and removes secrets from
   the worker's own environment (:mod:`hpcorch.childenv`) before any task runs there.

@@ -65,6 +65,7 @@ from hpcorch.units import format_duration
 
 __all__ = [
     "AllocationStates",
+    "AllocationWatch",
     "Candidate",
     "Load",
     "MonitorStates",
@@ -143,11 +144,20 @@ class PollerStates:
             poller.stop()
 
 
+class AllocationWatch(Protocol):
+    """The run's :class:`~hpcorch.engine.monitor.Monitor`, as the scaler follows its
+    allocations through it."""
+
+    def watch_allocations(self, allocations: Iterable[str]) -> None: ...
+
+    def allocation(self, job_id: str) -> JobInfo | None: ...
+
+
 class MonitorStates:
     """:class:`AllocationStates` from the run's :class:`~hpcorch.engine.monitor.Monitor` for
     its site (one batched poll for the whole run), and from ``others`` for the other sites."""
 
-    def __init__(self, monitor: Any, site: str, others: AllocationStates) -> None:
+    def __init__(self, monitor: AllocationWatch, site: str, others: AllocationStates) -> None:
         self.monitor = monitor
         self.site = site
         self.others = others
@@ -160,8 +170,7 @@ class MonitorStates:
 
     def job(self, site: str, job_id: str) -> JobInfo | None:
         if site == self.site:
-            info: JobInfo | None = self.monitor.allocation(job_id)
-            return info
+            return self.monitor.allocation(job_id)
         return self.others.job(site, job_id)
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 :func:`plan_pools` (pure) groups the workflow's tasks by the smallest
 partition each fits: one pool of whole-node jobs per partition (per site, when
 the run spans several), with the most jobs its demand could use.
-:class:`SlurmBackend` starts one ``SLURMCluster`` (it owns the scheduler, TLS
+:class:`SlurmWorkers` starts one ``SLURMCluster`` (it owns the scheduler, TLS
 with a temporary certificate by default) with NO job: the
 :class:`~hpcorch.provision.scaler.Scaler` brings allocations up with demand and
 back down to zero when idle, adding and removing entries of the cluster's
@@ -19,6 +19,7 @@ jobs are submitted with that site's ``SLURM_CONF``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import os
@@ -30,27 +31,44 @@ from pathlib import Path
 from typing import Any
 
 from hpcorch.childenv import secret_names, site_secrets
+from hpcorch.containers import container_argv
 from hpcorch.errors import InfrastructureError, ResourceError
 from hpcorch.journal import Journal, task_states
 from hpcorch.options import RunOptions
 from hpcorch.placement.fit import partition_for
-from hpcorch.placement.placing import span_resource
-from hpcorch.policies.scale import ScaleConfig, about_ready
+from hpcorch.placement.placing import knobs_resource, span_resource
+from hpcorch.policies.scale import ScaleConfig, Submit, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
 from hpcorch.policies.walltime import walltime_for_tasks
-from hpcorch.provision.accounting import journal_attempts
+from hpcorch.provision import dashboard
+from hpcorch.provision.accounting import AllocationLife, journal_attempts
 from hpcorch.provision.horizon import resources_arg, set_worker_resources, task_estimate
 from hpcorch.provision.regions import Router
-from hpcorch.provision.scaler import Load, MonitorStates, PollerStates, Scaler
-from hpcorch.provision.security import NO_HTTP, NO_HTTP_ENV, private_dir, temporary_security
-from hpcorch.sites.model import Partition, Site
+from hpcorch.provision.scaler import (
+    AllocationWatch,
+    Load,
+    MonitorStates,
+    PollerStates,
+    Routing,
+    Scaler,
+)
+from hpcorch.provision.security import NO_HTTP_ENV, private_dir, temporary_security
+from hpcorch.sites.model import Partition, Prologue, Site
 from hpcorch.sites.resolve import resolve_regions
+from hpcorch.sites.rules import (
+    JobSettings,
+    WalltimeLimit,
+    check_job,
+    gpu_directives,
+    job_settings,
+    settings_directives,
+)
 from hpcorch.slurm.connect import connect, slurm_conf_path
 from hpcorch.slurm.script import prologue_lines
-from hpcorch.spec import WorkflowSpec
+from hpcorch.spec import TaskSpec, WorkflowSpec
 from hpcorch.units import format_duration
 
-__all__ = ["PoolPlan", "SlurmBackend", "job_options", "plan_pools"]
+__all__ = ["PoolPlan", "SlurmWorkers", "job_options", "plan_pools"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +86,12 @@ class PoolPlan:
     site: str = ""
     nodes: int = 1
     """Nodes per job: more than one for MPI tasks spanning nodes (srun steps in the job)."""
+    settings: JobSettings | None = None
+    """Account, QOS, constraint, reservation of its jobs (None: the site's, resolved late)."""
+    knobs: tuple[tuple[str, Any], ...] = ()
+    """The tasks' own Slurm knobs this pool is for (empty: the site's)."""
+    limit: WalltimeLimit | None = None
+    """The walltime limit its jobs were checked against."""
 
     @property
     def cores(self) -> int:
@@ -82,16 +106,29 @@ class PoolPlan:
         return self.partition.node.gpus
 
 
+def _knobs_suffix(knobs: tuple[tuple[str, Any], ...]) -> str:
+    """A short, script-safe name for a pool's knobs (``-qos_regular``...)."""
+    if not knobs:
+        return ""
+    digest = hashlib.sha1(repr(knobs).encode()).hexdigest()[:6]
+    return f"-k{digest}"
+
+
 def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[PoolPlan]:
     """Pools for ``spec`` on ``site``: one per partition some task fits best, sized by demand.
 
     Tasks no partition of ``site`` runs are left out (another site may take
     them); ``prefix`` names the pools of a run's additional sites. Tasks that
     span ``N > 1`` nodes (MPI) get a pool of ``N``-node jobs of their own,
-    ``<partition>-<N>nodes``, whose steps run inside those jobs.
+    ``<partition>-<N>nodes``, whose steps run inside those jobs; tasks with Slurm
+    knobs of their own (QOS, constraint, reservation, account, exclusive) get a
+    pool of their knobs, ``<partition>-k<hash>``. Every pool's jobs are checked
+    against the site's rules (:func:`hpcorch.sites.rules.check_job`): a
+    :class:`~hpcorch.errors.SiteRuleError` if the site would refuse them.
     """
-    demand: dict[tuple[str, int], int] = {}
-    estimates: dict[tuple[str, int], list[float | None]] = {}
+    demand: dict[tuple[str, int, tuple[tuple[str, Any], ...]], int] = {}
+    estimates: dict[tuple[str, int, tuple[tuple[str, Any], ...]], list[float | None]] = {}
+    walltimes: dict[tuple[str, int, tuple[tuple[str, Any], ...]], list[tuple[str, float]]] = {}
     partitions: dict[str, Partition] = {}
     for task in spec.tasks:
         try:
@@ -99,19 +136,28 @@ def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[Pool
         except ResourceError:
             continue
         partitions[part.name] = part
-        key = (part.name, task.nodes)
+        key = (part.name, task.nodes, tuple(sorted(task.slurm_knobs.items())))
         demand[key] = demand.get(key, 0) + task.cpus * task.nodes
         estimates.setdefault(key, []).append(task_estimate(task))
+        if task.resources.walltime:
+            walltimes.setdefault(key, []).append((task.id, task.resources.walltime))
     plans = []
-    for (name, nodes), cores in demand.items():
+    for (name, nodes, knobs), cores in demand.items():
         part = partitions[name]
-        jobs = max(1, min(part.nodes // nodes, math.ceil(cores / (part.node.cores * nodes))))
-        limit = part.max_walltime_s or site.limits.max_walltime_s
-        walltime = walltime_for_tasks(
-            estimates[(name, nodes)], jobs * nodes * part.node.cores, max_walltime_s=limit
-        )
+        settings = job_settings(site, part, dict(knobs))
         pool = f"{prefix}{name}" if nodes == 1 else f"{prefix}{name}-{nodes}nodes"
-        plans.append(PoolPlan(pool, part, jobs, walltime, site.name, nodes))
+        pool += _knobs_suffix(knobs)
+        what = f"pool {pool}"
+        limit = check_job(site, part, settings, nodes=nodes, walltime_s=None, what=what)
+        for task_id, wall in walltimes.get((name, nodes, knobs), []):
+            check_job(site, part, settings, nodes=nodes, walltime_s=wall, what=f"task {task_id}")
+        jobs = max(1, min(part.nodes // nodes, math.ceil(cores / (part.node.cores * nodes))))
+        walltime = walltime_for_tasks(
+            estimates[(name, nodes, knobs)],
+            jobs * nodes * part.node.cores,
+            max_walltime_s=limit.seconds,
+        )
+        plans.append(PoolPlan(pool, part, jobs, walltime, site.name, nodes, settings, knobs, limit))
     # The default partition's pool first: it owns the scheduler.
     plans.sort(key=lambda p: (not p.partition.default, p.name))
     return plans
@@ -120,6 +166,7 @@ def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[Pool
 def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     """Keyword arguments of ``SLURMCluster``/``SLURMJob`` for one pool (pure)."""
     node = plan.partition.node
+    settings = plan.settings or job_settings(site, plan.partition, dict(plan.knobs))
     resources = f"cpus={node.cores},memory={node.memory},gpus={node.gpus}"
     directives = list(site.prologue.directives)
     skip: list[str] = []
@@ -129,11 +176,14 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         resources += f",{span_resource(plan.nodes)}={node.cores}"
         directives += [f"--nodes={plan.nodes}", "--ntasks-per-node=1"]
         skip.append("#SBATCH -n 1")
-    if plan.partition.gres and node.gpus:
-        directives.append(f"--gres={plan.partition.gres}:{node.gpus}")
-    if plan.partition.constraint:
-        directives.append(f"--constraint={plan.partition.constraint}")
+    if plan.knobs:  # only tasks with these knobs run here (hpcorch.placement.placing)
+        sample = TaskSpec(id="knobs", duration=0, **dict(plan.knobs))
+        resources += f",{knobs_resource(sample)}={node.cores}"
+    directives += gpu_directives(plan.partition, nodes=plan.nodes)
+    directives += settings_directives(settings)
     prologue = prologue_lines(site.prologue)
+    if plan.partition.modules:  # the pool's own, after the site's
+        prologue += prologue_lines(Prologue(modules=plan.partition.modules))
     # slurmrestd's token (under whatever name the site gives it) breaks srun inside the
     # job, and no task may see it; the submission already leaves it out (_job_class).
     prologue.append(f"unset {shlex.join(site_secrets(site))}")
@@ -142,7 +192,7 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
     # Job ids repeat across sites: attempt records name the site of theirs (engine.worker).
     prologue.append(f"export HPCORCH_SITE={shlex.quote(site.name)}")
     options: dict[str, Any] = {
-        "queue": plan.partition.name,
+        "queue": plan.partition.name if plan.partition.select_by_name else None,
         "cores": node.cores,
         "processes": 1,
         "memory": f"{node.memory // 1024**2}MiB",
@@ -153,17 +203,38 @@ def job_options(plan: PoolPlan, site: Site, run_dir: Path) -> dict[str, Any]:
         "job_directives_skip": skip,
         "job_script_prologue": prologue,
         "worker_extra_args": ["--resources", resources, *site.dask.worker_extra_args],
-        "python": sys.executable,
+        "python": _worker_python(plan, site, run_dir),
         "log_directory": str(run_dir / "slurm"),
         "job_name": f"hpcorch-{plan.name}",
     }
-    if site.account:
-        options["account"] = site.account
+    # Always set: a pool without one must not inherit another pool's (SpecCluster merges).
+    options["account"] = settings.account
     if site.dask.interface:
         options["interface"] = site.dask.interface
     if site.dask.local_directory:
         options["local_directory"] = site.dask.local_directory
     return options
+
+
+# What a worker started in a container must see of its job's environment (podman starts
+# from the image's): Slurm's job variables, and what the prologue exported.
+_WORKER_ENV = ("SLURM_*", "SLURMD_NODENAME", "HPCORCH_SITE", *NO_HTTP_ENV)
+
+
+def _worker_python(plan: PoolPlan, site: Site, run_dir: Path) -> str:
+    """The Python that starts the pool's workers: this one, or the image's inside the
+    site's container for the pool's partition (the run directory bound: TLS keys, logs)."""
+    container = site.container_for(plan.partition)
+    if container is None:
+        return sys.executable
+    argv = container_argv(
+        container,
+        [container.python],
+        gpus=plan.gpus > 0,
+        env_names=_WORKER_ENV,
+        extra_binds=[str(run_dir)],
+    )
+    return shlex.join(argv)
 
 
 def _job_class(site: Site) -> Any:
@@ -320,7 +391,7 @@ class _JournalDemand:
             )
         self.estimates = {tid: load.estimate_s for tid, load in self.loads.items()}
 
-    def __call__(self) -> list[Any]:
+    def __call__(self) -> list[Load]:
 
         states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
         phase: dict[str, str] = {}
@@ -349,48 +420,57 @@ class _JournalDemand:
 
 
 def _base_name(plan: PoolPlan) -> str:
-    """The name of the partition's single-node pool (which may not exist)."""
-    return plan.name.removesuffix(f"-{plan.nodes}nodes") if plan.nodes > 1 else plan.name
+    """The name of the partition's single-node pool of the site's knobs (which may not
+    exist): the name the region router knows the partition by."""
+    name = plan.name.removesuffix(_knobs_suffix(plan.knobs))
+    return name.removesuffix(f"-{plan.nodes}nodes") if plan.nodes > 1 else name
 
 
 class _SpanRouter:
     """The region router, with tasks spanning N nodes sent to their partition's
-    N-node pool (the router itself knows one pool per site and partition)."""
+    N-node pool and tasks with Slurm knobs of their own to their knobs' pool (the
+    router itself knows one pool per site and partition)."""
 
-    def __init__(self, router: Any, spans: Mapping[tuple[str, int], str]) -> None:
+    def __init__(
+        self,
+        router: Routing,
+        spans: Mapping[tuple[str, int, tuple[tuple[str, Any], ...]], str],
+        knobs: Mapping[str, tuple[tuple[str, Any], ...]] | None = None,
+    ) -> None:
         self.router = router
         self.spans = dict(spans)
-        self.base = {pool: base for (base, _), pool in self.spans.items()}
+        self.knobs = dict(knobs or {})
+        self.base = {pool: base for (base, _, _), pool in self.spans.items()}
 
     @property
     def message(self) -> str | None:
-        message: str | None = self.router.message
-        return message
+        return self.router.message
 
     @message.setter
     def message(self, value: str | None) -> None:
         self.router.message = value
 
-    def route(self, load: Any, now: float) -> str | None:
-        pool: str | None = self.router.route(load, now)
-        nodes = load.resources.nodes
-        return self.spans.get((pool, nodes), pool) if pool is not None and nodes > 1 else pool
+    def route(self, load: Load, now: float) -> str | None:
+        pool = self.router.route(load, now)
+        if pool is None:
+            return None
+        key = (pool, load.resources.nodes, self.knobs.get(load.task_id, ()))
+        return self.spans.get(key, pool)
 
-    def hold(self, lives: Sequence[Any], now: float) -> str | None:
-        held: str | None = self.router.hold(lives, now)
-        return held
+    def hold(self, lives: Sequence[AllocationLife], now: float) -> str | None:
+        return self.router.hold(lives, now)
 
     def expected_wait(self, site: str) -> float | None:
-        wait: float | None = self.router.expected_wait(site)
-        return wait
+        return self.router.expected_wait(site)
 
-    def affordable(self, submit: Any, lives: Sequence[Any], now: float) -> tuple[int, str]:
+    def affordable(
+        self, submit: Submit, lives: Sequence[AllocationLife], now: float
+    ) -> tuple[int, str]:
         base = replace(submit, pool=self.base.get(submit.pool, submit.pool))
-        answer: tuple[int, str] = self.router.affordable(base, lives, now)
-        return answer
+        return self.router.affordable(base, lives, now)
 
 
-class SlurmBackend:
+class SlurmWorkers:
     """A SLURMCluster whose pools the scaler sizes with demand, and a TLS client to it."""
 
     def __init__(
@@ -429,15 +509,15 @@ class SlurmBackend:
         (run_dir / "slurm").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.security = security if security is not None else temporary_security()
         first = self.plans[0]
-        # The scheduler's HTTP port is not covered by TLS: serve nothing on it,
-        # and only on localhost (a shared login node has other users).
-        scheduler_options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", "dashboard": False}
+        # The scheduler's HTTP port is not covered by TLS: serve nothing on it but the
+        # dashboard when asked for, and only on localhost (hpcorch.provision.dashboard).
+        port, scheduler_options, http_config = dashboard.http_settings(options.dashboard)
         self._cluster: Any = None
         self._client: Any = None
-        self.scaler: Any = None
-        self._journal: Any = None
+        self.scaler: Scaler | None = None
+        self._journal: Journal | None = None
         try:
-            with dask.config.set(NO_HTTP):
+            with dask.config.set(http_config):
                 self._cluster = SLURMCluster(
                     job_cls=_job_class(self.sites[first.site]),
                     security=self.security,
@@ -461,6 +541,8 @@ class SlurmBackend:
             )
             self._pools.client = self._client
             self.scaler = self._start_scaler(spec)
+            if port is not None:
+                dashboard.announce(self._cluster.scheduler)
         except Exception as exc:
             self.close()
             raise InfrastructureError(
@@ -475,17 +557,18 @@ class SlurmBackend:
             self.settings.interval_s,
         )
 
-    def _start_scaler(self, spec: WorkflowSpec) -> Any:
+    def _start_scaler(self, spec: WorkflowSpec) -> Scaler:
 
-        self._journal = Journal.open(self.run_dir)
+        self._journal = journal = Journal.open(self.run_dir)
         shapes = [
             (
                 PoolShape(
                     name=p.name,
                     site=p.site,
                     partition=p.partition.name,
-                    max_walltime_s=p.partition.max_walltime_s
-                    or self.sites[p.site].limits.max_walltime_s,
+                    max_walltime_s=p.limit.seconds
+                    if p.limit is not None
+                    else p.partition.max_walltime_s or self.sites[p.site].limits.max_walltime_s,
                     max_allocations=p.jobs,
                     nodes_per_allocation=p.nodes,
                 ),
@@ -502,9 +585,10 @@ class SlurmBackend:
                 budget=self.budget,
                 clients=clients,
                 default_estimate_s=self.settings.scale.walltime.default_estimate_s,
-                journal=self._journal,
+                journal=journal,
             ),
-            {(_base_name(p), p.nodes): p.name for p in self.plans if p.nodes > 1},
+            {(_base_name(p), p.nodes, p.knobs): p.name for p in self.plans},
+            {t.id: tuple(sorted(t.slurm_knobs.items())) for t in spec.tasks if t.slurm_knobs},
         )
         cpus = {t.id: t.cpus * t.nodes for t in spec.tasks}
         scaler = Scaler(
@@ -514,7 +598,7 @@ class SlurmBackend:
             PollerStates(clients, self.settings.interval_s),
             _JournalDemand(spec, self.run_dir, list(self.sites.values()), self.settings.scale),
             router,
-            journal=self._journal,
+            journal=journal,
             attempts=lambda lives: journal_attempts(self.run_dir, lives, cpus),
             settings=self.settings,
             on_stranded=self._stranded,
@@ -537,13 +621,14 @@ class SlurmBackend:
         if self.scaler is not None:
             self.scaler.kick()
 
-    def use_monitor(self, monitor: Any) -> None:
+    def use_monitor(self, monitor: AllocationWatch) -> None:
         """Follow this site's allocations through the run's monitor (one poll for the run)."""
 
         if self.scaler is None:
             return
         others = self.scaler.states
-        others.drop(self.site.name)
+        if isinstance(others, PollerStates):
+            others.drop(self.site.name)
         self.scaler.use_states(MonitorStates(monitor, self.site.name, others))
 
     @property
@@ -554,8 +639,7 @@ class SlurmBackend:
         """The run's live allocations, for the journal (ended ones are already there)."""
         if self.scaler is None:
             return []
-        rows: list[dict[str, Any]] = self.scaler.live_rows()
-        return rows
+        return self.scaler.live_rows()
 
     def close(self) -> None:
         try:

@@ -15,6 +15,7 @@ partition's (else the site's) charge rates.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from hpcorch import dag
 from hpcorch.report.model import AttemptSpan, Outcome, Report, TaskDecl
 from hpcorch.report.usage import holding, run_usage
 from hpcorch.sites.model import Site
+from hpcorch.training import step_of
 
 __all__ = ["build_report"]
 
@@ -34,6 +36,7 @@ def build_report(
     run_site: str | None = None,
     decls: Mapping[str, TaskDecl] | None = None,
     now: float | None = None,
+    logs: Mapping[tuple[str, int], str] | None = None,
 ) -> Report:
     """The report of one run.
 
@@ -63,7 +66,7 @@ def build_report(
         span
         for task in tasks
         for a in task.get("attempts", ())
-        if (span := _span(task, a, decls.get(task["id"]), t0, now)) is not None
+        if (span := _span(task, a, decls.get(task["id"]), t0, now, logs or {})) is not None
     ]
     makespan = max((s.end for s in spans), default=0.0)
 
@@ -112,7 +115,24 @@ def build_report(
         critical_path_s=path_s,
         attempts=tuple(sorted(spans, key=lambda s: (s.node, s.start, s.task_id))),
         notes=tuple(notes),
+        training_restarts=_restarts(tasks),
     )
+
+
+def _restarts(tasks: list[Mapping[str, Any]]) -> tuple[str, ...]:
+    """``train: attempt 2 resumed from step 20 (attempt 1: node_failure)`` per resumed attempt."""
+    lines = []
+    for t in tasks:
+        attempts = list(t.get("attempts", ()))
+        for before, a in itertools.pairwise(attempts):
+            step = step_of(a.get("training"))
+            if step is not None:
+                why = before.get("failure_class") or "failed"
+                lines.append(
+                    f"{t['id']}: attempt {a.get('n')} resumed from step {step} "
+                    f"(attempt {before.get('n')}: {why})"
+                )
+    return tuple(lines)
 
 
 def _outcome(a: Mapping[str, Any]) -> Outcome:
@@ -122,16 +142,22 @@ def _outcome(a: Mapping[str, Any]) -> Outcome:
 
 
 def _span(
-    task: Mapping[str, Any], a: Mapping[str, Any], decl: TaskDecl | None, t0: float, now: float
+    task: Mapping[str, Any],
+    a: Mapping[str, Any],
+    decl: TaskDecl | None,
+    t0: float,
+    now: float,
+    logs: Mapping[tuple[str, int], str],
 ) -> AttemptSpan | None:
     if a.get("start") is None:
         return None  # never started: nothing to draw or charge
     outcome = _outcome(a)
     end = a["end"] if a.get("end") is not None else now
     held = holding(a, decl)
+    n = int(a.get("n") or 1)
     return AttemptSpan(
         task_id=str(task["id"]),
-        n=int(a.get("n") or 1),
+        n=n,
         node=str(a.get("node") or "unknown"),
         start=float(a["start"]) - t0,
         end=max(float(end), float(a["start"])) - t0,
@@ -139,6 +165,7 @@ def _span(
         failure_class=a.get("failure_class") if outcome == "failed" else None,
         cores=held.cores,
         gpus=held.gpu_ids,
+        log=logs.get((str(task["id"]), n)) if outcome == "failed" else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Sequence
 from html import escape
+from pathlib import Path
 
 from hpcorch.report import gantt
 from hpcorch.report.model import Report
@@ -36,6 +37,20 @@ figure svg, figure img { max-width: 100%; height: auto; }
 """
 
 
+class _Raw(str):
+    """A table cell that is already HTML (a link), written as it is."""
+
+    __slots__ = ()
+
+
+def _log_link(path: str | None) -> str:
+    """A link to a failed attempt's log file (the page may be read where the run dir is)."""
+    if path is None:
+        return "—"
+    href, name = escape(Path(path).as_uri()), escape(Path(path).name)
+    return _Raw(f'<a class="log" href="{href}">{name}</a>')
+
+
 def _num(value: float | None, fmt: str = "{:.1f}") -> str:
     return "—" if value is None else fmt.format(value)
 
@@ -47,6 +62,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "
         + "".join(
             f'<td class="num">{escape(str(c))}</td>'
             if isinstance(c, int | float)
+            else f"<td>{c}</td>"
+            if isinstance(c, _Raw)
             else f"<td>{escape(str(c))}</td>"
             for c in row
         )
@@ -82,6 +99,7 @@ def render_html(report: Report) -> str:
             ),
             ("tasks", str(r.tasks)),
             ("retries", f"{r.retries} (in {r.tasks_retried} tasks)"),
+            *(("training restart", line) for line in r.training_restarts),
             ("core-hours used / allocated",
              f"{hours(r.core_hours_used)} / {hours(r.core_hours_allocated)}"),
             ("GPU-hours used / allocated",
@@ -110,7 +128,7 @@ def render_html(report: Report) -> str:
     shown = sorted(r.attempts, key=lambda a: (a.outcome != "failed", -a.duration))
     shown = sorted(shown[:_TABLE_MAX_ATTEMPTS], key=lambda a: (a.start, a.task_id))
     attempts = _table(
-        ("task", "try", "node", "GPUs", "cores", "start (s)", "end (s)", "outcome"),
+        ("task", "try", "node", "GPUs", "cores", "start (s)", "end (s)", "outcome", "log"),
         [
             (
                 a.task_id,
@@ -121,6 +139,7 @@ def render_html(report: Report) -> str:
                 f"{a.start:.1f}",
                 f"{a.end:.1f}",
                 a.outcome if a.failure_class is None else f"{a.outcome}: {a.failure_class}",
+                _log_link(a.log),
             )
             for a in shown
         ],

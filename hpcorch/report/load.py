@@ -20,7 +20,7 @@ from hpcorch.report.model import Report, TaskDecl
 from hpcorch.sites.model import Site
 from hpcorch.sites.resolve import resolve_site
 
-__all__ = ["load_report", "workflow_decls"]
+__all__ = ["attempt_logs", "load_report", "workflow_decls"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,25 @@ def _sites(names: set[str]) -> dict[str, Site]:
     return sites
 
 
+def attempt_logs(run_dir: Path) -> dict[tuple[str, int], str]:
+    """``(task id, attempt)`` → the attempt's log in ``run_dir/logs``: its ``.err``
+    when that has anything (a traceback, a command's errors), else its ``.out``."""
+    found: dict[tuple[str, int], str] = {}
+    try:
+        entries = sorted((run_dir / "logs").iterdir())
+    except OSError:
+        return found
+    for path in entries:
+        stem, dot, stream = path.name.rpartition(".")
+        task, _, n = stem.rpartition(".")
+        if not dot or stream not in ("out", "err") or not task or not n.isdigit():
+            continue
+        key = (task, int(n))
+        if key not in found or (stream == "err" and path.stat().st_size > 0):
+            found[key] = str(path)
+    return found
+
+
 def load_report(run_dir: Path, status: dict[str, Any] | None = None) -> Report:
     """The report of the run in ``run_dir`` (``status``: the journal's, unless given)."""
     run = journal.read_run(run_dir)
@@ -63,4 +82,5 @@ def load_report(run_dir: Path, status: dict[str, Any] | None = None) -> Report:
         sites=_sites(names),
         run_site=run.get("site"),
         decls=workflow_decls(run.get("source"), run.get("time_scale")),
+        logs=attempt_logs(run_dir),
     )

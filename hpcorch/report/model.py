@@ -40,6 +40,8 @@ class AttemptSpan:
     cores: int
     gpus: tuple[int, ...]
     """GPU indices on ``node`` (empty: a CPU attempt, or indices unknown)."""
+    log: str | None = None
+    """A failed attempt's log file (its ``.err``, else ``.out``); None: none was written."""
 
     @property
     def duration(self) -> float:
@@ -91,6 +93,8 @@ class Report:
     attempts: tuple[AttemptSpan, ...]
     notes: tuple[str, ...]
     """What the report had to assume or could not compute, in words."""
+    training_restarts: tuple[str, ...] = ()
+    """A training's attempts that resumed from a checkpoint: task, attempt, step, why."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``hpcorch report --json``)."""

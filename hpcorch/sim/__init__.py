@@ -21,7 +21,7 @@ from hpcorch.sim.driver import WorkflowSim
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.replay import ReplayJob, ReplayResult, replay, replay_philly, replay_swf
 from hpcorch.sim.runs import simulate_trace, simulate_workflow
-from hpcorch.sim.slurm import JobListener, JobState, SimSlurm
+from hpcorch.sim.slurm import JobListener, SimJobState, SimSlurm
 from hpcorch.sim.state import DriverConfig, Region
 from hpcorch.sim.workload import SimWorkload, from_spec, from_wftasks, synthetic
 
@@ -29,10 +29,10 @@ __all__ = [
     "DriverConfig",
     "EventLoop",
     "JobListener",
-    "JobState",
     "Region",
     "ReplayJob",
     "ReplayResult",
+    "SimJobState",
     "SimSlurm",
     "SimWorkload",
     "WorkflowSim",

@@ -17,7 +17,7 @@ from hpcorch.policies.state import (
 )
 from hpcorch.sim.attempts import Attempts
 from hpcorch.sim.slots import SlotPool
-from hpcorch.sim.slurm import JobState
+from hpcorch.sim.slurm import SimJobState
 from hpcorch.sim.state import (
     POOL,
     SimAlloc,
@@ -171,7 +171,7 @@ class Allocations(Attempts):
             self._fill(gid)
         self._place_new()
 
-    def _alloc_ended(self, region: int, jid: int, state: JobState) -> None:
+    def _alloc_ended(self, region: int, jid: int, state: SimJobState) -> None:
         index = self._by_jid[region][jid]
         alloc = self.allocs[index]
         now = self.loop.now
@@ -184,7 +184,7 @@ class Allocations(Attempts):
         r = self.regions[region]
         self.alloc_core_s += (now - alloc.started) * len(alloc.nodes) * r.cores_per_node
         failed_node = -1
-        if state is JobState.NODE_FAIL:
+        if state is SimJobState.NODE_FAIL:
             cluster = r.cluster
             failed_node = next(
                 (g for g in alloc.nodes if cluster.node_job[g - self._base[region]] == -2), -1
@@ -193,7 +193,7 @@ class Allocations(Attempts):
         for gid in alloc.nodes:
             tasks = self.node_tasks.pop(gid, None)
             for t in list(tasks or ()):
-                if state is JobState.NODE_FAIL and gid != failed_node:
+                if state is SimJobState.NODE_FAIL and gid != failed_node:
                     # the allocation died on another node: Slurm killed this one with it
                     evidence = Evidence(slurm_state="CANCELLED", scope="allocation")
                 else:
@@ -235,5 +235,5 @@ class _Listener:
     def job_started(self, jid: int, nodes: list[int]) -> None:
         self.sim._alloc_started(self.region, jid, nodes)
 
-    def job_ended(self, jid: int, state: JobState) -> None:
+    def job_ended(self, jid: int, state: SimJobState) -> None:
         self.sim._alloc_ended(self.region, jid, state)

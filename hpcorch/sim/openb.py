@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hpcorch.placement import POLICIES, NodeState, Packer, Placement, Request, workload_classes
+from hpcorch.placement import POLICIES, NodeCapacity, Packer, Placement, Request, workload_classes
 from hpcorch.placement.packer import Policy, TaskClass
 from hpcorch.topology import GpuInfo, NodeTopology
 from hpcorch.traces import read_openb_nodes, read_openb_pods, resolve_trace
@@ -53,7 +53,7 @@ class OpenbPodTimes:
     duration: float
 
 
-def openb_nodes(path: str | os.PathLike[str]) -> list[NodeState]:
+def openb_nodes(path: str | os.PathLike[str]) -> list[NodeCapacity]:
     states = []
     for node in read_openb_nodes(path):
         units = node.cpu_milli // CPU_UNIT_MILLI
@@ -62,7 +62,7 @@ def openb_nodes(path: str | os.PathLike[str]) -> list[NodeState]:
             GpuInfo(i, i * sockets // node.gpus, node.model or None) for i in range(node.gpus)
         )
         topology = NodeTopology(sockets, units // sockets, node.memory_mib * _MIB, gpus)
-        states.append(NodeState.idle(node.name, topology))
+        states.append(NodeCapacity.idle(node.name, topology))
     return states
 
 
@@ -89,7 +89,7 @@ def openb_pods(path: str | os.PathLike[str]) -> tuple[list[Request], list[OpenbP
 
 def load_openb(
     pods_path: str | os.PathLike[str], nodes_path: str | os.PathLike[str] | None = None
-) -> tuple[list[NodeState], list[Request], list[OpenbPodTimes]]:
+) -> tuple[list[NodeCapacity], list[Request], list[OpenbPodTimes]]:
     """Nodes (default: the GPU node list beside the pods) and pods of an openb trace."""
     nodes_file = resolve_trace(nodes_path or DEFAULT_NODES)
     requests, times = openb_pods(resolve_trace(pods_path))
@@ -98,7 +98,7 @@ def load_openb(
 
 def fill_replay(
     policy: Policy,
-    nodes: Sequence[NodeState],
+    nodes: Sequence[NodeCapacity],
     pods: Sequence[Request],
     classes: Sequence[TaskClass] | None = None,
     *,
@@ -129,7 +129,7 @@ def fill_replay(
 
 def event_replay(
     policy: Policy,
-    nodes: Sequence[NodeState],
+    nodes: Sequence[NodeCapacity],
     pods: Sequence[Request],
     times: Sequence[OpenbPodTimes],
     classes: Sequence[TaskClass] | None = None,
@@ -200,7 +200,7 @@ def event_replay(
 
 
 def compare_policies(
-    nodes: Sequence[NodeState],
+    nodes: Sequence[NodeCapacity],
     pods: Sequence[Request],
     classes: Sequence[TaskClass] | None = None,
     *,

@@ -79,16 +79,21 @@ def simulate_trace(
     nodes: int | None = None,
     mtbf_s: float | None = None,
     seed: int = 0,
+    replay_options: dict[str, Any] | None = None,
     **workflow_options: Any,
 ) -> dict[str, Any]:
-    """Replay or run the trace at ``path`` (SWF, openb pods, Philly, WfFormat or YAML)."""
+    """Replay or run the trace at ``path`` (SWF, openb pods, Philly, WfFormat or YAML).
+
+    ``replay_options`` go to the SWF replay: ``overrun``, ``over_time_limit_s``,
+    ``default_time_s`` (see :mod:`hpcorch.sim.replay`).
+    """
     source = resolve_trace(path)
     suffix = Path(source).suffix.lower()
     if suffix in (".yaml", ".yml", ".py"):
         return _workflow_file(source, nodes, mtbf_s, seed, **workflow_options)
     kind = detect_kind(source)
     if kind is TraceKind.SWF:
-        result = replay_swf(source, nodes, mtbf_s=mtbf_s, seed=seed)
+        result = replay_swf(source, nodes, mtbf_s=mtbf_s, seed=seed, **(replay_options or {}))
         out: dict[str, Any] = {"kind": "swf", "trace": str(source), **result.as_dict()}
         split = recorded_wait_split(swf_jobs(source), result.nodes)
         out["recorded_blocked_wait_s"] = split.mean_blocked_wait_s

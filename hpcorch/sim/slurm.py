@@ -14,7 +14,11 @@ scheduling pass is EASY backfilling (Lifka 1995, as in Slurm's
    before the shadow time, or if it needs no more than the extra nodes
    (then it uses them up).
 
-So a backfilled job never delays the head's reservation. A pass walks the
+So a backfilled job never delays the head's reservation. Estimates are often
+wrong: a job still running past its requested end (a trace replayed as it
+happened, or ``OverTimeLimit``) is expected to end *now*, and since the
+reservation is recomputed at every pass, it moves with each event instead of
+freezing at a time already past. A pass walks the
 queue once and the running list (sorted by requested end) at most once: O(queue
 + running) per pass, not O(queue x nodes), and passes are coalesced to one per
 distinct event time.
@@ -30,21 +34,30 @@ import bisect
 import logging
 import math
 import random
+from collections.abc import Callable
 from enum import IntEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from hpcorch.errors import ResourceError
 from hpcorch.sim.engine import EventLoop
+from hpcorch.sim.timemap import TimeMap
 
-__all__ = ["JobListener", "JobState", "SimSlurm"]
+__all__ = ["SCHEDULERS", "JobListener", "Scheduler", "SimJobState", "SimSlurm"]
 
 logger = logging.getLogger(__name__)
 
 _FREE = -1
 _DOWN = -2
 
+_Queue = list[tuple[tuple[int, float, int], int]]
+Scheduler = Literal["easy", "fifo", "slurm"]
+# easy: EASY backfilling at every event; fifo: no backfilling; slurm: Slurm's main
+# scheduler at every event plus sched/backfill (conservative, bf_* parameters) every
+# bf_interval seconds.
+SCHEDULERS: tuple[Scheduler, ...] = ("easy", "fifo", "slurm")
 
-class JobState(IntEnum):
+
+class SimJobState(IntEnum):
     """Slurm job states the simulator produces (a subset of Slurm's table)."""
 
     PENDING = 0
@@ -58,7 +71,7 @@ class JobState(IntEnum):
 
     @property
     def terminal(self) -> bool:
-        return self >= JobState.COMPLETED
+        return self >= SimJobState.COMPLETED
 
 
 class JobListener(Protocol):
@@ -66,7 +79,7 @@ class JobListener(Protocol):
 
     def job_started(self, jid: int, nodes: list[int]) -> None: ...
 
-    def job_ended(self, jid: int, state: JobState) -> None: ...
+    def job_ended(self, jid: int, state: SimJobState) -> None: ...
 
 
 class SimSlurm:
@@ -82,6 +95,11 @@ class SimSlurm:
         repair_s: float = 3600.0,
         bf_max_job_test: int | None = None,
         preemption: bool = True,
+        over_time_limit_s: float = 0.0,
+        scheduler: Scheduler = "easy",
+        bf_interval_s: float = 30.0,
+        bf_resolution_s: float = 60.0,
+        bf_window_s: float = 86400.0,
         seed: int = 0,
     ) -> None:
         if nodes < 1:
@@ -93,6 +111,18 @@ class SimSlurm:
         self.repair_s = repair_s
         self.bf_max_job_test = bf_max_job_test
         self.preemption = preemption
+        # slurm.conf OverTimeLimit: a job killed at its walltime runs this much longer first.
+        self.over_time_limit_s = over_time_limit_s
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        self.scheduler = scheduler
+        if scheduler == "fifo":
+            self.bf_max_job_test = 0  # EASY that tests no job behind the head
+        # sched/backfill's SchedulerParameters (scheduler "slurm"): seconds
+        self.bf_interval_s = bf_interval_s
+        self.bf_resolution_s = bf_resolution_s
+        self.bf_window_s = bf_window_s
+        self._bf_armed = False
         self._rng = random.Random(seed)
         # node state: job id, _FREE or _DOWN; free nodes in a stack with positions for O(1) removal
         self.node_job: list[int] = [_FREE] * nodes
@@ -107,7 +137,7 @@ class SimSlurm:
         self.j_start: list[float] = []
         self.j_first_start: list[float] = []
         self.j_end: list[float] = []
-        self.j_state: list[JobState] = []
+        self.j_state: list[SimJobState] = []
         self.j_key: list[tuple[int, float, int]] = []
         self.j_epoch: list[int] = []
         self.j_tier: list[int] = []
@@ -133,6 +163,7 @@ class SimSlurm:
         self._k_sched = loop.register(self._on_sched)
         self._k_fail = loop.register(self._on_fail)
         self._k_up = loop.register(self._on_up)
+        self._k_bf = loop.register(self._on_backfill)
 
     # flags
     _REQUEUE = 1
@@ -179,7 +210,7 @@ class SimSlurm:
         self.j_start.append(-1.0)
         self.j_first_start.append(-1.0)
         self.j_end.append(-1.0)
-        self.j_state.append(JobState.PENDING)
+        self.j_state.append(SimJobState.PENDING)
         key = (-tier, now, jid)
         self.j_key.append(key)
         self.j_epoch.append(0)
@@ -207,18 +238,18 @@ class SimSlurm:
     def cancel(self, jid: int) -> None:
         """scancel: a pending job leaves the queue, a running one frees its nodes."""
         state = self.j_state[jid]
-        if state is JobState.PENDING:
+        if state is SimJobState.PENDING:
             self._dequeue(jid)
-            self._finish(jid, JobState.CANCELLED)
-        elif state is JobState.RUNNING:
-            self._stop(jid, JobState.CANCELLED, requeue=False)
+            self._finish(jid, SimJobState.CANCELLED)
+        elif state is SimJobState.RUNNING:
+            self._stop(jid, SimJobState.CANCELLED, requeue=False)
         self._kick()
 
     def preempt(self, jid: int) -> None:
         """Preempt a running job (PreemptMode=REQUEUE when the job allows requeue)."""
-        if self.j_state[jid] is JobState.RUNNING:
+        if self.j_state[jid] is SimJobState.RUNNING:
             self.preemptions += 1
-            self._stop(jid, JobState.PREEMPTED, requeue=bool(self.j_flags[jid] & self._REQUEUE))
+            self._stop(jid, SimJobState.PREEMPTED, requeue=bool(self.j_flags[jid] & self._REQUEUE))
             self._kick()
 
     def fail_node(self, node: int, repair_s: float | None = None) -> None:
@@ -234,7 +265,7 @@ class SimSlurm:
         if owner_job != _FREE:
             self._stop(
                 owner_job,
-                JobState.NODE_FAIL,
+                SimJobState.NODE_FAIL,
                 requeue=bool(self.j_flags[owner_job] & self._REQUEUE),
                 failed_node=node,
             )
@@ -271,18 +302,25 @@ class SimSlurm:
         self.schedule()
 
     def schedule(self) -> None:
-        """One EASY backfilling pass over the queue."""
+        """One scheduling pass over the queue (EASY, FIFO or Slurm's main scheduler)."""
         queue = self.queue
         if not queue:
             return
-        if not self._free and not (self.preemption and self.j_tier[queue[0][1]] > 0):
-            return
-        self.passes += 1
+        if self._free or (self.preemption and self.j_tier[queue[0][1]] > 0):
+            self.passes += 1
+            self._walk(self._main_pass if self.scheduler == "slurm" else self._pass)
+        if self.scheduler == "slurm" and self.queue and not self._bf_armed:
+            # sched/backfill runs on its own clock, every bf_interval
+            self._bf_armed = True
+            interval = self.bf_interval_s
+            self.loop.at((math.floor(self.loop.now / interval) + 1) * interval, self._k_bf)
+
+    def _walk(self, one_pass: Callable[[_Queue], _Queue]) -> None:
         # Owners may submit, cancel or requeue from their callbacks while the pass
         # walks the queue: they see a fresh list, merged back afterwards.
         walking = self.queue
         self.queue = []
-        keep = self._pass(walking)
+        keep = one_pass(walking)
         added = self.queue
         self.queue = keep
         if added:
@@ -290,14 +328,63 @@ class SimSlurm:
                 bisect.insort(keep, entry)
             self._kick()
 
-    def _pass(
-        self, queue: list[tuple[tuple[int, float, int], int]]
-    ) -> list[tuple[tuple[int, float, int], int]]:
+    def _on_backfill(self, _payload: object) -> None:
+        self._bf_armed = False
+        if not self.queue:
+            return
+        self.passes += 1
+        self._walk(self._backfill_pass)
+        # Not re-armed here: until a job arrives or ends (whose schedule() arms the timer
+        # again) another cycle would see the same map and start nothing.
+
+    def _main_pass(self, queue: _Queue) -> _Queue:
+        """Slurm's main scheduler: start jobs in priority order until one does not fit."""
+        for idx, entry in enumerate(queue):
+            jid = entry[1]
+            if self.j_state[jid] is not SimJobState.PENDING:
+                continue
+            if self.j_need[jid] > len(self._free):
+                return [e for e in queue[idx:] if self.j_state[e[1]] is SimJobState.PENDING]
+            self._start(jid)
+        return []
+
+    def _backfill_pass(self, queue: _Queue) -> _Queue:
+        """Slurm's backfill: each tested job starts now or reserves its earliest slot."""
+        now = self.loop.now
+        need_of, req_of, state_of = self.j_need, self.j_req, self.j_state
+        space = TimeMap(now, len(self._free), self.bf_resolution_s)
+        for end, jid in self.running:
+            space.release(end, need_of[jid])
+        keep: _Queue = []
+        limit = self.bf_max_job_test
+        tested = 0
+        for idx, entry in enumerate(queue):
+            jid = entry[1]
+            if state_of[jid] is not SimJobState.PENDING:
+                continue
+            if limit is not None and tested >= limit:
+                keep.extend(e for e in queue[idx:] if state_of[e[1]] is SimJobState.PENDING)
+                break
+            tested += 1
+            need, req = need_of[jid], req_of[jid]
+            when = space.earliest(need, req, self.bf_window_s)
+            if when <= now and need <= len(self._free):
+                self._start(jid)
+                space.take(now, req, need)
+                continue
+            if when != math.inf:
+                space.take(when, req, need)
+                if self.reservations is not None:
+                    self.reservations.append((jid, when))
+            keep.append(entry)
+        return keep
+
+    def _pass(self, queue: _Queue) -> _Queue:
         now = self.loop.now
         need_of = self.j_need
         req_of = self.j_req
         state_of = self.j_state
-        pending = JobState.PENDING
+        pending = SimJobState.PENDING
         free = len(self._free)
         keep: list[tuple[tuple[int, float, int], int]] = []
         shadow = -1.0
@@ -343,15 +430,26 @@ class SimSlurm:
         return keep
 
     def _reservation(self, need: int, free: int, now: float) -> tuple[float, int]:
-        """Shadow time and extra nodes for a head job of ``need`` nodes."""
+        """Shadow time and extra nodes for a head job of ``need`` nodes.
+
+        Jobs past their requested end are expected to end now. The extra nodes are all
+        those free at the shadow time, so every job expected to end then counts.
+        """
         avail = free
         need_of = self.j_need
-        for end, jid in self.running:
+        running = self.running
+        shadow = math.inf
+        for end, jid in running:
+            when = end if end > now else now
+            if when > shadow:
+                break
             avail += need_of[jid]
             if avail >= need:
-                return (end if end > now else now), avail - need
-        # Not enough even when everything running ends (nodes are down): no reservation.
-        return math.inf, 0
+                shadow = when
+        if shadow == math.inf:
+            # Not enough even when everything running ends (nodes are down): no reservation.
+            return math.inf, 0
+        return shadow, avail - need
 
     def _preempt_for(self, jid: int, need: int) -> bool:
         tier = self.j_tier[jid]
@@ -386,36 +484,38 @@ class SimSlurm:
             node_job[n] = jid
             pos[n] = -1
         self.j_nodes[jid] = nodes
-        self.j_state[jid] = JobState.RUNNING
+        self.j_state[jid] = SimJobState.RUNNING
         self.j_start[jid] = now
         if self.j_first_start[jid] < 0:
             self.j_first_start[jid] = now
         req = self.j_req[jid]
         run = self.j_run[jid]
-        end_state = JobState.FAILED if self.j_flags[jid] & self._FAILS else JobState.COMPLETED
-        if self.j_flags[jid] & self._KILL_AT_WALLTIME and run > req:
-            run = req
-            end_state = JobState.TIMEOUT
-        exp_end = now + req
+        end_state = SimJobState.FAILED if self.j_flags[jid] & self._FAILS else SimJobState.COMPLETED
+        if self.j_flags[jid] & self._KILL_AT_WALLTIME and run > req + self.over_time_limit_s:
+            run = req + self.over_time_limit_s
+            end_state = SimJobState.TIMEOUT
+        entry = (now + req, jid)
         running = self.running
-        if not running or running[-1][0] <= exp_end:
-            running.append((exp_end, jid))
+        # Compare whole entries: on a tie of ends, appending a lower job id would unsort
+        # the list, and _stop's bisect would then miss the entry and leave a phantom job.
+        if not running or running[-1] < entry:
+            running.append(entry)
         else:
-            bisect.insort(running, (exp_end, jid))
+            bisect.insort(running, entry)
         if run != math.inf:
             self.loop.at(now + run, self._k_end, (jid, self.j_epoch[jid], end_state))
         owner = self.j_owner[jid]
         if owner is not None:
             owner.job_started(jid, nodes)
 
-    def _on_end(self, payload: tuple[int, int, JobState]) -> None:
+    def _on_end(self, payload: tuple[int, int, SimJobState]) -> None:
         jid, epoch, state = payload
-        if epoch != self.j_epoch[jid] or self.j_state[jid] is not JobState.RUNNING:
+        if epoch != self.j_epoch[jid] or self.j_state[jid] is not SimJobState.RUNNING:
             return  # stale: the job was killed, preempted or cancelled meanwhile
         self._stop(jid, state, requeue=False)
         self._kick()
 
-    def _stop(self, jid: int, state: JobState, *, requeue: bool, failed_node: int = -1) -> None:
+    def _stop(self, jid: int, state: SimJobState, *, requeue: bool, failed_node: int = -1) -> None:
         """End a running job: free its nodes, account, requeue or finish, tell the owner."""
         now = self.loop.now
         nodes = self.j_nodes[jid] or []
@@ -441,14 +541,14 @@ class SimSlurm:
         owner = self.j_owner[jid]
         if requeue:
             self.j_requeues[jid] += 1
-            self.j_state[jid] = JobState.PENDING
+            self.j_state[jid] = SimJobState.PENDING
             bisect.insort(self.queue, (self.j_key[jid], jid))
         else:
             self.j_state[jid] = state
         if owner is not None:
             owner.job_ended(jid, state)
 
-    def _finish(self, jid: int, state: JobState) -> None:
+    def _finish(self, jid: int, state: SimJobState) -> None:
         self.j_state[jid] = state
         self.j_end[jid] = self.loop.now
         owner = self.j_owner[jid]

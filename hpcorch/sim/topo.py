@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from hpcorch.placement import POLICIES, NodeState, Packer, Placement, Request, workload_classes
+from hpcorch.placement import POLICIES, NodeCapacity, Packer, Placement, Request, workload_classes
 from hpcorch.placement.packer import Policy
 from hpcorch.topology import GpuInfo, NodeTopology
 
@@ -42,7 +42,7 @@ class TopologyPlacer:
         """An allocation started on ``nodes`` (name, node id)."""
         for name, gid in nodes:
             self._gid[name] = gid
-        states = [NodeState.idle(name, topology) for name, _ in nodes]
+        states = [NodeCapacity.idle(name, topology) for name, _ in nodes]
         self._packers[alloc] = Packer(states, self.policy, workload=self._classes, seed=self.seed)
 
     def close(self, alloc: int) -> None:

@@ -4,7 +4,8 @@
 node shapes and GRES, gres.conf (next to slurm.conf, when readable) each
 GPU's cores (socket affinity) and NVLink ``Links=``, ``scontrol show config``
 the cluster name, version and MaxArraySize, ``srun --mpi=list`` whether PMIx
-is there. :func:`build_site` is pure; :func:`detect_site` runs the commands.
+is there (else Open MPI's own ``mpirun`` launches). :func:`build_site` is pure;
+:func:`detect_site` runs the commands.
 """
 
 from __future__ import annotations
@@ -119,12 +120,24 @@ def build_site(
     if config.get("MaxArraySize", "").isdigit():
         data["limits"] = {"max_array_size": int(config["MaxArraySize"])}
     if re.search(r"\bpmix\b", mpi_list):
-        data["mpi"] = {"launcher": ["srun", "--mpi=pmix"]}
+        # Open MPI's own launcher where a later Slurm lacks the plugin (Debian's 26.05).
+        data["mpi"] = {"launcher": ["srun", "--mpi=pmix"], "fallback": ["mpirun"]}
+    elif mpi_list.strip():  # srun without PMIx: Open MPI 5+ speaks no PMI2
+        data["mpi"] = {"launcher": ["mpirun"]}
     addresses = re.findall(r"NodeAddr=(\S+)", nodes_text)
     if len(addresses) > 1 and len(set(addresses)) == 1:
-        # Several nodes on one host (an emulated cluster): OpenMPI's shared-memory
-        # transport crashes between ranks of different "nodes" there; TCP works.
-        data.setdefault("mpi", {})["env"] = {"OMPI_MCA_btl": "self,tcp"}
+        # Several nodes on one host (an emulated cluster, run as root by
+        # scripts/dev-cluster): OpenMPI's shared-memory transport crashes between
+        # ranks of different "nodes" there, TCP works; the nodes' cores are not
+        # real ones, so ranks stay unbound; mpirun refuses root without the
+        # OMPI_ALLOW_RUN_AS_ROOT pair.
+        mpi = data.setdefault("mpi", {})
+        mpi["bind"] = "none"
+        mpi["env"] = {
+            "OMPI_MCA_btl": "self,tcp",
+            "OMPI_ALLOW_RUN_AS_ROOT": "1",
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        }
     return Site.model_validate(data)
 
 

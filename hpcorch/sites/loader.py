@@ -1,13 +1,22 @@
 """Find, read and validate site configuration files.
 
 A site is named (``dev``) or given as a path (``./mysite.yaml``). Names are
-looked up, first match wins, in:
+looked up in (the first is the top layer):
 
 1. each directory of ``$HPCORCH_SITE_PATH`` (``:``-separated),
 2. ``~/.config/hpcorch/sites`` (``$XDG_CONFIG_HOME`` respected),
 3. the shipped ``site-configs/``: the source checkout's copy when hpcorch runs
    from one (``pip install -e .``), else the copy a wheel installs under
    ``<prefix>/share/hpcorch/site-configs``.
+
+Files layer: every file of a site's name found there is deep-merged over the
+next one down (``dask.config.merge``: mappings merge, other values replace), so
+``~/.config/hpcorch/sites/perlmutter.yaml`` holding just ``account: m1234``
+completes the shipped ``perlmutter.yaml``. In a layer, ``qos: NAME`` sets the
+default QOS, ``partitions`` as a mapping (``partitions: {gpu: {qos: regular}}``)
+changes the partitions it names (as a list it replaces them all), and
+``extends: NAME`` puts the file over the site ``NAME`` (so a file given by path
+can complete a shipped site too).
 
 Every problem becomes a :class:`~hpcorch.errors.SiteConfigError` naming the
 file, the key path (``partitions[1].node.cores_per_socket``) and what was
@@ -35,6 +44,7 @@ from hpcorch.yamltext import load_yaml_text
 __all__ = [
     "expand_vars",
     "format_validation_error",
+    "layer_site",
     "list_sites",
     "load_site",
     "parse_site",
@@ -112,36 +122,39 @@ def list_sites() -> dict[str, Path]:
     return found
 
 
-def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
-    text = os.fspath(name_or_path)
+def _is_path(text: str) -> bool:
     path = Path(text).expanduser()
-    if path.suffix in _SUFFIXES or os.sep in text or path.is_file():
+    return path.suffix in _SUFFIXES or os.sep in text or path.is_file()
+
+
+def _layers(name_or_path: str | os.PathLike[str]) -> list[Path]:
+    """The files of a site, lowest layer first (the shipped one, then the user's)."""
+    text = os.fspath(name_or_path)
+    if _is_path(text):
+        path = Path(text).expanduser()
         if not path.is_file():
             raise SiteConfigError(f"{path}: no such site file")
-        return path
-    sites = list_sites()
-    if text in sites:
-        return sites[text]
+        return [path]
+    found = [path for stem, path in _site_files() if stem == text]
+    if found:
+        return found[::-1]
     searched = ", ".join(str(d) for d in site_dirs())
-    known = ", ".join(sorted(sites)) or "none"
+    known = ", ".join(sorted(list_sites())) or "none"
     raise SiteConfigError(
         f"unknown site {text!r}; known sites: {known}. Searched: {searched}. "
         "Give a path to a .yaml file or add one to $HPCORCH_SITE_PATH."
     )
 
 
-def load_site(name_or_path: str | os.PathLike[str]) -> Site:
-    """Load and validate a site by name or path."""
-    path = _resolve(name_or_path)
+def _read(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise SiteConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    return parse_site(text, source=str(path))
+    return _mapping(text, str(path))
 
 
-def parse_site(text: str, source: str = "<string>") -> Site:
-    """Validate YAML text as a site; ``source`` names it in errors."""
+def _mapping(text: str, source: str) -> dict[str, Any]:
     try:
         data = load_yaml_text(text)
     except yaml.YAMLError as exc:
@@ -151,6 +164,78 @@ def parse_site(text: str, source: str = "<string>") -> Site:
         raise SiteConfigError(f"{source}{where}: not valid YAML: {problem}") from exc
     if not isinstance(data, dict):
         raise SiteConfigError(f"{source}: expected a mapping of site keys at the top level")
+    return data
+
+
+def layer_site(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge site documents, later ones over earlier ones (pure).
+
+    ``qos: NAME`` in a layer is its default QOS; ``partitions`` as a mapping of name
+    to keys changes (or adds) the partitions it names, as a list replaces them all."""
+    import dask.config  # noqa: PLC0415  # CLI fast path: --help does not load it
+
+    merged: dict[str, Any] = {}
+    parts: dict[str, Any] = {}
+    for raw in layers:
+        layer = dict(raw)
+        if isinstance(layer.get("qos"), str):
+            layer["default_qos"] = layer.pop("qos")
+        given = layer.pop("partitions", None)
+        merged = dask.config.merge(merged, layer)
+        if isinstance(given, list):
+            parts = {
+                str(p.get("name")) if isinstance(p, dict) else f"#{i}": p
+                for i, p in enumerate(given)
+            }
+            if len(parts) < len(given):  # repeated names: let validation say so
+                parts = {f"#{i}": p for i, p in enumerate(given)}
+        elif isinstance(given, dict):
+            for name, raw_keys in given.items():
+                keys = {"name": name, **raw_keys} if isinstance(raw_keys, dict) else raw_keys
+                old = parts.get(str(name))
+                both = isinstance(old, dict) and isinstance(keys, dict)
+                parts[str(name)] = dask.config.merge(old, keys) if both else keys  # type: ignore[arg-type]
+        elif given is not None:
+            parts = {"#0": given}
+    if parts:
+        merged["partitions"] = list(parts.values())
+    return merged
+
+
+def load_site(name_or_path: str | os.PathLike[str]) -> Site:
+    """Load and validate a site by name or path, its files layered (see the module)."""
+    paths = _layers(name_or_path)
+    docs = [_read(p) for p in paths]
+    seen = {os.fspath(name_or_path)}
+    # extends: NAME puts the lowest file over the site NAME (at most a few levels).
+    while "extends" in docs[0]:
+        base = docs[0].pop("extends")
+        if not isinstance(base, str) or base in seen or len(seen) > 8:
+            raise SiteConfigError(f"{paths[0]}: extends: {base!r} is not a site to extend")
+        seen.add(base)
+        under = _layers(base)
+        paths = [*under, *paths]
+        docs = [*(_read(p) for p in under), *docs]
+    for doc in docs[1:]:
+        doc.pop("extends", None)
+    source = " + ".join(str(p) for p in paths)
+    return _validate(layer_site(*docs), source)
+
+
+def parse_site(text: str, source: str = "<string>") -> Site:
+    """Validate YAML text as a site; ``source`` names it in errors."""
+    data = layer_site(_mapping(text, source))
+    if "extends" in data:
+        base = data.pop("extends")
+        if not isinstance(base, str):
+            raise SiteConfigError(f"{source}: extends: {base!r} is not a site to extend")
+        under = _layers(base)
+        source = " + ".join([*(str(p) for p in under), source])
+        data = layer_site(*(_read(p) for p in under), data)
+    return _validate(data, source)
+
+
+def _validate(data: dict[str, Any], source: str) -> Site:
     try:
         return Site.model_validate(data)
     except ValidationError as exc:

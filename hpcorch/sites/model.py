@@ -22,10 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from hpcorch.containers import Container
+from hpcorch.ids import check_constraint, check_slurm_name
 from hpcorch.slurm.rest_versions import AUTO, DIALECTS, valid_api_version
 from hpcorch.units import parse_duration, parse_memory
 
 __all__ = [
+    "GPU_REQUESTS",
     "AllocationUse",
     "Charge",
     "DaskSettings",
@@ -38,7 +41,9 @@ __all__ = [
     "RestAccess",
     "Site",
     "SlurmAccess",
+    "SubmitSettings",
     "TokenSource",
+    "WalltimeBin",
 ]
 
 
@@ -77,6 +82,22 @@ Seconds = Annotated[
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+# --gpu-bind values: 'closest', 'none', 'single:1', 'map_gpu:0,1', 'verbose,closest'.
+_GPU_BIND = re.compile(r"[A-Za-z0-9_.,:=-]+")
+
+GPU_REQUESTS = ("gres", "gpus-per-node", "gpus-per-task", "gpus")
+"""How a site wants GPUs asked for: ``--gres=gpu[:type]:N``, ``--gpus-per-node=N``,
+``--gpus-per-task=N`` (with ``--ntasks-per-node``) or ``--gpus=N`` (per job)."""
+GpuRequest = Literal["gres", "gpus-per-node", "gpus-per-task", "gpus"]
+
+
+def _name(what: str) -> Any:
+    return AfterValidator(lambda v: v if v is None else check_slurm_name(v, what))
+
+
+SlurmName = Annotated[str, _name("name")]
+Constraint = Annotated[str, AfterValidator(check_constraint)]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -113,6 +134,11 @@ class NodeShape(_Frozen):
     memory: Bytes = Field(..., gt=0, description="bytes of memory Slurm can allocate")
     gpus: int = Field(0, ge=0)
     gpu_type: str | None = None
+    gpu_vendor: Literal["nvidia", "amd"] | None = Field(
+        None,
+        description="whose GPUs: nvidia (CUDA_VISIBLE_DEVICES) or amd (ROCR_VISIBLE_DEVICES); "
+        "default: from gpu_type (mi*: amd)",
+    )
     gpu_sockets: tuple[int, ...] = Field(
         (), description="socket of each GPU, by GPU index (empty: unknown)"
     )
@@ -148,21 +174,94 @@ class Charge(_Frozen):
     currency: str | None = Field(None, description="ISO 4217 code of price_per_su, e.g. USD")
 
 
+def _check_bind(value: str) -> str:
+    if not _GPU_BIND.fullmatch(value) or value.startswith("-"):
+        raise ValueError(
+            f"gpu_bind {value!r:.60} is not an sbatch --gpu-bind value (e.g. 'closest', "
+            "'none', 'map_gpu:0,1')"
+        )
+    return value
+
+
+class WalltimeBin(_Frozen):
+    """Jobs of up to ``max_nodes`` nodes may run up to ``max_walltime_s`` (e.g. Frontier's
+    batch bins: 1-91 nodes 2 h, 92-183 nodes 6 h, 184+ nodes 12 h)."""
+
+    max_nodes: int = Field(..., ge=1)
+    max_walltime_s: Seconds = Field(..., gt=0)
+
+
 class Partition(_Frozen):
-    name: str
+    name: SlurmName
     nodes: int = Field(..., ge=1, description="number of nodes in the partition")
     node: NodeShape
     max_walltime_s: Seconds | None = None
     max_nodes_per_job: int | None = Field(None, ge=1)
     default: bool = False
     node_names: str | None = Field(None, description="Slurm hostlist, e.g. 'gpu[1-2]'")
-    gres: str | None = Field(None, description="GRES a job asks for here, e.g. 'gpu:sim'")
-    constraint: str | None = Field(None, description="sbatch --constraint for these nodes")
+    gres: str | None = Field(
+        None, description="GRES name[:type] of this partition's GPUs, e.g. 'gpu:sim', 'gpu:a100'"
+    )
+    constraint: Constraint | None = Field(None, description="sbatch --constraint for these nodes")
     charge: Charge | None = Field(None, description="overrides the site's charge rates")
+    gpu_request: GpuRequest | None = Field(
+        None,
+        description=(
+            "how jobs ask for this partition's GPUs: gres (--gres=GRES:N), gpus-per-node, "
+            "gpus-per-task or gpus; default: gres when gres is given"
+        ),
+    )
+    gpu_bind: Annotated[str, AfterValidator(_check_bind)] | None = Field(
+        None, description="sbatch --gpu-bind for jobs here, e.g. 'closest', 'none'"
+    )
+    qos: SlurmName | None = Field(None, description="QOS of jobs here (default: the site's)")
+    reservation: SlurmName | None = Field(None, description="sbatch --reservation for jobs here")
+    select_by_name: bool = Field(
+        True,
+        description=(
+            "jobs name this partition (--partition); false where the site selects these "
+            "nodes by constraint alone (Perlmutter: -C gpu / -C cpu)"
+        ),
+    )
+    walltime_bins: tuple[WalltimeBin, ...] = Field(
+        (),
+        description=(
+            "walltime limits by job size, e.g. [{max_nodes: 91, max_walltime_s: 2h}, ...]; "
+            "a job larger than every bin is refused"
+        ),
+    )
+
+    @property
+    def gpu_method(self) -> str | None:
+        """How jobs ask for GPUs here (None: they cannot, or there are none)."""
+        if not self.node.gpus:
+            return None
+        if self.gpu_request is not None:
+            return self.gpu_request
+        return "gres" if self.gres else None
+
+    @model_validator(mode="after")
+    def _check_bins(self) -> Partition:
+        sizes = [b.max_nodes for b in self.walltime_bins]
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"walltime_bins must go up in max_nodes without repeats, got {sizes}")
+        return self
+
+    def bin_for(self, nodes: int) -> WalltimeBin | None:
+        """The smallest walltime bin a job of ``nodes`` nodes falls in (None: no bins, or
+        too many nodes for every bin)."""
+        return next((b for b in self.walltime_bins if nodes <= b.max_nodes), None)
+
+    container: Container | None = Field(
+        None, description="the image this partition's workers start in (overrides the site's)"
+    )
+    modules: tuple[str, ...] = Field(
+        (), description="`module load`ed in this partition's worker jobs, after the site's"
+    )
 
 
 class Qos(_Frozen):
-    name: str
+    name: SlurmName
     max_walltime_s: Seconds | None = None
     max_nodes_per_job: int | None = Field(None, ge=1)
     max_submit_jobs: int | None = Field(None, ge=1, description="MaxSubmitJobs per user")
@@ -231,6 +330,7 @@ class Prologue(_Frozen):
     """What every job script does before hpcorch starts: modules, environment, commands."""
 
     modules: tuple[str, ...] = ()
+    module_purge: bool = Field(False, description="`module purge` before loading modules")
     env: dict[str, str] = Field(default_factory=dict)
     commands: tuple[str, ...] = ()
     directives: tuple[str, ...] = Field(
@@ -258,11 +358,39 @@ class DaskSettings(_Frozen):
 
 
 class MpiSettings(_Frozen):
-    launcher: tuple[str, ...] = Field(("srun",), description="argv prefix, e.g. srun --mpi=pmix")
+    launcher: tuple[str, ...] = Field(
+        ("srun",),
+        description="argv prefix: srun --mpi=pmix (a Slurm step), or mpirun (Open MPI 5+'s "
+        "own launcher inside the allocation, for a Slurm without the PMIx plugin)",
+    )
+    fallback: tuple[str, ...] = Field(
+        (),
+        description="launcher used instead where `srun --mpi=list` lacks the plugin "
+        "launcher asks for, e.g. [mpirun] (Debian's Slurm 26.05 has no mpi_pmix)",
+    )
+    bind: Literal["cores", "none"] = Field(
+        "cores",
+        description="bind each rank to its own cores, or leave ranks unbound "
+        "(nodes whose cores are not real, as on an emulated cluster)",
+    )
     env: dict[str, str] = Field(
         default_factory=dict,
         description="environment of every MPI step, e.g. OMPI_MCA_btl: self,tcp",
     )
+
+
+class SubmitSettings(_Frozen):
+    """Where ``hpcorch submit`` runs the driver job: a small, long-lived job (one core,
+    little memory) on a shared partition or QOS, with a walltime under its limit."""
+
+    partition: str | None = Field(None, description="partition (default: the site's)")
+    qos: SlurmName | None = Field(None, description="QOS of the driver, e.g. 'shared'")
+    constraint: Constraint | None = Field(None, description="e.g. 'cpu' on Perlmutter")
+    walltime_s: Seconds | None = Field(
+        None, gt=0, description="default driver walltime (default: 24h, or the limit if lower)"
+    )
+    cpus: int = Field(1, ge=1)
+    memory: Bytes = Field(1024**3, gt=0, description="memory of the driver job")
 
 
 class AllocationUse(_Frozen):
@@ -283,14 +411,39 @@ class Site(_Frozen):
     description: str | None = None
     docs: tuple[str, ...] = Field((), description="public pages the figures come from")
     slurm: SlurmAccess | None = None
-    account: str | None = None
-    qos: tuple[Qos, ...] = ()
+    account: SlurmName | None = Field(None, description="sbatch --account of every job")
+    account_required: bool = Field(
+        False, description="the site refuses jobs without an account: check before submitting"
+    )
+    qos: tuple[Qos, ...] = Field(
+        (),
+        description=(
+            "the site's QOSes and their limits; a plain name ('qos: regular', e.g. in a user "
+            "override) sets default_qos"
+        ),
+    )
+    default_qos: SlurmName | None = Field(
+        None, description="QOS of every job (default: the QOS marked default: true, if any)"
+    )
+    reservation: SlurmName | None = Field(None, description="sbatch --reservation of every job")
+    submit: SubmitSettings = SubmitSettings()
     limits: Limits = Limits()
     charge: Charge = Charge()
     prologue: Prologue = Prologue()
     dask: DaskSettings = DaskSettings()
     mpi: MpiSettings = MpiSettings()
     allocation: AllocationUse = AllocationUse()
+    container: Container | None = Field(
+        None, description="the image every pool's Dask workers start in (hpcorch.containers)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qos_name(cls, data: Any) -> Any:
+        """``qos: regular`` (a name) is the default QOS, as a user override writes it."""
+        if isinstance(data, dict) and isinstance(data.get("qos"), str):
+            data = {**data, "default_qos": data["qos"], "qos": ()}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Site:
@@ -301,7 +454,41 @@ class Site(_Frozen):
             raise ValueError("at most one partition may be default: true")
         if self.kind == "slurm" and self.slurm is None:
             raise ValueError("kind: slurm needs a slurm: section (backends, rest, conf)")
+        qos_names = [q.name for q in self.qos]
+        if len(set(qos_names)) != len(qos_names):
+            raise ValueError(f"qos names must be unique, got {qos_names}")
+        if sum(q.default for q in self.qos) > 1:
+            raise ValueError("at most one qos may be default: true")
+        if self.kind == "slurm":
+            for p in self.partitions:
+                if p.node.gpus and p.gpu_method is None:
+                    raise ValueError(
+                        f"partition {p.name!r} has {p.node.gpus} GPUs per node but no way to "
+                        "ask for them: set gpu_request (gres, gpus-per-node, gpus-per-task, "
+                        "gpus) or gres (e.g. 'gpu:a100')"
+                    )
+                if not p.select_by_name and not p.constraint:
+                    raise ValueError(
+                        f"partition {p.name!r} has select_by_name: false but no constraint: "
+                        "jobs could not ask for its nodes"
+                    )
+            if self.submit.partition is not None and self.submit.partition not in names:
+                raise ValueError(
+                    f"submit.partition {self.submit.partition!r} is not a partition of this "
+                    f"site; it has {names}"
+                )
         return self
+
+    def qos_named(self, name: str | None) -> Qos | None:
+        """The QOS called ``name`` as the site lists it (None: not listed, or no name)."""
+        return next((q for q in self.qos if q.name == name), None) if name else None
+
+    @property
+    def qos_default(self) -> str | None:
+        """The QOS jobs get when nothing more specific names one."""
+        if self.default_qos:
+            return self.default_qos
+        return next((q.name for q in self.qos if q.default), None)
 
     def partition(self, name: str | None = None) -> Partition:
         """The named partition, or the default one (the first if none is marked)."""
@@ -314,3 +501,7 @@ class Site(_Frozen):
 
     def names(self) -> list[str]:
         return [p.name for p in self.partitions]
+
+    def container_for(self, partition: Partition) -> Container | None:
+        """The image the workers of ``partition``'s pools start in, if any."""
+        return partition.container or self.container

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Sequence
 
 from hpcorch.errors import OptionError, SiteConfigError, SpecError
+from hpcorch.gpu_env import visible_gpus
 from hpcorch.sites.loader import load_site
 from hpcorch.sites.model import NodeShape, Partition, Site
 
@@ -20,9 +21,9 @@ __all__ = ["local_site", "resolve_regions", "resolve_site"]
 
 
 def _gpu_count() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_gpus(os.environ)
     if visible is not None:
-        return len([g for g in visible.split(",") if g.strip()])
+        return len(visible)
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return 0

@@ -44,10 +44,13 @@ _INFINITE = 0xFFFFFFFE  # Slurm's NO_VAL/INFINITE for 32-bit fields
 
 
 def decode_wait_status(value: Any) -> tuple[int | None, int | None]:
-    """Slurm's exit status → (exit code, signal).
+    """Slurm's exit status → (exit code, signal); a signalled job has no exit code.
 
-    squeue/REST give the raw wait status (exit 3 is ``768``); sacct gives
-    ``{"return_code": 3, "signal": {"signal_id": 0}}``.
+    squeue/REST 22.05 give the raw wait status (exit 3 is ``768``, SIGTERM ``15``);
+    sacct gives ``{"return_code": 3, "signal": {"signal_id": 0}}``, REST v0.0.40+
+    ``{"return_code": {"set": false}, "signal": {"id": {"number": 15}}}`` for a
+    signalled job. Like ``WIFSIGNALED``, a signal leaves the exit code None, so every
+    backend and release reports a job killed by a signal the same way.
     """
     if value is None:
         return None, None
@@ -59,10 +62,10 @@ def decode_wait_status(value: Any) -> tuple[int | None, int | None]:
         if isinstance(sig, Mapping):
             sig = sig.get("signal_id", sig.get("id"))
         sig_id = _int(sig)
-        return code, sig_id or None
+        return (None, sig_id) if sig_id else (code, None)
     raw = int(value)
     signal = raw & 0x7F
-    return raw >> 8, signal or None
+    return (None, signal) if signal else (raw >> 8, None)
 
 
 def _unwrap(value: Any) -> Any:
@@ -175,7 +178,7 @@ def parse_sacct_json(data: Mapping[str, Any], source: str = "sacct") -> list[Job
             reason=_text(reason),
             exit_code=exit_code if state.terminal else None,
             signal=signal if state.terminal else None,
-            nodes=expand_hostlist(job.get("nodes")),
+            nodes=_sacct_nodes(job.get("nodes")),
             partition=_text(job.get("partition")),
             submit=_time(times.get("submission")),
             start=_time(times.get("start")),
@@ -192,6 +195,11 @@ def parse_sacct_json(data: Mapping[str, Any], source: str = "sacct") -> list[Job
         if job_id not in latest or submitted >= latest[job_id][0]:
             latest[job_id] = (submitted, info)
     return [info for _, info in latest.values()]
+
+
+def _sacct_nodes(value: Any) -> tuple[str, ...]:
+    # slurmdbd says "None assigned" for a job that never ran (held, then cancelled).
+    return () if value in ("None assigned", "(null)") else expand_hostlist(value)
 
 
 def parse_sacct_steps(data: Mapping[str, Any], job_id: str) -> list[StepInfo]:

@@ -245,7 +245,7 @@ def _exit_status(text: str) -> tuple[int | None, int | None]:
     if not colon:
         return decode_wait_status(_count(text))
     signal = _count(sig)
-    return _count(code), signal or None
+    return (None, signal) if signal else (_count(code), None)  # as decode_wait_status
 
 
 def parse_squeue_jobs(stdout: str, source: str = "squeue") -> list[JobInfo]:

@@ -19,6 +19,7 @@ from hpcorch.slurm.hostlists import compress_hostlist, expand_hostlist
 from hpcorch.units import format_duration, format_memory, parse_duration, parse_memory
 
 __all__ = [
+    "MODULE_INIT",
     "JobRequest",
     "check_plain_path",
     "prologue_lines",
@@ -43,11 +44,23 @@ def check_plain_path(path: str, what: str) -> str:
     return path
 
 
+# Defines ``module`` where the shell has not got it yet (a non-interactive bash that
+# did not read /etc/profile): Lmod's, else Environment Modules' init script.
+MODULE_INIT = (
+    "type module >/dev/null 2>&1 || for f in /etc/profile.d/lmod.sh "
+    '/etc/profile.d/modules.sh; do [ -r "$f" ] && . "$f" && break; done'
+)
+
+
 def prologue_lines(prologue: Prologue) -> list[str]:
     """The site prologue as script lines: its modules and environment quoted, its
     commands as the site wrote them (they are shell by design). Every job script
-    hpcorch renders (sbatch scripts, dask-jobqueue workers) uses this one rendering."""
-    lines = [f"module load {shlex.quote(m)}" for m in prologue.modules]
+    hpcorch renders (sbatch scripts, dask-jobqueue workers, a command task's setup)
+    uses this one rendering."""
+    lines = [MODULE_INIT] if prologue.modules or prologue.module_purge else []
+    if prologue.module_purge:
+        lines.append("module purge")
+    lines += [f"module load {shlex.quote(m)}" for m in prologue.modules]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in prologue.env.items()]
     lines += list(prologue.commands)
     return lines

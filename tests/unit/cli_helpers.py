@@ -17,7 +17,7 @@ def no_runs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_pools(*args: object, **kwargs: object) -> None:
         raise AssertionError("a worker pool was started for bad input")
 
-    monkeypatch.setattr("hpcorch.engine.session.open_backend", no_pools)
+    monkeypatch.setattr("hpcorch.engine.session.open_workers", no_pools)
     return tmp_path / "home"
 
 

@@ -163,3 +163,17 @@ def test_logs_prints_last_attempt(tmp_path: Path, monkeypatch, capsys) -> None:
         (logs / f"a.{n}.err").write_text("")
     assert _hpcorch(monkeypatch, "logs", str(tmp_path / "run"), "a") == 0
     assert "out 2" in capsys.readouterr().out
+
+
+def test_logs_of_a_function_attempt_with_only_stderr(tmp_path: Path, monkeypatch, capsys) -> None:
+    _journal(tmp_path / "run")
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir()
+    (logs / "a.1.err").write_text("Traceback\nRuntimeError: boom\n")
+    (logs / "a.2.out").write_text("second\n")
+    assert _hpcorch(monkeypatch, "logs", str(tmp_path / "run"), "a", "--attempt", "1") == 0
+    out = capsys.readouterr().out
+    assert "attempt 1 stderr" in out and "RuntimeError: boom" in out
+    assert _hpcorch(monkeypatch, "logs", str(tmp_path / "run"), "a", "--attempt", "0") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--attempt" in err

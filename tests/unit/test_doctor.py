@@ -17,6 +17,7 @@ from hpcorch.doctor import (
     check_partitions,
     check_ports,
     exit_code,
+    mpi_launcher,
     parse_assoc,
     probe_ports,
     run_doctor,
@@ -230,6 +231,18 @@ def test_run_doctor_local_with_fakes() -> None:
     ]
     assert exit_code(checks) == 0
     assert runner.calls[-1] == ["mpirun", "-n", "1", "true"]  # type: ignore[attr-defined]
+
+
+def test_mpi_launcher_falls_back_where_srun_lacks_pmix() -> None:
+    site = load_site("dev")
+    without = _fake_runner({"srun": Completed(0, "MPI plugin types are...\n\tnone\n\tpmi2\n", "")})
+    assert mpi_launcher(site, without, {}) == ("mpirun",)
+    assert without.calls == [["srun", "--mpi=list"]]  # type: ignore[attr-defined]
+    listing = "MPI plugin types are...\n\tpmix\n\tnone\n\tpmi2\n"
+    with_pmix = _fake_runner({"srun": Completed(0, listing, "")})
+    assert mpi_launcher(site, with_pmix, {}) == ("srun", "--mpi=pmix")
+    broken = _fake_runner({"srun": SlurmError("srun took more than 30s")})
+    assert mpi_launcher(site, broken, {}) == ("srun", "--mpi=pmix")
 
 
 def test_doctor_cli_on_local() -> None:

@@ -189,6 +189,24 @@ _task = st.fixed_dictionaries(
         "after": st.lists(_scalar, max_size=2),
         "resources": _resources | _scalar,
         "mpi": st.fixed_dictionaries({"ranks": _scalar}, optional={"gpus_per_rank": _scalar}),
+        "qos": _scalar | st.just("regular"),
+        "constraint": _scalar | st.sampled_from(["gpu&hbm80g", "[a|b]"]),
+        "reservation": _scalar,
+        "account": _scalar | st.just("m1234"),
+        "exclusive": _scalar,
+        "container": st.fixed_dictionaries(
+            {"runtime": _scalar | st.sampled_from(["podman", "apptainer", "shifter"])},
+            optional={
+                "image": _scalar | st.just("/nonexistent/i.sif"),
+                "binds": st.lists(_scalar | st.just("/nonexistent:/d"), max_size=2) | _scalar,
+                "flags": st.lists(_scalar, max_size=2),
+                "python": _scalar,
+            },
+        )
+        | _scalar,
+        "modules": st.lists(_scalar | st.just("hpcorch-fuzz/1"), max_size=2) | _scalar,
+        "module_purge": _scalar,
+        "setup": _scalar,
         "extra": _value,
     },
 )
@@ -203,6 +221,11 @@ def _check_loaded(spec: WorkflowSpec) -> None:
         assert task.duration is None or math.isfinite(task.duration)
         assert 0 <= task.retries <= MAX_RETRIES
         assert all(k.isidentifier() and "\0" not in v for k, v in task.env.items())
+        # Slurm knobs reach #SBATCH lines: plain words, no whitespace, no leading dash
+        for value in task.slurm_knobs.values():
+            if isinstance(value, str):
+                assert value and value[0] != "-" and not any(c.isspace() for c in value)
+                assert not any(c in value for c in "$`;'\"\\")
 
 
 def _load_or_refuse(path: Path, time_scale: float | None = None) -> None:
@@ -325,3 +348,87 @@ def test_run_argument(ref: str, one_run: Path) -> None:
             continue
         assert result.exit_code == 2, (command, result.output)
         _one_error_line(result.stderr)
+
+
+# -- site rules: new site keys, override files and --account/--qos ------------------
+
+_SITE_KEYS = st.fixed_dictionaries(
+    {},
+    optional={
+        "account": _scalar | st.just("m1234"),
+        "account_required": _scalar,
+        "qos": _scalar | st.just("regular"),
+        "default_qos": _scalar,
+        "reservation": _scalar,
+        "submit": st.fixed_dictionaries(
+            {},
+            optional={
+                k: _scalar
+                for k in ("partition", "qos", "constraint", "walltime_s", "cpus", "memory")
+            },
+        )
+        | _scalar,
+        "partitions": st.fixed_dictionaries(
+            {},
+            optional={
+                "gpu": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "gpu_request": _scalar | st.sampled_from(["gres", "gpus", "gpus-per-task"]),
+                        "gpu_bind": _scalar | st.just("closest"),
+                        "qos": _scalar,
+                        "reservation": _scalar,
+                        "constraint": _scalar,
+                        "gres": _scalar,
+                        "select_by_name": _scalar,
+                        "walltime_bins": st.lists(
+                            st.fixed_dictionaries(
+                                {"max_nodes": _scalar, "max_walltime_s": _scalar}
+                            ),
+                            max_size=2,
+                        )
+                        | _scalar,
+                    },
+                )
+            },
+        ),
+    },
+)
+
+
+@FUZZ
+@given(keys=_SITE_KEYS)
+def test_site_overrides_plan_or_refuse(
+    keys: dict[str, Any], home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user file over the shipped dev site (extends: dev): ``hpcorch plan`` prints a plan
+    whose #SBATCH lines are single plain lines, or exits 2 with one line."""
+    site = tmp_path / "mine.yaml"
+    site.write_text(yaml.safe_dump({"extends": "dev", **keys}))
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: w\ntasks:\n  - {id: a, duration: 1, resources: {gpus: 1}}\n"
+        "  - {id: b, duration: 1, mpi: {ranks: 2, ranks_per_node: 1}}\n"
+    )
+    result = CliRunner().invoke(cli, ["plan", str(wf), "--site", str(site)])
+    if result.exit_code == 0:
+        for line in result.stdout.splitlines():
+            if line.strip().startswith("#SBATCH"):
+                assert "\0" not in line and "`" not in line and "$(" not in line, line
+        return
+    assert result.exit_code == 2, (result.output, result.exception)
+    _one_error_line(result.stderr)
+
+
+@FUZZ
+@given(account=_text | st.sampled_from(HOSTILE), qos=_text | st.sampled_from(HOSTILE))
+def test_account_and_qos_options(account: str, qos: str, home: Path, tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: w\ntasks:\n  - {id: a, duration: 1}\n")
+    args = ["plan", str(wf), "--site", "dev", "--account", account, "--qos", qos]
+    result = CliRunner().invoke(cli, args)
+    if result.exit_code == 0:
+        assert f"#SBATCH -A {account.strip()}\n" in result.stdout or not account.strip()
+        return
+    assert result.exit_code == 2, (result.output, result.exception)
+    _one_error_line(result.stderr)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2] / "hpcorch"
 # foundation (errors, units, spec, ...) is open to all and listed once.
 FOUNDATION = frozenset(
     {"_version", "errors", "units", "spec", "dag", "failures", "ids", "yamltext"}
-    | {"childenv", "guardian"}
+    | {"childenv", "guardian", "gpu_env", "containers"}
 )
 ALLOWED: dict[str, frozenset[str]] = {
     "__main__": frozenset({"cli"}),
@@ -28,12 +28,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ids": frozenset(),
     "yamltext": frozenset(),
     "spec": frozenset(),
+    # a container's spec and the argv that runs a command in it (pure)
+    "containers": frozenset(),
     "dag": frozenset(),
     "topology": frozenset({"sites", "slurm"}),
     "failures": frozenset(),
     # secrets kept out of every child environment; the guardian of a worker's tasks
     "childenv": frozenset(),
     "guardian": frozenset(),
+    # which GPUs a process may use, by vendor (CUDA_/ROCR_/HIP_VISIBLE_DEVICES)
+    "gpu_env": frozenset(),
     "policies": frozenset({"sites"}),
     # A run's options (a frozen type), and the one module that reads them from the environment.
     "options": frozenset({"policies"}),
@@ -43,10 +47,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "mpi_bind": frozenset(),
     "mpi": frozenset({"mpi_bind", "mpi_run"}),
     "mpi_run": frozenset({"mpi_bind"}),
+    # torch.distributed trainings: the launch's pure parts, the rank shim, the user's helpers
+    "training": frozenset({"sites"}),
+    "torch_run": frozenset({"mpi_run", "environment"}),
+    "torchdist": frozenset({"training", "environment"}),
     "journal": frozenset({"policies", "slurm"}),
     "sites": frozenset({"slurm", "topology", "environment"}),
     "slurm": frozenset({"sites"}),
-    "placement": frozenset({"sites", "slurm", "topology"}),
+    "placement": frozenset({"sites", "slurm", "topology", "training"}),
     "loaders": frozenset({"api", "traces"}),
     "api": frozenset({"engine", "loaders", "journal", "sites", "options", "environment"})
     | frozenset({"policies"}),
@@ -54,19 +62,26 @@ ALLOWED: dict[str, frozenset[str]] = {
     "provision": frozenset({"placement", "policies", "sites", "slurm", "journal", "options"}),
     "engine": frozenset(
         {"provision", "placement", "policies", "sites", "slurm", "journal", "gpu", "mpi"}
-        | {"options", "environment"}
+        | {"options", "environment", "training"}
     ),
     "sim": frozenset(
         {"placement", "policies", "sites", "slurm", "traces", "loaders", "journal", "topology"}
     ),
-    "report": frozenset({"journal", "sites", "loaders", "policies", "slurm", "provision"}),
+    "report": frozenset(
+        {"journal", "sites", "loaders", "policies", "slurm", "provision", "training"}
+    ),
     "submit": frozenset(
         {"sites", "slurm", "loaders", "journal", "engine", "options", "environment"}
     ),
-    "doctor": frozenset({"sites", "slurm", "gpu", "engine", "provision"}),
+    "doctor": frozenset({"sites", "slurm", "gpu", "engine", "provision", "mpi"}),
+    # What a run would submit (hpcorch plan): pools, the driver, MPI steps; no Slurm call.
+    "plan": frozenset(
+        {"sites", "slurm", "provision", "placement", "submit", "mpi", "options", "loaders"}
+    ),
     "cli": frozenset(
         {"api", "engine", "provision", "journal", "loaders", "sites", "slurm", "sim", "report"}
         | {"submit", "doctor", "traces", "policies", "placement", "options", "environment"}
+        | {"plan"}
     ),
 }
 

@@ -12,7 +12,10 @@ import pytest
 from hpcorch.errors import ResourceError, RunError
 from hpcorch.mpi import (
     build_srun_step_argv,
+    choose_launcher,
+    launcher_kind,
     layout,
+    offered_plugins,
     read_result,
     result_path,
     run_mpi_function,
@@ -104,6 +107,125 @@ def test_rank_gpus(visible: str | None, local: str, per_rank: int, expected: str
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     assert rank_gpus(env, per_rank) == expected
+
+
+def test_rank_gpus_under_mpirun_follow_open_mpis_local_rank() -> None:
+    # Under mpirun every rank of a node shares its daemon's SLURM_LOCALID (0).
+    env = {"CUDA_VISIBLE_DEVICES": "0,1,2,3", "SLURM_LOCALID": "0"}
+    assert rank_gpus({**env, "OMPI_COMM_WORLD_LOCAL_RANK": "3"}, 1) == "3"
+
+
+def test_mpirun_inside_an_allocation_on_the_placed_nodes() -> None:
+    argv = build_srun_step_argv(
+        MpiSpec(ranks=8, ranks_per_node=4, cpus_per_rank=2),
+        RING,
+        job_id=1234,
+        launcher=("mpirun",),
+        nodelist=("cpu1", "cpu2"),
+        layout=(4, 4),
+        memory=2 * 1024**3,
+        job_name="hpcorch-ring",
+        overlap=True,
+    )
+    assert argv == [
+        "mpirun",
+        "-n",
+        "8",
+        "--host",
+        "cpu1:4,cpu2:4",
+        "--map-by",
+        "slot:PE=2:OVERSUBSCRIBE",
+        "--bind-to",
+        "core",
+        "--mca",
+        "plm_slurm_args",
+        "--exact --cpus-per-task=8 --mem=2048M --job-name=hpcorch-ring --overlap",
+        *RING,
+    ]
+
+
+def test_mpirun_unbound_with_gpus_and_an_uneven_layout() -> None:
+    argv = build_srun_step_argv(
+        layout(5, cpus_per_rank=1, gpus_per_rank=1),
+        ["./sim"],
+        job_id="7",
+        launcher=("/usr/bin/mpirun", "--tag-output"),
+        nodes=2,
+        nodelist=("gpu1", "gpu2"),
+        layout=(3, 2),
+        bind="none",
+        python="/venv/bin/python",
+    )
+    assert argv[:11] == [
+        "/usr/bin/mpirun",
+        "--tag-output",
+        "-n",
+        "5",
+        "--host",
+        "gpu1:3,gpu2:2",
+        "--map-by",
+        "slot:OVERSUBSCRIBE",
+        "--bind-to",
+        "none",
+        "--mca",
+    ]
+    assert argv[11:13] == ["plm_slurm_args", "--exact --cpus-per-task=3 --gpus-per-node=3"]
+    assert argv[13:] == ["/venv/bin/python", "-m", "hpcorch.mpi_bind", "1", "--", "./sim"]
+
+
+def test_mpirun_inside_an_allocation_needs_its_nodes() -> None:
+    with pytest.raises(ResourceError, match="needs the step's nodes"):
+        build_srun_step_argv(layout(8, 4), RING, job_id=1, launcher=("mpirun",))
+
+
+def test_srun_binding_follows_the_site() -> None:
+    argv = build_srun_step_argv(layout(2), ["a.out"], job_id=1, bind="none")
+    assert "--cpu-bind=none" in argv
+    with pytest.raises(ResourceError, match="binding"):
+        build_srun_step_argv(layout(2), ["a.out"], job_id=1, bind="sockets")
+
+
+SRUN_MPI_LIST_2205 = (
+    "MPI plugin types are...\n\tpmix\n\tnone\n\tcray_shasta\n\tpmi2\n"
+    "specific pmix plugin versions available: pmix_v4\n"
+)
+SRUN_MPI_LIST_2605 = "MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n"
+
+
+def test_offered_plugins_of_each_release() -> None:
+    assert offered_plugins(SRUN_MPI_LIST_2205) == {"pmix", "none", "cray_shasta", "pmi2"}
+    assert offered_plugins(SRUN_MPI_LIST_2605) == {"none", "cray_shasta", "pmi2"}
+    assert offered_plugins("srun: MPI types are...\nsrun: none\nsrun: pmix\n") == {
+        "none",
+        "pmix",
+    }
+
+
+@pytest.mark.parametrize(
+    ("launcher", "fallback", "listing", "expected"),
+    [
+        (("srun", "--mpi=pmix"), ("mpirun",), SRUN_MPI_LIST_2205, ("srun", "--mpi=pmix")),
+        (("srun", "--mpi=pmix"), ("mpirun",), SRUN_MPI_LIST_2605, ("mpirun",)),
+        (("srun", "--mpi", "pmix"), ("mpirun",), SRUN_MPI_LIST_2605, ("mpirun",)),
+        (("srun", "--mpi=pmix"), (), SRUN_MPI_LIST_2605, ("srun", "--mpi=pmix")),
+        (("srun", "--mpi=pmix"), ("mpirun",), None, ("srun", "--mpi=pmix")),  # srun said nothing
+        (("srun",), ("mpirun",), SRUN_MPI_LIST_2605, ("srun",)),  # Slurm's MpiDefault
+        (("mpirun",), ("srun",), SRUN_MPI_LIST_2605, ("mpirun",)),
+    ],
+)
+def test_choose_launcher(
+    launcher: tuple[str, ...],
+    fallback: tuple[str, ...],
+    listing: str | None,
+    expected: tuple[str, ...],
+) -> None:
+    offered = offered_plugins(listing) if listing is not None else None
+    assert choose_launcher(launcher, fallback, offered) == expected
+
+
+def test_launcher_kinds() -> None:
+    assert launcher_kind(("/usr/bin/srun", "--mpi=pmix")) == "srun"
+    assert {launcher_kind((n,)) for n in ("mpirun", "mpiexec", "prterun")} == {"mpirun"}
 
 
 def test_mpi_bind_execs_the_command_with_its_gpus() -> None:
@@ -216,3 +338,27 @@ def test_launcher_that_is_missing_is_a_run_error(tmp_path: Path) -> None:
             _total, layout(1), job_id=None, launcher=("/nonexistent/mpiexec",), workdir=tmp_path
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def _say(comm: object) -> int:
+    rank: int = comm.Get_rank()  # type: ignore[attr-defined]
+    print(f"rank {rank} says hi", flush=True)
+    return rank
+
+
+@NEEDS_MPIEXEC
+def test_ranks_output_reaches_the_attempts_log(tmp_path: Path) -> None:
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    seen: list[tuple[str, str]] = []
+    run_mpi_function(
+        _say,
+        layout(2),
+        job_id=None,
+        launcher=("mpiexec", "--oversubscribe"),
+        workdir=tmp_path / "mpi",
+        env=env,
+        timeout=120,
+        output=lambda stream, text: seen.append((stream, text)),
+    )
+    out = "".join(text for stream, text in seen if stream == "out")
+    assert "rank 0 says hi" in out and "rank 1 says hi" in out

@@ -7,7 +7,7 @@ import pytest
 
 from hpcorch.errors import ResourceError
 from hpcorch.placement import (
-    NodeState,
+    NodeCapacity,
     Packer,
     Request,
     choose_cores,
@@ -34,8 +34,8 @@ DEV_GPU = NodeTopology(
 DEV_CPU = NodeTopology(sockets=2, cores_per_socket=4, memory=8 * GIB)
 
 
-def gpu_node(name: str = "gpu1") -> NodeState:
-    return NodeState.idle(name, DEV_GPU)
+def gpu_node(name: str = "gpu1") -> NodeCapacity:
+    return NodeCapacity.idle(name, DEV_GPU)
 
 
 # ---------------------------------------------------------------- requests
@@ -106,7 +106,7 @@ def test_mpi_ranks_are_packed_by_socket_and_bound_to_gpus() -> None:
         (gpu,) = rank.gpus
         assert {DEV_GPU.socket_of_core(c) for c in rank.cores} == {DEV_GPU.gpus[gpu].socket}
     assert sorted(g for r in slot.ranks for g in r.gpus) == [0, 1, 2, 3]
-    cpu_ranks = choose_slot(NodeState.idle("cpu1", DEV_CPU), Request(ranks=4).demands()[0])
+    cpu_ranks = choose_slot(NodeCapacity.idle("cpu1", DEV_CPU), Request(ranks=4).demands()[0])
     assert cpu_ranks is not None
     assert all(DEV_CPU.socket_of_core(c) == 0 for r in cpu_ranks.ranks for c in r.cores)
 
@@ -152,7 +152,7 @@ def _no_gpu_twice(placements: list) -> None:  # type: ignore[type-arg]
 @pytest.mark.parametrize("policy", ["packing", "fgd", "best_fit", "random_fit"])
 def test_policies_never_overbook(policy: str) -> None:
     rng = random.Random(7)
-    nodes = [gpu_node(f"gpu{i}") for i in range(4)] + [NodeState.idle("cpu1", DEV_CPU)]
+    nodes = [gpu_node(f"gpu{i}") for i in range(4)] + [NodeCapacity.idle("cpu1", DEV_CPU)]
     requests = [
         Request(
             cpus=rng.choice([1, 2]),
@@ -206,7 +206,7 @@ def test_fractional_tasks_fill_a_gpu_before_breaking_another() -> None:
 
 
 def test_multi_node_mpi_request_spreads_over_distinct_nodes() -> None:
-    nodes = [NodeState.idle(f"cpu{i}", DEV_CPU) for i in (1, 2)]
+    nodes = [NodeCapacity.idle(f"cpu{i}", DEV_CPU) for i in (1, 2)]
     (placement,), _ = place(nodes, [Request(ranks=8, ranks_per_node=4)])
     assert placement is not None
     assert sorted(placement.nodes) == ["cpu1", "cpu2"]

@@ -149,7 +149,9 @@ def test_plugin_on_a_dask_worker() -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        client.register_plugin(SlotPlugin(DEV_GPU, node="gpu1"))
+        # as the engine registers it (placement/placing.py): a 2-GPU task waits for an
+        # NVLink pair; without require_links a busy node may hand it (0, 3) under load
+        client.register_plugin(SlotPlugin(DEV_GPU, node="gpu1", require_links=True))
         results = client.gather(client.map(_gpu_task, range(8)))
     for node, gpus, visible in results:
         assert node == "gpu1"

@@ -28,7 +28,7 @@ from hpcorch.placement.placing import (
 )
 from hpcorch.policies.scale import Submit
 from hpcorch.policies.state import Resources
-from hpcorch.provision.inside import Allocation, worker_argv
+from hpcorch.provision.inside import CurrentAllocation, worker_argv
 from hpcorch.provision.pools import task_resources
 from hpcorch.provision.scaler import Load
 from hpcorch.provision.slurm_pool import _SpanRouter, job_options, plan_pools
@@ -60,7 +60,8 @@ def test_placing_of_an_mpi_task_is_a_step_with_the_site_launcher(tmp_path: Path)
     step = placing_for(_task(MPI_TASK), site, tmp_path).mpi
     assert step is not None
     assert step.launcher == ("srun", "--mpi=pmix") and step.nodes == 2
-    assert step.env == {"OMPI_MCA_btl": "self,tcp"}
+    assert step.env["OMPI_MCA_btl"] == "self,tcp"
+    assert step.fallback == ("mpirun",) and step.bind == "none"
     # no memory asked: half of a node's memory, as 4 of its 8 cores
     assert step.memory == 4000 * 1024**2
     assert step.workdir == str(tmp_path / "mpi")
@@ -102,8 +103,14 @@ class _Router:
 
 def test_span_router_sends_multi_node_loads_to_their_pool() -> None:
 
-    router = _SpanRouter(_Router(), {("cpu", 2): "cpu-2nodes"})
+    knobs = (("qos", "debug"),)
+    router = _SpanRouter(
+        _Router(),
+        {("cpu", 2, ()): "cpu-2nodes", ("cpu", 1, knobs): "cpu-kabc"},
+        {"k": knobs},
+    )
     assert router.route(Load("a", Resources(nodes=1), None), 0) == "cpu"
+    assert router.route(Load("k", Resources(nodes=1), None), 0) == "cpu-kabc"  # its knobs' pool
     assert router.route(Load("b", Resources(nodes=2), None), 0) == "cpu-2nodes"
     assert router.route(Load("c", Resources(nodes=3), None), 0) == "cpu"  # no such pool
     submit = Submit(pool="cpu-2nodes", count=1, nodes=2, walltime_s=60, reason="")
@@ -310,7 +317,7 @@ def test_journal_written_before_ranks_gains_the_column(tmp_path: Path) -> None:
 
 def test_workers_inside_a_users_allocation_take_tasks_spanning_its_nodes() -> None:
 
-    allocation = Allocation("376", ("cpu1", "cpu2"), (8, 8), 8000 * 1024**2, 0, "cpu")
+    allocation = CurrentAllocation("376", ("cpu1", "cpu2"), (8, 8), 8000 * 1024**2, 0, "cpu")
     argv = worker_argv(allocation, allocation.nodes, 8, "tls://10.0.0.1:8786")
     resources = argv[argv.index("--resources") + 1].split(",")
     assert f"{span_resource(2)}=8" in resources

@@ -15,7 +15,7 @@ from hpcorch.journal import Journal
 from hpcorch.loaders import load_workflow
 from hpcorch.provision import inside, pools
 from hpcorch.provision.inside import (
-    Allocation,
+    CurrentAllocation,
     check_fits_allocation,
     current_allocation,
     parse_per_node,
@@ -34,7 +34,7 @@ BATCH_ENV = {
     "SLURM_GPUS_ON_NODE": "4",
     "SLURM_JOB_PARTITION": "gpu",
 }
-ALLOCATION = Allocation("376", ("gpu1", "gpu2"), (8, 8), 8000 * 1024**2, 4, "gpu")
+ALLOCATION = CurrentAllocation("376", ("gpu1", "gpu2"), (8, 8), 8000 * 1024**2, 4, "gpu")
 
 
 def test_parse_per_node() -> None:
@@ -126,23 +126,23 @@ def test_worker_tls_files_are_private(tmp_path: Path) -> None:
         assert Path(path).stat().st_mode & 0o777 == 0o600
 
 
-def test_open_backend_uses_the_current_allocation(
+def test_open_workers_uses_the_current_allocation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[Any] = []
 
-    class FakeBackend:
+    class FakeWorkers:
         def __init__(
-            self, site: Any, spec: Any, run_dir: Path, allocation: Allocation, **kw: Any
+            self, site: Any, spec: Any, run_dir: Path, allocation: CurrentAllocation, **kw: Any
         ) -> None:
             made.append(allocation)
 
     for key, value in BATCH_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(pools, "AllocationBackend", FakeBackend)
+    monkeypatch.setattr(pools, "AllocationWorkers", FakeWorkers)
     site = load_site("dev")
     spec = _spec(tmp_path, "{cpus: 1}")
-    assert isinstance(pools._open_backend(site, spec, tmp_path), FakeBackend)
+    assert isinstance(pools._open_workers(site, spec, tmp_path), FakeWorkers)
     assert made == [ALLOCATION]
 
     # use_current: false: the run submits its own jobs, as on a login node.
@@ -151,17 +151,17 @@ def test_open_backend_uses_the_current_allocation(
     )
 
     def no_slurm(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("SlurmBackend")
+        raise RuntimeError("SlurmWorkers")
 
-    monkeypatch.setattr(pools, "SlurmBackend", no_slurm)
-    with pytest.raises(RuntimeError, match="SlurmBackend"):
-        pools._open_backend(off, spec, tmp_path)
+    monkeypatch.setattr(pools, "SlurmWorkers", no_slurm)
+    with pytest.raises(RuntimeError, match="SlurmWorkers"):
+        pools._open_workers(off, spec, tmp_path)
 
     # HPCORCH_USE_ALLOCATION=0 (RunOptions.use_allocation): the same, from the run's options.
     opted_out = run_options({"HPCORCH_USE_ALLOCATION": "0"})
     assert not opted_out.use_allocation
-    with pytest.raises(RuntimeError, match="SlurmBackend"):
-        pools._open_backend(site, spec, tmp_path, opted_out)
+    with pytest.raises(RuntimeError, match="SlurmWorkers"):
+        pools._open_workers(site, spec, tmp_path, opted_out)
 
 
 def test_site_allocation_defaults() -> None:

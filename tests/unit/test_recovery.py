@@ -108,6 +108,24 @@ def test_lost_worker_on_a_failed_node_reruns_elsewhere_excluding_the_node() -> N
     assert recovery.strikes and recovery.strikes[0].node == "cpu2"
 
 
+def test_a_multi_node_jobs_failure_blames_the_node_that_went_down_not_rank_0s() -> None:
+    # A 2-node allocation (an MPI step or a training): its worker runs on cpu1, rank 0's
+    # node; cpu2 fails and the whole job with it. The rerun must avoid cpu2, not cpu1.
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker", partition="cpu", nodes=2))
+    fake.start(job, "cpu1", "cpu2")
+    dask = FakeDask({"tcp://w1": ("cpu1", job)})
+    monitor = Monitor(None, slurm=client, dask_client=dask)
+    monitor.tick()
+    recovery = Recovery(resolve_site("dev"), monitor=monitor)
+    fake.fail_node("cpu2")
+    task = _task()
+    out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
+    assert out.diagnosis.failure is FailureClass.NODE_FAILURE
+    assert out.exclude_nodes == {"cpu2"} and out.record["node"] == "cpu2"
+
+
 def test_lost_worker_of_a_cancelled_allocation_is_requeued_without_excluding_the_node() -> None:
     fake, monitor, _, jobs = _dev_with_two_workers()
     recovery = Recovery(resolve_site("dev"), monitor=monitor)

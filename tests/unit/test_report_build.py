@@ -105,6 +105,7 @@ partitions:
   - {name: cpu, nodes: 2, node: {sockets: 1, cores_per_socket: 4, memory: 4G}}
   - name: gpu
     nodes: 1
+    gres: gpu
     node: {cores_per_socket: 4, memory: 4G, gpus: 2}
     charge: {su_per_gpu_hour: 10, price_per_su: 0.5, currency: USD}
 """

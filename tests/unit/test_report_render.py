@@ -7,6 +7,7 @@ import re
 
 from hpcorch.report import build_report, render_html
 from hpcorch.report.gantt import layout, render
+from hpcorch.report.load import attempt_logs
 from hpcorch.sites.loader import load_site
 from tests.unit.test_report_build import dev_decls, dev_status
 
@@ -96,3 +97,27 @@ def test_big_run_embeds_a_png_and_caps_the_attempts_table() -> None:
     )
     assert "The 500 failed or longest attempts of 2001" in page
     assert ">t5<" in page  # the failed attempt is always listed
+
+
+def test_failed_attempts_link_their_logs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    status = dev_status()
+    failed = [
+        (str(t["id"]), int(a.get("n") or 1))
+        for t in status["tasks"]
+        for a in t["attempts"]
+        if a.get("failure_class") and a.get("start") is not None
+    ]
+    assert failed
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for task, n in failed:
+        (logs / f"{task}.{n}.out").write_text("out\n")
+        (logs / f"{task}.{n}.err").write_text("Traceback ...\n")
+    found = attempt_logs(tmp_path)
+    report = build_report(status, logs=found)
+    linked = {(a.task_id, a.n): a.log for a in report.attempts if a.outcome == "failed"}
+    assert linked == {key: str(logs / f"{key[0]}.{key[1]}.err") for key in failed}
+    assert all(a.log is None for a in report.attempts if a.outcome != "failed")
+    page = render_html(report)
+    task, n = failed[0]
+    assert f'href="{(logs / f"{task}.{n}.err").as_uri()}"' in page

@@ -86,11 +86,11 @@ def test_the_python_api_takes_the_cli_options_and_they_reach_the_engine(
 ) -> None:
     seen: list[tuple[Any, RunOptions]] = []
 
-    def backend(site: Any, spec: Any, run_dir: Path, **kw: Any) -> None:
+    def workers(site: Any, spec: Any, run_dir: Path, **kw: Any) -> None:
         seen.append((site, kw["options"]))
         raise _Reached
 
-    monkeypatch.setattr("hpcorch.provision.pools.SlurmBackend", backend)
+    monkeypatch.setattr("hpcorch.provision.pools.SlurmWorkers", workers)
     monkeypatch.setenv("HPCORCH_SCALE_INTERVAL", "7")  # the environment fills what is not given
     wf = hpcorch.Workflow("opts")
     wf.add(["true"], id="a")

@@ -175,7 +175,7 @@ def _site_yaml(prologue: str) -> str:
         ('prologue: {directives: ["--x=1\\n#SBATCH --y"]}\n', "single line"),
         ('prologue: {modules: ["m\\nrm -rf ~"]}\n', "single line"),
         ('dask: {local_directory: "/tmp\\necho hi"}\n', "single line"),
-        ('account: "a\\nb"\n', "single line"),
+        ('account: "a\\nb"\n', "not a Slurm name"),
     ],
 )
 def test_site_values_for_scripts_are_single_lines(prologue: str, error: str) -> None:

@@ -30,6 +30,8 @@ ALLOWED = {
     "provision/inside.py": "the user's allocation (SLURM_JOB_*) and the srun steps' environment",
     "provision/reaper.py": "removes secrets from a worker's own environment before tasks run",
     "provision/slurm_pool.py": "the secret names the worker job's sbatch must unset (env -u)",
+    "torch_run.py": "each training rank's torchrun variables, from its Slurm step's",
+    "torchdist.py": "RANK/WORLD_SIZE: which rank of a training this process is",
     "sites/detect.py": "the environment of the Slurm commands that detect a site",
     "sites/loader.py": "${VAR} references in site files",
     "sites/resolve.py": "CUDA_VISIBLE_DEVICES: the GPUs this machine gives the local site",
@@ -53,6 +55,10 @@ _NOT_SETTINGS = {
     "HPCORCH_NODE",
     "HPCORCH_CORES",
     "HPCORCH_GPUS",
+    # set by a training's worker for its ranks (hpcorch.training), read through the edge
+    "HPCORCH_TORCH_BACKEND",
+    "HPCORCH_CHECKPOINT_DIR",
+    "HPCORCH_CHECKPOINT",
 }
 
 

@@ -107,3 +107,24 @@ def test_scaling_policy_by_name(tmp_path: Path) -> None:
     assert all(f["makespan_s"] for f in figures.values())
     refused = CliRunner().invoke(cli, ["simulate", "--trace", str(path), "--scaling", "eager"])
     assert refused.exit_code == 2
+
+
+def test_overrun_modes_default_time_and_slurm_conf(tmp_path: Path) -> None:
+    swf = tmp_path / "tiny.swf"
+    swf.write_text(
+        "; MaxProcs: 4\n"
+        "1 0 -1 500 4 -1 -1 4 100 -1 1 -1 -1 -1 -1 -1 -1 -1\n"  # overruns 100 s by 400 s
+        "2 1 -1 50 2 -1 -1 2 -1 -1 1 -1 -1 -1 -1 -1 -1 -1\n"  # asks for no time
+    )
+    replayed = _simulate("--trace", str(swf))
+    assert replayed["overrun_jobs"] == 1 and replayed["killed_jobs"] == 0
+    assert replayed["missing_estimates"] == 1 and replayed["default_time_s"] == 100.0
+    killed = _simulate("--trace", str(swf), "--overrun", "kill", "--over-time-limit", "1m")
+    assert killed["killed_jobs"] == 1 and killed["makespan_s"] == 160.0 + 50.0
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("SchedulerType=sched/backfill\nSchedulerParameters=bf_interval=5\n")
+    assert _simulate("--trace", str(swf), "--slurm-conf", str(conf))["jobs"] == 2
+    bad = CliRunner().invoke(cli, ["simulate", "--trace", str(swf), "--slurm-conf", str(tmp_path)])
+    assert bad.exit_code == 2 and "--slurm-conf" in bad.output
+    refused = CliRunner().invoke(cli, ["simulate", "--trace", str(swf), "--default-time", "soon"])
+    assert refused.exit_code == 2 and "--default-time" in refused.output

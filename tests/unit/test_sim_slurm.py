@@ -9,7 +9,7 @@ import pytest
 
 from hpcorch.errors import ResourceError
 from hpcorch.sim.engine import EventLoop
-from hpcorch.sim.slurm import JobState, SimSlurm
+from hpcorch.sim.slurm import SimJobState, SimSlurm
 
 
 def _cluster(nodes: int, **kwargs: object) -> tuple[EventLoop, SimSlurm]:
@@ -27,7 +27,7 @@ def test_backfill_only_jobs_that_end_before_the_shadow() -> None:
     assert c.j_start[a] == 0 and c.j_start[short] == 0
     assert c.j_start[head] == 100
     assert c.j_start[long_] == 150
-    assert all(s is JobState.COMPLETED for s in c.j_state)
+    assert all(s is SimJobState.COMPLETED for s in c.j_state)
 
 
 def test_backfill_into_extra_nodes_uses_them_up() -> None:
@@ -67,7 +67,7 @@ def test_backfilled_jobs_never_delay_the_head_reservation(seed: int) -> None:
     assert c.reservations
     for jid, shadow in c.reservations:
         assert c.j_start[jid] <= shadow + 1e-9
-    assert all(s is JobState.COMPLETED for s in c.j_state)
+    assert all(s is SimJobState.COMPLETED for s in c.j_state)
 
 
 def test_fifo_without_backfill_is_slower() -> None:
@@ -91,7 +91,7 @@ class _Owner:
     def job_started(self, jid: int, nodes: list[int]) -> None:
         self.log.append(("start", jid, tuple(nodes)))
 
-    def job_ended(self, jid: int, state: JobState) -> None:
+    def job_ended(self, jid: int, state: SimJobState) -> None:
         self.log.append(("end", jid, state))
 
 
@@ -104,9 +104,9 @@ def test_node_failure_requeues_the_job_and_the_node_comes_back() -> None:
     c.fail_node(failed_node)
     loop.run()
     assert [e[0] for e in owner.log] == ["start", "end", "start", "end"]
-    assert owner.log[1][2] is JobState.NODE_FAIL
+    assert owner.log[1][2] is SimJobState.NODE_FAIL
     assert c.j_start[jid] == 60  # restarted when the node returned
-    assert c.j_state[jid] is JobState.COMPLETED
+    assert c.j_state[jid] is SimJobState.COMPLETED
     assert c.j_requeues[jid] == 1 and c.node_failures == 1 and c.free_nodes == 2
 
 
@@ -116,7 +116,7 @@ def test_random_node_failures_stop_when_the_work_is_done() -> None:
         c.submit(2, 200, 100, submit_time=0.0)
     loop.run()
     assert c.node_failures > 0
-    assert all(s is JobState.COMPLETED for s in c.j_state)
+    assert all(s is SimJobState.COMPLETED for s in c.j_state)
     assert loop.pending == 0
 
 
@@ -129,7 +129,7 @@ def test_preemption_requeues_preemptible_low_tier_jobs() -> None:
     loop.run()
     assert c.j_start[urgent] == 100
     assert c.preemptions == 1 and c.j_requeues[low] == 1
-    assert ("end", low, JobState.PREEMPTED) in owner.log
+    assert ("end", low, SimJobState.PREEMPTED) in owner.log
     assert c.j_start[low] == 150 and c.j_end[low] == 1150
 
 
@@ -138,13 +138,13 @@ def test_walltime_kill_and_cancel() -> None:
     alloc = c.submit(1, 100)  # runs until cancelled or walltime
     killed = c.submit(1, 10, 20)
     loop.run()
-    assert c.j_state[alloc] is JobState.TIMEOUT and c.j_end[alloc] == 100
-    assert c.j_state[killed] is JobState.TIMEOUT and c.j_end[killed] == 10
+    assert c.j_state[alloc] is SimJobState.TIMEOUT and c.j_end[alloc] == 100
+    assert c.j_state[killed] is SimJobState.TIMEOUT and c.j_end[killed] == 10
     pending_job = c.submit(3 - 1, 10, 10)
     blocker = c.submit(2, 10, math.inf)
     c.cancel(blocker)
     loop.run()
-    assert c.j_state[blocker] is JobState.CANCELLED
-    assert c.j_state[pending_job] is JobState.COMPLETED
+    assert c.j_state[blocker] is SimJobState.CANCELLED
+    assert c.j_state[pending_job] is SimJobState.COMPLETED
     with pytest.raises(ResourceError, match="--nodes"):
         c.submit(3, 10, 10)

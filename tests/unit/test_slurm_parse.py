@@ -39,10 +39,11 @@ def test_expand_hostlist() -> None:
 
 def test_decode_wait_status() -> None:
     assert decode_wait_status(768) == (3, None)
-    assert decode_wait_status(9) == (0, 9)
+    assert decode_wait_status(9) == (None, 9)  # signalled: no exit code (as REST v0.0.40+)
     assert decode_wait_status(0) == (0, None)
     assert decode_wait_status({"return_code": 3, "signal": {"signal_id": 0}}) == (3, None)
     assert decode_wait_status({"return_code": None, "signal": {"signal_id": 13}}) == (None, 13)
+    assert decode_wait_status({"return_code": 0, "signal": {"signal_id": 15}}) == (None, 15)
 
 
 def test_squeue_json() -> None:

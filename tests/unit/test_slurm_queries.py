@@ -1,10 +1,16 @@
-"""The CLI backend's polling argv and the parsers of their text output (captured on 22.05)."""
+"""The CLI backend's polling argv and the parsers of their text output (captured on 22.05,
+24.11 and 26.05)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
+from hpcorch.slurm.models import JobInfo
+from hpcorch.slurm.parse import parse_sacct_json
 from hpcorch.slurm.queries import (
     SEP,
     parse_sinfo_nodes,
@@ -18,7 +24,7 @@ from hpcorch.slurm.queries import (
     state_sweep_argv,
     sweeps_in_slurmctld,
 )
-from hpcorch.slurm.states import JobState, NodeState
+from hpcorch.slurm.states import FailureClass, JobState, NodeState
 
 DATA = Path(__file__).parent / "data" / "slurm-22.05"
 
@@ -67,7 +73,7 @@ def test_squeue_text_of_24_11_has_code_colon_signal_exit_status() -> None:
     assert (job.state, job.exit_code, job.signal) == (JobState.FAILED, 3, None)
     fields[1:3] = ["CANCELLED", "0:9"]
     (job,) = parse_squeue_jobs(SEP.join(fields) + SEP + "\n")
-    assert (job.exit_code, job.signal) == (0, 9)
+    assert (job.exit_code, job.signal) == (None, 9)  # signalled: no exit code, as REST says
 
 
 def test_a_separator_inside_the_last_field_stays_in_it() -> None:
@@ -96,3 +102,59 @@ def test_test_only_start_time() -> None:
     out = "sbatch: Job 10 to start at 2026-12-04T10:06:11 using 16 processors on nodes gpu[1-2]"
     assert parse_test_only(out) == datetime(2026, 12, 4, 10, 6, 11).timestamp()
     assert parse_test_only("sbatch: error: Batch job submission failed") is None
+
+
+def _recorded(release: str) -> tuple[dict[str, JobInfo], dict[str, JobInfo]]:
+    """squeue's (slurmctld) and sacct's (slurmdbd) records of the same jobs, as recorded."""
+    data = DATA.parent / f"slurm-{release}"
+    ctld = {j.job_id: j for j in parse_squeue_jobs((data / "cli_squeue.txt").read_text())}
+    dbd = parse_sacct_json(json.loads((data / "cli_sacct.json").read_text()))
+    return ctld, {j.job_id: j for j in dbd}
+
+
+@pytest.mark.parametrize("release", ["24.11", "26.05"])
+def test_recorded_cli_outputs_of_newer_releases(release: str) -> None:
+    # Recorded on the dev cluster of that release: a held job, a timed-out one, cancelled
+    # ones (by SIGTERM to the batch shell, and caught: exit 143), a failed one (exit 3), a
+    # node failure and a running GPU job (scripts/dev-cluster, tests/unit/data/slurm-R/).
+    data = DATA.parent / f"slurm-{release}"
+    ctld, _ = _recorded(release)
+    by_name = {j.name: j for j in ctld.values()}
+    held, running = by_name["held"], by_name["run two"]
+    assert held.state is JobState.PENDING and held.reason == "JobHeldUser" and held.start is None
+    assert held.time_limit_s is None and held.comment is None
+    assert running.state is JobState.RUNNING and running.nodes == ("gpu1",)
+    assert running.exit_code is None and running.end is None and running.comment == "c1"
+    timeout = by_name["contract-cli-timeout"]
+    assert (timeout.state, timeout.exit_code, timeout.signal) == (JobState.TIMEOUT, None, 15)
+    assert timeout.reason == "TimeLimit" and timeout.time_limit_s == 60
+    failed = by_name["contract-cli-fail"]
+    assert (failed.exit_code, failed.signal, failed.reason) == (3, None, "NonZeroExitCode")
+    node_fail = by_name["contract-cli-nodefail"]
+    assert (node_fail.state, node_fail.nodes, node_fail.signal) == (
+        JobState.NODE_FAIL,
+        ("gpu2",),
+        1,
+    )
+    sweep = parse_state_sweep((data / "cli_state_sweep.txt").read_text())
+    assert sweep == {job_id: job.state for job_id, job in ctld.items()}
+    nodes = {n.name: n for n in parse_sinfo_nodes((data / "cli_sinfo.txt").read_text())}
+    assert sorted(nodes) == ["cpu1", "cpu2", "gpu1", "gpu2"]
+    assert nodes["cpu1"].partitions == ("cpu",) and nodes["cpu1"].usable
+    assert nodes["gpu1"].alloc_cpus == 1 and nodes["gpu1"].gres.startswith("gpu:sim:4")
+    assert (nodes["gpu2"].sockets, nodes["gpu2"].cores_per_socket) == (2, 4)
+
+
+@pytest.mark.parametrize("release", ["24.11", "26.05"])
+def test_slurmdbd_and_slurmctld_give_an_ended_job_the_same_class(release: str) -> None:
+    # slurmdbd keeps no signal: it says exit 1 for NODE_FAIL and 0 for TIMEOUT where
+    # slurmctld says "signal 1" and "signal 15", and no reason (TimeLimit, NodeDown).
+    # A job that left squeue is read from sacct, so both must classify it alike.
+    ctld, dbd = _recorded(release)
+    assert ctld.keys() == dbd.keys()
+    for job_id, job in ctld.items():
+        assert dbd[job_id].state is job.state, job_id
+        assert dbd[job_id].failure is job.failure, job_id
+        assert dbd[job_id].nodes == job.nodes, job_id
+    node_fail = next(j for j in dbd.values() if j.state is JobState.NODE_FAIL)
+    assert node_fail.failure is FailureClass.NODE_FAILURE

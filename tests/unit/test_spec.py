@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 from hpcorch.errors import WorkflowError
-from hpcorch.spec import MpiSpec, Resources, TaskSpec, parse_workflow
+from hpcorch.spec import MpiSpec, ResourceSpec, TaskSpec, parse_workflow
 
 
 def _wf(*tasks: dict[str, object]) -> dict[str, object]:
@@ -73,8 +73,8 @@ def test_exactly_one_of_command_function_duration() -> None:
 
 def test_fractional_gpus_are_opt_in() -> None:
     with pytest.raises(pydantic.ValidationError, match="gpu_sharing"):
-        Resources(gpus=0.5)
-    assert Resources(gpus=0.5, gpu_sharing=True).gpus == 0.5
+        ResourceSpec(gpus=0.5)
+    assert ResourceSpec(gpus=0.5, gpu_sharing=True).gpus == 0.5
 
 
 def test_bad_ids_and_missing_id() -> None:

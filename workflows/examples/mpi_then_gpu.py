@@ -57,8 +57,10 @@ def simulate(
 def analyse(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Peak, total heat and the share of the power spectrum in its 10 lowest modes."""
     from hpcorch.gpu import to_numpy, xp
+    from hpcorch.gpu_env import visible_gpus
 
     xp_ = xp()
+    shown = visible_gpus(os.environ)  # CUDA_VISIBLE_DEVICES, or ROCR_VISIBLE_DEVICES on AMD
     u = xp_.asarray(np.load(path or _run_dir() / "heat.npy"))
     power = xp_.abs(xp_.fft.rfft(u)) ** 2
     summary = {
@@ -67,7 +69,7 @@ def analyse(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         "heat": float(to_numpy(u.sum())),
         "peak": float(to_numpy(u.max())),
         "low_mode_share": float(to_numpy(power[:10].sum() / power.sum())),
-        "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpus": ",".join(shown) if shown is not None else None,
     }
     (_run_dir() / "analysis.json").write_text(json.dumps(summary))
     return summary

@@ -21,6 +21,7 @@
 #SBATCH --mail-type=NONE
 #SBATCH --reservation=demo
 
+type module >/dev/null 2>&1 || for f in /etc/profile.d/lmod.sh /etc/profile.d/modules.sh; do [ -r "$f" ] && . "$f" && break; done
 module load python/3.11
 export OMP_NUM_THREADS=1
 source /opt/env.sh
