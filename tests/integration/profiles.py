@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from wfcommons import WorkflowGenerator
+from wfcommons.wfchef import recipes
 
 from hpcorch.slurm.hostlists import expand_hostlist
 from tests.conftest import DEV_CLUSTER, IN_ROOT, TEST_SLURM, DevCluster, _parse_env, cluster_args
@@ -185,6 +187,33 @@ def run_status(cluster: DevCluster, workflow: Path, run_dir: Path, *opts: str) -
 
 def last_attempts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["id"]: t["attempts"][-1] for t in status["tasks"]}
+
+
+# wfcommons instances the profile tests run: small, each scaled to about WFCOMMONS_SECONDS
+WFCOMMONS = [("BlastRecipe", 30), ("SeismologyRecipe", 30), ("EpigenomicsRecipe", 30)]
+WFCOMMONS_SECONDS = 4.0
+
+
+def wfcommons_run(
+    cluster: DevCluster, recipe: str, tasks: int, tmp_path: Path, *opts: str
+) -> dict[str, Any]:
+    """Generate a RECIPE instance of about TASKS tasks, run it to success on CLUSTER with
+    OPTS (site, account) and check that no task started before its parents ended; returns
+    ``status --json``."""
+    instance = tmp_path / f"{recipe}.json"
+    recipe_obj = getattr(recipes, recipe).from_num_tasks(tasks)
+    WorkflowGenerator(recipe_obj).build_workflow().write_json(instance)
+    doc = json.loads(instance.read_text())
+    total = sum(t["runtimeInSeconds"] for t in doc["workflow"]["execution"]["tasks"])
+    scale = f"{WFCOMMONS_SECONDS / total:.3e}"
+    status = run_status(cluster, instance, tmp_path / "run", "--time-scale", scale, *opts)
+    parents = {t["id"]: t["parents"] for t in doc["workflow"]["specification"]["tasks"]}
+    attempts = last_attempts(status)
+    assert set(attempts) == set(parents), "every task of the instance ran"
+    for task_id, ps in parents.items():
+        for p in ps:
+            assert attempts[task_id]["start"] >= attempts[p]["end"], f"{task_id} before {p}"
+    return status
 
 
 def gpu_mix(tmp_path: Path, gpus: list[int]) -> tuple[Path, dict[str, int]]:

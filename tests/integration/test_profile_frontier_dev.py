@@ -24,6 +24,7 @@ from tests.integration.profiles import (
     PYTHON,
     REPO,
     SHOW_GPUS,
+    WFCOMMONS,
     check_gpu_mix,
     gpu_mix,
     granted_cpus,
@@ -36,6 +37,7 @@ from tests.integration.profiles import (
     run_status,
     step_view,
     submit_and_wait,
+    wfcommons_run,
 )
 
 ACCOUNT = "csc001"
@@ -119,6 +121,17 @@ def test_mpi_then_gpu_with_an_account(fr: DevCluster, tmp_path: Path) -> None:
     summary = json.loads((run_dir / "analysis.json").read_text())
     # what the task saw through ROCR_VISIBLE_DEVICES is the GPU the journal says it held
     assert summary["gpus"] == str(analyse["gpus"][0]) and summary["backend"] == "numpy"
+    for alloc in status["allocations"]:
+        text = fr.run("scontrol", "show", "job", alloc["job_id"]).stdout
+        assert f"Account={ACCOUNT}" in text, text
+
+
+@pytest.mark.parametrize(("recipe", "tasks"), WFCOMMONS)
+def test_wfcommons_instances_with_an_account(
+    fr: DevCluster, recipe: str, tasks: int, tmp_path: Path
+) -> None:
+    status = wfcommons_run(fr, recipe, tasks, tmp_path, *SITE, "-A", ACCOUNT)
+    assert {a["node"] for a in last_attempts(status).values()} <= set(NODES)
     for alloc in status["allocations"]:
         text = fr.run("scontrol", "show", "job", alloc["job_id"]).stdout
         assert f"Account={ACCOUNT}" in text, text

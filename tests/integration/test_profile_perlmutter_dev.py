@@ -23,6 +23,7 @@ from tests.conftest import DevCluster
 from tests.integration.profiles import (
     REPO,
     SHOW_GPUS,
+    WFCOMMONS,
     check_gpu_mix,
     gpu_mix,
     granted_gpus,
@@ -34,6 +35,7 @@ from tests.integration.profiles import (
     run_status,
     step_view,
     submit_and_wait,
+    wfcommons_run,
 )
 
 ACCOUNT = "m0001"
@@ -128,6 +130,17 @@ def test_mpi_then_gpu_with_an_account_and_qos(pm: DevCluster, tmp_path: Path) ->
     assert {j["Account"] for j in jobs.values()} == {ACCOUNT}
     assert {j["QOS"] for j in jobs.values()} == {"regular"}  # the site's default_qos
     assert {j["Features"] for j in jobs.values()} == {"cpu", "gpu"}  # by constraint, no -p
+
+
+@pytest.mark.parametrize(("recipe", "tasks"), WFCOMMONS)
+def test_wfcommons_instances_with_an_account_and_qos(
+    pm: DevCluster, recipe: str, tasks: int, tmp_path: Path
+) -> None:
+    status = wfcommons_run(pm, recipe, tasks, tmp_path, *SITE, "-A", ACCOUNT)
+    assert {a["node"] for a in last_attempts(status).values()} <= {"cpu1", "cpu2"}
+    jobs = [_job(pm, alloc["job_id"]) for alloc in status["allocations"]]
+    assert jobs and {j["Account"] for j in jobs} == {ACCOUNT}
+    assert {(j["QOS"], j["Features"]) for j in jobs} == {("regular", "cpu")}, jobs
 
 
 def test_gpu_mix_sees_exactly_the_granted_gpus(pm: DevCluster, tmp_path: Path) -> None:
