@@ -77,9 +77,17 @@ def test_srun_pmix_mpi4py_allreduce_over_two_nodes(dev_cluster: DevCluster, tmp_
         "total = comm.allreduce(comm.Get_rank() + 1)\n"
         "print(comm.Get_rank(), comm.Get_size(), total, os.environ['SLURMD_NODENAME'])\n"
     )
-    proc = dev_cluster.run(
-        "srun", "-p", "cpu", "-N2", "-n4", "--mpi=pmix", PYTHON, str(script), timeout=180
-    )
+    plugins = dev_cluster.run("srun", "--mpi=list", check=False)
+    if "pmix" in plugins.stdout + plugins.stderr:
+        argv = ["srun", "-p", "cpu", "-N2", "-n4", "--mpi=pmix", PYTHON, str(script)]
+    else:  # Debian's 26.05 has no PMIx plugin: Open MPI's mpirun inside the allocation
+        # (hpcorch's mpi fallback), its daemons started by srun; root needs the two ALLOWs.
+        # Every emulated node is this one host, so PRRTE is told which is which (--host).
+        argv = ["env", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+                "salloc", "-p", "cpu", "-N2", "-n4", "mpirun", "-n", "4",
+                "--host", "cpu1:2,cpu2:2", "--map-by", "slot:OVERSUBSCRIBE",
+                "--bind-to", "none", PYTHON, str(script)]  # fmt: skip
+    proc = dev_cluster.run(*argv, timeout=180)
     rows = [line.split() for line in proc.stdout.strip().splitlines()]
     assert sorted(int(r[0]) for r in rows) == [0, 1, 2, 3]
     assert {int(r[1]) for r in rows} == {4}
