@@ -98,7 +98,7 @@ def visible_indices(nvml: Any, cuda_visible: str | None) -> list[int]:
             try:
                 handle = nvml.nvmlDeviceGetHandleByUUID(item)
                 out.append(int(nvml.nvmlDeviceGetIndex(handle)))
-            except Exception:  # noqa: S112  # an unknown UUID: not one of this node's
+            except Exception:  # an unknown UUID: not one of this node's
                 continue
     return out
 
@@ -130,7 +130,7 @@ class Sampler:
                 handle = self.nvml.nvmlDeviceGetHandleByIndex(i)
                 used = int(self.nvml.nvmlDeviceGetMemoryInfo(handle).used)
                 util = float(self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            except Exception:  # noqa: S112  # a GPU lost mid-run: its other samples stand
+            except Exception:  # a GPU lost mid-run: its other samples stand
                 continue
             t = self._tallies.setdefault(i, _Tally())
             t.peak = max(t.peak, used)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from hpcorch.environment import torch_backend
+from hpcorch.environment import gpu_usage_dir, torch_backend
 from hpcorch.gpu_usage import GpuUsage, Sampler, encode, load_nvml, visible_indices
 from hpcorch.mpi_run import _write
 
@@ -97,10 +97,10 @@ def _run_function(payload: Path) -> int:
 
 def _write_usage(usage: GpuUsage) -> None:
     """This rank's GPU figures where the worker asked for them (``HPCORCH_GPU_USAGE_DIR``)."""
-    where = os.environ.get("HPCORCH_GPU_USAGE_DIR")
-    if not where:
+    where = gpu_usage_dir()
+    if where is None:
         return
-    path = Path(where, f"rank-{os.environ.get('RANK', '0')}.json")
+    path = where / f"rank-{os.environ.get('RANK', '0')}.json"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -110,7 +110,7 @@ def _write_usage(usage: GpuUsage) -> None:
 
 def _sampler() -> Sampler | None:
     """A started NVML sampler of this rank's GPUs; None (and 'no GPU: why' written) without."""
-    if not os.environ.get("HPCORCH_GPU_USAGE_DIR"):
+    if gpu_usage_dir() is None:
         return None
     nvml, why = load_nvml()
     indices = visible_indices(nvml, os.environ.get("CUDA_VISIBLE_DEVICES")) if nvml else []

@@ -367,7 +367,11 @@ def _training_env(p: Payload, step: MpiStep, master: str, record: dict[str, Any]
     address = _node_address(master)
     record["training"] = summary(address, port, checkpoint)
     torch_step = dataclasses.replace(step.torch, checkpoint_dir=directory)
-    env = torch_env(torch_step, master_addr=address, port=port, checkpoint=checkpoint)
+    # each rank's threads: its cores, unless the task set its own (not the worker's value)
+    threads = None if "OMP_NUM_THREADS" in p.env else step.cpus_per_rank
+    env = torch_env(
+        torch_step, master_addr=address, port=port, checkpoint=checkpoint, threads=threads
+    )
     gpu_dir = _gpu_dir(p)
     gpu_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     env["HPCORCH_GPU_USAGE_DIR"] = str(gpu_dir)  # each rank writes its GPUs' figures there

@@ -23,28 +23,28 @@ class FakeNvml:
         self.samples = {i: list(s) for i, s in samples.items()}
         self.fail_init = fail_init
 
-    def nvmlInit(self) -> None:  # noqa: N802  # NVML's names
+    def nvmlInit(self) -> None:  # NVML's names
         if self.fail_init:
             raise RuntimeError("Driver Not Loaded")
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         return len(self.samples)
 
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
         return i
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:  # noqa: N802
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
         if uuid != "GPU-b":
             raise KeyError(uuid)
         return 1
 
-    def nvmlDeviceGetIndex(self, handle: int) -> int:  # noqa: N802
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
         return handle
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
         return SimpleNamespace(used=self.samples[handle][0][0])
 
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
         # the last call of a sample: the next sample reads the next pair (the last repeats)
         queue = self.samples[handle]
         return SimpleNamespace(gpu=(queue.pop(0) if len(queue) > 1 else queue[0])[1])
