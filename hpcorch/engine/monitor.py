@@ -128,6 +128,9 @@ class Monitor:
         self._lock = threading.RLock()
         self._watchers: list[Callable[[MonitorEvent], None]] = []
         self._records: dict[str, dict[str, Any]] = {}
+        # each allocation's nodes as last seen: a job requeued after a node failure
+        # (PENDING again) lists none, yet the recovery must find the one that went down
+        self._job_nodes: dict[str, tuple[str, ...]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._silent: set[str] = set()
         self._announced: set[str] = set()
@@ -192,6 +195,14 @@ class Monitor:
         if not fresh and self.poller.poll_once():
             self._nodes_seen = True
         return self.poller.job(str(job_id))
+
+    def job_nodes(self, job_id: str) -> tuple[str, ...]:
+        """An allocation's nodes: Slurm's now, else the last it gave (requeued jobs list none)."""
+        job = self.allocation(job_id)
+        if job is not None and job.nodes:
+            return tuple(job.nodes)
+        with self._lock:
+            return self._job_nodes.get(str(job_id), ())
 
     def allocation_ids(self) -> list[str]:
         with self._lock:
@@ -371,6 +382,8 @@ class Monitor:
                 logger.info("allocation %s: %s -> %s", job.job_id, before, job.state.value)
             with self._lock:
                 record = self._records.setdefault(job.job_id, {"job_id": job.job_id})
+                if job.nodes:
+                    self._job_nodes[job.job_id] = tuple(job.nodes)
                 record.update(
                     state=job.state.value,
                     nodes=job.node_count or len(job.nodes) or record.get("nodes"),

@@ -240,10 +240,14 @@ class Recovery:
             job = self.monitor.refresh(worker.job_id)
             if job is not None and job.terminal:
                 state, reason = job.state.value, job.reason
-                if healthy is not False:
-                    # A multi-node job (an MPI step, a training) dies with any of its nodes:
-                    # the node to blame is the one that is down, not this worker's (rank 0's).
-                    down = [n for n in job.nodes if self.monitor.node_healthy(n) is False]
-                    if down:
-                        node, healthy = down[0], False
+            if healthy is not False:
+                # A multi-node job (an MPI step, a training) dies with any of its nodes,
+                # or Slurm requeues it (PENDING again, its nodes gone from the record):
+                # the node to blame is the one that is down, not this worker's (rank 0's).
+                nodes = (job.nodes if job is not None else ()) or self.monitor.job_nodes(
+                    worker.job_id
+                )
+                down = [n for n in nodes if self.monitor.node_healthy(n) is False]
+                if down:
+                    node, healthy = down[0], False
         return node, worker.job_id, worker.site, healthy, state, reason

@@ -18,6 +18,7 @@ from hpcorch.failures import FailureClass
 from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.fake import FakeSlurm
 from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.states import JobState
 from hpcorch.spec import TaskSpec
 
 MIB = 2**20
@@ -120,6 +121,26 @@ def test_a_multi_node_jobs_failure_blames_the_node_that_went_down_not_rank_0s() 
     monitor.tick()
     recovery = Recovery(resolve_site("dev"), monitor=monitor)
     fake.fail_node("cpu2")
+    task = _task()
+    out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
+    assert out.diagnosis.failure is FailureClass.NODE_FAILURE
+    assert out.exclude_nodes == {"cpu2"} and out.record["node"] == "cpu2"
+
+
+def test_a_requeued_multi_node_job_still_blames_the_node_that_went_down() -> None:
+    # Slurm requeues the batch job when cpu2 fails (PENDING again, BeginTime, no nodes
+    # listed): the worker on cpu1 dies with it, and the rerun must still avoid cpu2 (seen
+    # on the dev cluster: a training excluded cpu1 and never ran again on 2 nodes)
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker", partition="cpu", nodes=2))
+    fake.start(job, "cpu1", "cpu2")
+    dask = FakeDask({"tcp://w1": ("cpu1", job)})
+    monitor = Monitor(None, slurm=client, dask_client=dask)
+    monitor.tick()
+    recovery = Recovery(resolve_site("dev"), monitor=monitor)
+    fake.fail_node("cpu2")
+    fake.set_state(job, JobState.PENDING, nodes=(), reason="BeginTime")
     task = _task()
     out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
     assert out.diagnosis.failure is FailureClass.NODE_FAILURE
