@@ -128,8 +128,9 @@ class Monitor:
         self._lock = threading.RLock()
         self._watchers: list[Callable[[MonitorEvent], None]] = []
         self._records: dict[str, dict[str, Any]] = {}
-        # each allocation's nodes as last seen: a job requeued after a node failure
-        # (PENDING again) lists none, yet the recovery must find the one that went down
+        # every node each allocation was seen on: after a node failure Slurm lists the job
+        # COMPLETING without that node, then PENDING (requeued) with none, yet the
+        # recovery must find the node that went down
         self._job_nodes: dict[str, tuple[str, ...]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._silent: set[str] = set()
@@ -197,12 +198,12 @@ class Monitor:
         return self.poller.job(str(job_id))
 
     def job_nodes(self, job_id: str) -> tuple[str, ...]:
-        """An allocation's nodes: Slurm's now, else the last it gave (requeued jobs list none)."""
+        """Every node an allocation was seen on (Slurm drops a failed one from the job)."""
         job = self.allocation(job_id)
-        if job is not None and job.nodes:
-            return tuple(job.nodes)
         with self._lock:
-            return self._job_nodes.get(str(job_id), ())
+            seen = self._job_nodes.get(str(job_id), ())
+        now = tuple(job.nodes) if job is not None else ()
+        return seen + tuple(n for n in now if n not in seen)
 
     def allocation_ids(self) -> list[str]:
         with self._lock:
@@ -382,8 +383,8 @@ class Monitor:
                 logger.info("allocation %s: %s -> %s", job.job_id, before, job.state.value)
             with self._lock:
                 record = self._records.setdefault(job.job_id, {"job_id": job.job_id})
-                if job.nodes:
-                    self._job_nodes[job.job_id] = tuple(job.nodes)
+                seen = self._job_nodes.get(job.job_id, ())
+                self._job_nodes[job.job_id] = seen + tuple(n for n in job.nodes if n not in seen)
                 record.update(
                     state=job.state.value,
                     nodes=job.node_count or len(job.nodes) or record.get("nodes"),

@@ -241,12 +241,10 @@ class Recovery:
             if job is not None and job.terminal:
                 state, reason = job.state.value, job.reason
             if healthy is not False:
-                # A multi-node job (an MPI step, a training) dies with any of its nodes,
-                # or Slurm requeues it (PENDING again, its nodes gone from the record):
+                # A multi-node job (an MPI step, a training) dies with any of its nodes
+                # (Slurm then lists it without that node, or requeues it with none):
                 # the node to blame is the one that is down, not this worker's (rank 0's).
-                nodes = (job.nodes if job is not None else ()) or self.monitor.job_nodes(
-                    worker.job_id
-                )
+                nodes = self.monitor.job_nodes(worker.job_id)
                 down = [n for n in nodes if self.monitor.node_healthy(n) is False]
                 if down:
                     node, healthy = down[0], False

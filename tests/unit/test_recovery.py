@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from distributed import KilledWorker
 
 from hpcorch.engine import watchdog
@@ -127,10 +128,15 @@ def test_a_multi_node_jobs_failure_blames_the_node_that_went_down_not_rank_0s() 
     assert out.exclude_nodes == {"cpu2"} and out.record["node"] == "cpu2"
 
 
-def test_a_requeued_multi_node_job_still_blames_the_node_that_went_down() -> None:
-    # Slurm requeues the batch job when cpu2 fails (PENDING again, BeginTime, no nodes
-    # listed): the worker on cpu1 dies with it, and the rerun must still avoid cpu2 (seen
-    # on the dev cluster: a training excluded cpu1 and never ran again on 2 nodes)
+@pytest.mark.parametrize(
+    ("state", "nodes"), [(JobState.COMPLETING, ("cpu1",)), (JobState.PENDING, ())]
+)
+def test_a_requeued_multi_node_job_still_blames_the_node_that_went_down(
+    state: JobState, nodes: tuple[str, ...]
+) -> None:
+    # When cpu2 fails Slurm lists the batch job COMPLETING on cpu1 alone, then requeues
+    # it (PENDING, BeginTime, no nodes): the worker on cpu1 dies with it, and the rerun
+    # must still avoid cpu2 (seen on the dev cluster: a training excluded cpu1)
     fake = FakeSlurm()
     client = fake.client()
     job = client.submit(JobRequest(command="dask worker", partition="cpu", nodes=2))
@@ -140,7 +146,7 @@ def test_a_requeued_multi_node_job_still_blames_the_node_that_went_down() -> Non
     monitor.tick()
     recovery = Recovery(resolve_site("dev"), monitor=monitor)
     fake.fail_node("cpu2")
-    fake.set_state(job, JobState.PENDING, nodes=(), reason="BeginTime")
+    fake.set_state(job, state, nodes=nodes, reason="BeginTime")
     task = _task()
     out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
     assert out.diagnosis.failure is FailureClass.NODE_FAILURE
