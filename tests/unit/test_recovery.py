@@ -151,6 +151,9 @@ def test_a_requeued_multi_node_job_still_blames_the_node_that_went_down(
     out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
     assert out.diagnosis.failure is FailureClass.NODE_FAILURE
     assert out.exclude_nodes == {"cpu2"} and out.record["node"] == "cpu2"
+    # the worker on cpu1 is still live for Dask, but its allocation is ending: the rerun
+    # is not held to it (it would wait for a dead worker forever)
+    assert recovery.allowed_workers("t") is None
 
 
 def test_lost_worker_of_a_cancelled_allocation_is_requeued_without_excluding_the_node() -> None:
