@@ -184,6 +184,12 @@ def checkpoint_dir(env: Mapping[str, str] | None = None) -> Path | None:
     return Path(value) if value else None
 
 
+def gpu_usage_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where a training's ranks write their GPUs' NVML figures (None: not asked)."""
+    value = _environ(env).get("HPCORCH_GPU_USAGE_DIR")
+    return Path(value) if value else None
+
+
 def checkpoint(env: Mapping[str, str] | None = None) -> Path | None:
     """The newest complete checkpoint of an earlier attempt (None: start from scratch)."""
     value = _environ(env).get("HPCORCH_CHECKPOINT")

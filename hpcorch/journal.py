@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT, n INTEGER, start REAL, end REAL, exit_code INTEGER, failure_class TEXT,
     worker TEXT, job_id TEXT, node TEXT, gpus TEXT, cores TEXT, message TEXT, ranks TEXT,
-    site TEXT, training TEXT,
+    site TEXT, training TEXT, gpu_usage TEXT,
     PRIMARY KEY (task_id, n)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -102,8 +102,8 @@ ON CONFLICT (site, job_id) DO UPDATE SET
 # times), so each piece fills what it knows and keeps what is there.
 _UPSERT_ATTEMPT = """
 INSERT INTO attempts (task_id, n, start, end, exit_code, failure_class, worker, job_id,
-                      node, gpus, cores, message, ranks, site, training)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      node, gpus, cores, message, ranks, site, training, gpu_usage)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (task_id, n) DO UPDATE SET
     start = coalesce(excluded.start, start), end = coalesce(excluded.end, end),
     exit_code = coalesce(excluded.exit_code, exit_code),
@@ -112,7 +112,8 @@ ON CONFLICT (task_id, n) DO UPDATE SET
     node = coalesce(excluded.node, node), gpus = coalesce(excluded.gpus, gpus),
     cores = coalesce(excluded.cores, cores), message = coalesce(excluded.message, message),
     ranks = coalesce(excluded.ranks, ranks), site = coalesce(excluded.site, site),
-    training = coalesce(excluded.training, training)
+    training = coalesce(excluded.training, training),
+    gpu_usage = coalesce(excluded.gpu_usage, gpu_usage)
 """
 _ATTEMPT_FIELDS = (
     "task_id",
@@ -130,6 +131,7 @@ _ATTEMPT_FIELDS = (
     "ranks",
     "site",  # the Slurm site whose job ran the attempt (its job_id is that site's)
     "training",  # a torch.distributed attempt's MASTER_ADDR:PORT and the checkpoint it resumed
+    "gpu_usage",  # its GPUs' NVML figures as JSON, or why there are none (hpcorch.gpu_usage)
 )
 
 
@@ -164,6 +166,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ALTER TABLE attempts ADD COLUMN site TEXT")
         if "training" not in columns:
             conn.execute("ALTER TABLE attempts ADD COLUMN training TEXT")
+        if "gpu_usage" not in columns:
+            conn.execute("ALTER TABLE attempts ADD COLUMN gpu_usage TEXT")
         # PRAGMA table_info's pk: the column's place in the primary key, 0 if not in it
         key = {row[1]: row[5] for row in conn.execute("PRAGMA table_info(allocations)")}
         if not key.get("site"):
@@ -528,6 +532,8 @@ def status(run_dir: Path) -> dict[str, Any]:
                 **_ranks(a),
                 # trainings only: MASTER_ADDR:PORT [resume=CHECKPOINT]
                 **({"training": t} if (t := _column(a, "training")) else {}),
+                # trainings only: NVML's figures per GPU, or {"none": "no GPU: why"}
+                **({"gpu_usage": json.loads(g)} if (g := _column(a, "gpu_usage")) else {}),
             }
         )
     counts = dict.fromkeys(TASK_STATES, 0)

@@ -11,12 +11,19 @@ shim adds what each rank is, torchrun's variables from the step's:
 function gets ``fn(process_group, *args, **kwargs)`` after
 ``torch.distributed.init_process_group`` with the training's backend, and rank
 0's value or exception comes back as :mod:`hpcorch.mpi_run`'s does.
+
+Where the worker asks (``HPCORCH_GPU_USAGE_DIR``), each rank samples its GPUs
+with NVML while it runs (:mod:`hpcorch.gpu_usage`) and writes
+``rank-RANK.json``; with no GPU it writes why and execs the command as before.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
+import subprocess
 import sys
 import traceback
 from collections.abc import Mapping
@@ -24,7 +31,8 @@ from pathlib import Path
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from hpcorch.environment import torch_backend
+from hpcorch.environment import gpu_usage_dir, torch_backend
+from hpcorch.gpu_usage import GpuUsage, Sampler, encode, load_nvml, visible_indices
 from hpcorch.mpi_run import _write
 
 __all__ = ["main", "rank_env", "tasks_on_node"]
@@ -87,13 +95,60 @@ def _run_function(payload: Path) -> int:
     return 0
 
 
+def _write_usage(usage: GpuUsage) -> None:
+    """This rank's GPU figures where the worker asked for them (``HPCORCH_GPU_USAGE_DIR``)."""
+    where = gpu_usage_dir()
+    if where is None:
+        return
+    path = where / f"rank-{os.environ.get('RANK', '0')}.json"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(encode(usage))
+    os.replace(tmp, path)
+
+
+def _sampler() -> Sampler | None:
+    """A started NVML sampler of this rank's GPUs; None (and 'no GPU: why' written) without."""
+    if gpu_usage_dir() is None:
+        return None
+    nvml, why = load_nvml()
+    indices = visible_indices(nvml, os.environ.get("CUDA_VISIBLE_DEVICES")) if nvml else []
+    if nvml is None or not indices:
+        _write_usage(GpuUsage(none=why or "no GPU: none visible to this rank"))
+        return None
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    sampler = Sampler(nvml, indices, node)
+    sampler.start()
+    return sampler
+
+
+def _run_sampled(argv: list[str], sampler: Sampler) -> int:
+    """``argv`` as a child (not exec: this process samples its GPUs meanwhile)."""
+    proc = subprocess.Popen(argv)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    try:
+        code = proc.wait()
+    finally:
+        _write_usage(sampler.stop())
+    return code if code >= 0 else 128 - code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     os.environ.update(rank_env(os.environ))
+    sampler = _sampler()
     if len(args) >= 2 and args[0] == "--":
-        os.execvp(args[1], args[1:])
+        if sampler is None:  # no GPU to watch: the command becomes the rank, as torchrun's
+            os.execvp(args[1], args[1:])
+        return _run_sampled(args[1:], sampler)
     if len(args) == 1 and args[0] != "--":
-        return _run_function(Path(args[0]))
+        try:
+            return _run_function(Path(args[0]))
+        finally:
+            if sampler is not None:
+                _write_usage(sampler.stop())
     sys.stderr.write("usage: python -m hpcorch.torch_run (-- COMMAND... | PAYLOAD)\n")
     return 2
 

@@ -50,6 +50,10 @@ def _print_summary(r: Report) -> None:
     figures.add_row(
         "utilization CPU / GPU", f"{percent(r.cpu_utilization)} / {percent(r.gpu_utilization)}"
     )
+    if r.gpu_usage:  # trainings: NVML's figures, or that there was no GPU
+        figures.add_row("idle GPU share (NVML)", _idle(r.gpu_idle_share))
+        for line in r.gpu_usage:
+            figures.add_row("training GPUs", line)
     console.print(figures)
     if r.sites:
         sites = Table(title="usage per site", title_justify="left")
@@ -138,3 +142,7 @@ def report(run_ref: str, html_path: Path | None, png_path: Path | None, as_json:
     for kind, path in (("Gantt chart", png_path), ("HTML report", html_path)):
         if path is not None:
             click.echo(f"{kind}: {path}", err=True)
+
+
+def _idle(share: float | None) -> str:
+    return "no GPU figures" if share is None else percent(share)

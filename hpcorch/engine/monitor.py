@@ -128,6 +128,10 @@ class Monitor:
         self._lock = threading.RLock()
         self._watchers: list[Callable[[MonitorEvent], None]] = []
         self._records: dict[str, dict[str, Any]] = {}
+        # every node each allocation was seen on: after a node failure Slurm lists the job
+        # COMPLETING without that node, then PENDING (requeued) with none, yet the
+        # recovery must find the node that went down
+        self._job_nodes: dict[str, tuple[str, ...]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._silent: set[str] = set()
         self._announced: set[str] = set()
@@ -192,6 +196,14 @@ class Monitor:
         if not fresh and self.poller.poll_once():
             self._nodes_seen = True
         return self.poller.job(str(job_id))
+
+    def job_nodes(self, job_id: str) -> tuple[str, ...]:
+        """Every node an allocation was seen on (Slurm drops a failed one from the job)."""
+        job = self.allocation(job_id)
+        with self._lock:
+            seen = self._job_nodes.get(str(job_id), ())
+        now = tuple(job.nodes) if job is not None else ()
+        return seen + tuple(n for n in now if n not in seen)
 
     def allocation_ids(self) -> list[str]:
         with self._lock:
@@ -371,6 +383,8 @@ class Monitor:
                 logger.info("allocation %s: %s -> %s", job.job_id, before, job.state.value)
             with self._lock:
                 record = self._records.setdefault(job.job_id, {"job_id": job.job_id})
+                seen = self._job_nodes.get(job.job_id, ())
+                self._job_nodes[job.job_id] = seen + tuple(n for n in job.nodes if n not in seen)
                 record.update(
                     state=job.state.value,
                     nodes=job.node_count or len(job.nodes) or record.get("nodes"),

@@ -36,10 +36,11 @@ from hpcorch.policies.ledger import RetryLedger
 from hpcorch.policies.retry import NodeStrike, RetryConfig, RetryDecision
 from hpcorch.policies.state import Attempt, Resources, TaskInfo, site_limits
 from hpcorch.sites.model import Site
+from hpcorch.slurm.states import JobState
 from hpcorch.spec import TaskSpec
 
 if TYPE_CHECKING:
-    from hpcorch.engine.monitor import Monitor
+    from hpcorch.engine.monitor import Monitor, WorkerInfo
 
 __all__ = ["Outcome", "Recovery", "evidence_of"]
 
@@ -209,7 +210,10 @@ class Recovery:
         exclude = self.excluded(task_id)
         if not exclude or self.monitor is None:
             return None
-        live = self.monitor.live_workers()
+        # Not a worker whose allocation is ending (Slurm requeues or ends a multi-node job
+        # whose other node failed; its worker on a healthy node goes with it): a task held
+        # to a worker that dies waits for it forever.
+        live = [w for w in self.monitor.live_workers() if not self._ending(w)]
         allowed = [w.address for w in live if w.node is not None and w.node not in exclude]
         if not allowed:
             logger.warning(
@@ -219,6 +223,13 @@ class Recovery:
             )
             return None
         return allowed
+
+    def _ending(self, worker: WorkerInfo) -> bool:
+        """Whether Slurm last listed the worker's allocation as anything but running."""
+        if self.monitor is None or not worker.job_id or not self.monitor.follows(worker.site):
+            return False
+        job = self.monitor.allocation(worker.job_id)
+        return job is not None and job.state is not JobState.RUNNING
 
     def _monitor_view(
         self, exc: BaseException | None
@@ -240,10 +251,12 @@ class Recovery:
             job = self.monitor.refresh(worker.job_id)
             if job is not None and job.terminal:
                 state, reason = job.state.value, job.reason
-                if healthy is not False:
-                    # A multi-node job (an MPI step, a training) dies with any of its nodes:
-                    # the node to blame is the one that is down, not this worker's (rank 0's).
-                    down = [n for n in job.nodes if self.monitor.node_healthy(n) is False]
-                    if down:
-                        node, healthy = down[0], False
+            if healthy is not False:
+                # A multi-node job (an MPI step, a training) dies with any of its nodes
+                # (Slurm then lists it without that node, or requeues it with none):
+                # the node to blame is the one that is down, not this worker's (rank 0's).
+                nodes = self.monitor.job_nodes(worker.job_id)
+                down = [n for n in nodes if self.monitor.node_healthy(n) is False]
+                if down:
+                    node, healthy = down[0], False
         return node, worker.job_id, worker.site, healthy, state, reason

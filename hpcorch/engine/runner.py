@@ -403,6 +403,10 @@ class Engine:
                 # Futures of the failed round still arrive (erred, cancelled): ignore them.
                 self.owner.pop(self.key[tid], None)
             ids = [t for t in self.order if t == task_id or t in set(below)]
+            # Waiting for its next attempt, not running: the scaler sizes what a pending
+            # task needs (a "running" one got a replacement allocation too short for
+            # its walltime tier, and the rerun waited for a worker that never came).
+            self._set(updates, task_id, "pending")
             if decision.delay_s > 0:
                 self._resubmit_later(task_id, ids, decision.delay_s)
                 return []
@@ -453,7 +457,10 @@ class Engine:
             running = [
                 (r["task_id"], "running")
                 for r in records
-                if "end" not in r and self.state.get(r["task_id"]) == "pending"
+                if "end" not in r
+                and self.state.get(r["task_id"]) == "pending"
+                # not a late record of an attempt before a retry
+                and r.get("n") == self.n.get(r["task_id"])
             ]
             for tid, _ in running:
                 self.state[tid] = "running"

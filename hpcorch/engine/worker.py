@@ -30,6 +30,7 @@ import collections
 import dataclasses
 import functools
 import importlib
+import json
 import logging
 import os
 import pickle
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcorch import gpu
+from hpcorch import gpu, gpu_usage
 from hpcorch.childenv import child_env
 from hpcorch.engine import tasklog, watchdog
 from hpcorch.engine.retry import TaskFailed
@@ -366,7 +367,31 @@ def _training_env(p: Payload, step: MpiStep, master: str, record: dict[str, Any]
     address = _node_address(master)
     record["training"] = summary(address, port, checkpoint)
     torch_step = dataclasses.replace(step.torch, checkpoint_dir=directory)
-    return torch_env(torch_step, master_addr=address, port=port, checkpoint=checkpoint)
+    # each rank's threads: its cores, unless the task set its own (not the worker's value)
+    threads = None if "OMP_NUM_THREADS" in p.env else step.cpus_per_rank
+    env = torch_env(
+        torch_step, master_addr=address, port=port, checkpoint=checkpoint, threads=threads
+    )
+    gpu_dir = _gpu_dir(p)
+    gpu_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env["HPCORCH_GPU_USAGE_DIR"] = str(gpu_dir)  # each rank writes its GPUs' figures there
+    return env
+
+
+def _gpu_dir(p: Payload) -> Path:
+    return Path(p.log_dir or ".", f"{p.task_id}.{p.n}.gpu").absolute()
+
+
+def _gpu_usage(p: Payload) -> str | None:
+    """The training attempt's GPU figures from its ranks' files, for the journal."""
+    parts = []
+    for path in sorted(_gpu_dir(p).glob("rank-*.json")):
+        try:
+            parts.append(gpu_usage.from_mapping(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # a rank killed while writing: the others stand
+    usage = gpu_usage.merge(parts)
+    return gpu_usage.encode(usage) if usage is not None else None
 
 
 def _mpi_argv(p: Payload, step: MpiStep, options: Mapping[str, Any]) -> list[str]:
@@ -536,6 +561,8 @@ def execute(p: Payload, *dep_values: Any) -> Any:
         return value
     finally:
         record.setdefault("end", time.time())
+        if "training" in record:
+            record["gpu_usage"] = _gpu_usage(p)
         _BUFFER.append(record)
 
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from hpcorch import dag
+from hpcorch import dag, gpu_usage
 from hpcorch.report.model import AttemptSpan, Outcome, Report, TaskDecl
 from hpcorch.report.usage import holding, run_usage
 from hpcorch.sites.model import Site
@@ -78,6 +78,7 @@ def build_report(
     gpu_alloc = total.gpu_hours_allocated if usage.allocated_known else None
 
     path, path_s = _critical_path(tasks, spans, decls, notes)
+    measured = _gpu_usages(tasks)
     by_state = dict(status.get("counts") or Counter(t["state"] for t in tasks))
     # Counted from the records, not the timeline: an attempt may fail before it starts.
     failed = Counter(
@@ -116,7 +117,36 @@ def build_report(
         attempts=tuple(sorted(spans, key=lambda s: (s.node, s.start, s.task_id))),
         notes=tuple(notes),
         training_restarts=_restarts(tasks),
+        gpu_idle_share=gpu_usage.idle_share(u for _, _, u in measured),
+        gpu_usage=tuple(_gpu_line(task, n, u) for task, n, u in measured),
     )
+
+
+def _gpu_line(task: str, n: Any, usage: gpu_usage.GpuUsage) -> str:
+    """``train #1: gpu1:0 peak 3.2 GiB, 87% busy (5% idle)`` or ``train #1: no GPU: why``."""
+    if usage.none is not None:
+        return f"{task} #{n}: {usage.none}"
+    gpus = "; ".join(
+        f"{g.node}:{g.index} peak {g.peak_memory / 2**30:.1f} GiB, "
+        f"{g.mean_utilization:.0f}% busy ({g.idle_share:.0%} idle)"
+        for g in usage.gpus
+    )
+    return f"{task} #{n}: {gpus}"
+
+
+def _gpu_usages(tasks: list[Mapping[str, Any]]) -> list[tuple[str, Any, gpu_usage.GpuUsage]]:
+    """The attempts that recorded GPU usage (trainings), with what they recorded."""
+    out = []
+    for t in tasks:
+        for a in t.get("attempts", ()):
+            raw = a.get("gpu_usage")
+            if not raw:
+                continue
+            try:
+                out.append((str(t["id"]), a.get("n"), gpu_usage.from_mapping(raw)))
+            except (TypeError, KeyError, ValueError, AttributeError):
+                continue  # not what this hpcorch writes: left out, not guessed at
+    return out
 
 
 def _restarts(tasks: list[Mapping[str, Any]]) -> tuple[str, ...]:

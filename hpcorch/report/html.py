@@ -106,6 +106,10 @@ def render_html(report: Report) -> str:
              f"{hours(r.gpu_hours_used)} / {hours(r.gpu_hours_allocated)}"),
             ("CPU utilization", percent(r.cpu_utilization)),
             ("GPU utilization", percent(r.gpu_utilization)),
+            *((("idle GPU share (NVML)",
+                "no GPU figures" if r.gpu_idle_share is None else percent(r.gpu_idle_share)),)
+              if r.gpu_usage else ()),
+            *(("training GPUs", line) for line in r.gpu_usage),
         ],
         "summary",
     )  # fmt: skip

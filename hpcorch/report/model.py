@@ -95,6 +95,10 @@ class Report:
     """What the report had to assume or could not compute, in words."""
     training_restarts: tuple[str, ...] = ()
     """A training's attempts that resumed from a checkpoint: task, attempt, step, why."""
+    gpu_idle_share: float | None = None
+    """Share of the NVML-sampled GPU time of the run's trainings spent idle (None: no figures)."""
+    gpu_usage: tuple[str, ...] = ()
+    """Per training attempt: its GPUs' peak memory and mean utilization, or 'no GPU: why'."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``hpcorch report --json``)."""

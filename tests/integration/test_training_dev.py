@@ -77,6 +77,9 @@ def _workflow(path: Path, train_args: list[str], pairs: bool) -> Path:
                         "4",
                         "--checkpoint-every",
                         "0",
+                        # a few seconds each, so that both started is both running
+                        "--step-sleep",
+                        "1",
                         "--data",
                         "{run}/ddp/data.pt",
                     ],

@@ -49,7 +49,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "mpi_run": frozenset({"mpi_bind"}),
     # torch.distributed trainings: the launch's pure parts, the rank shim, the user's helpers
     "training": frozenset({"sites"}),
-    "torch_run": frozenset({"mpi_run", "environment"}),
+    "torch_run": frozenset({"mpi_run", "environment", "gpu_usage"}),
+    # a training's GPU memory and utilization from NVML (its ranks sample, report reads)
+    "gpu_usage": frozenset(),
     "torchdist": frozenset({"training", "environment"}),
     "journal": frozenset({"policies", "slurm"}),
     "sites": frozenset({"slurm", "topology", "environment"}),
@@ -62,13 +64,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "provision": frozenset({"placement", "policies", "sites", "slurm", "journal", "options"}),
     "engine": frozenset(
         {"provision", "placement", "policies", "sites", "slurm", "journal", "gpu", "mpi"}
-        | {"options", "environment", "training"}
+        | {"options", "environment", "training", "gpu_usage"}
     ),
     "sim": frozenset(
         {"placement", "policies", "sites", "slurm", "traces", "loaders", "journal", "topology"}
     ),
     "report": frozenset(
-        {"journal", "sites", "loaders", "policies", "slurm", "provision", "training"}
+        {"journal", "sites", "loaders", "policies", "slurm", "provision", "training", "gpu_usage"}
     ),
     "submit": frozenset(
         {"sites", "slurm", "loaders", "journal", "engine", "options", "environment"}

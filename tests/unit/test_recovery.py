@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from distributed import KilledWorker
 
 from hpcorch.engine import watchdog
@@ -18,6 +19,7 @@ from hpcorch.failures import FailureClass
 from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.fake import FakeSlurm
 from hpcorch.slurm.script import JobRequest
+from hpcorch.slurm.states import JobState
 from hpcorch.spec import TaskSpec
 
 MIB = 2**20
@@ -124,6 +126,34 @@ def test_a_multi_node_jobs_failure_blames_the_node_that_went_down_not_rank_0s() 
     out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
     assert out.diagnosis.failure is FailureClass.NODE_FAILURE
     assert out.exclude_nodes == {"cpu2"} and out.record["node"] == "cpu2"
+
+
+@pytest.mark.parametrize(
+    ("state", "nodes"), [(JobState.COMPLETING, ("cpu1",)), (JobState.PENDING, ())]
+)
+def test_a_requeued_multi_node_job_still_blames_the_node_that_went_down(
+    state: JobState, nodes: tuple[str, ...]
+) -> None:
+    # When cpu2 fails Slurm lists the batch job COMPLETING on cpu1 alone, then requeues
+    # it (PENDING, BeginTime, no nodes): the worker on cpu1 dies with it, and the rerun
+    # must still avoid cpu2 (seen on the dev cluster: a training excluded cpu1)
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker", partition="cpu", nodes=2))
+    fake.start(job, "cpu1", "cpu2")
+    dask = FakeDask({"tcp://w1": ("cpu1", job)})
+    monitor = Monitor(None, slurm=client, dask_client=dask)
+    monitor.tick()
+    recovery = Recovery(resolve_site("dev"), monitor=monitor)
+    fake.fail_node("cpu2")
+    fake.set_state(job, state, nodes=nodes, reason="BeginTime")
+    task = _task()
+    out = recovery.failed(task, 1, _killed("tcp://w1"), policy_resources(task), partition="cpu")
+    assert out.diagnosis.failure is FailureClass.NODE_FAILURE
+    assert out.exclude_nodes == {"cpu2"} and out.record["node"] == "cpu2"
+    # the worker on cpu1 is still live for Dask, but its allocation is ending: the rerun
+    # is not held to it (it would wait for a dead worker forever)
+    assert recovery.allowed_workers("t") is None
 
 
 def test_lost_worker_of_a_cancelled_allocation_is_requeued_without_excluding_the_node() -> None:

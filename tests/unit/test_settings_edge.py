@@ -59,6 +59,7 @@ _NOT_SETTINGS = {
     "HPCORCH_TORCH_BACKEND",
     "HPCORCH_CHECKPOINT_DIR",
     "HPCORCH_CHECKPOINT",
+    "HPCORCH_GPU_USAGE_DIR",  # where each rank writes its GPUs' NVML figures
 }
 
 

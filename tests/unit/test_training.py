@@ -205,3 +205,19 @@ def test_the_report_shows_a_training_restart() -> None:
         {"id": "other", "attempts": [{"n": 1}]},
     ]
     assert _restarts(tasks) == ("train: attempt 2 resumed from step 20 (attempt 1: node_failure)",)
+
+
+def test_each_rank_runs_as_many_threads_as_it_has_cores(tmp_path: Path) -> None:
+    """Not the worker's inherited OMP_NUM_THREADS, nor PyTorch's one per core of the node
+    in every rank (ranks sharing a node then contend): the rank's cores, as torchrun's 1."""
+    site = load_site("dev")
+    task = _task({**TRAIN, "distributed": {**TRAIN["distributed"], "cpus_per_rank": 3}})
+    step = placing_for(task, site, tmp_path).mpi
+    assert step is not None and step.cpus_per_rank == 3
+    p = worker.Payload(run_id="r", task_id="t", n=1, kind="command", target=("x",))
+    assert worker._training_env(p, step, "localhost", {})["OMP_NUM_THREADS"] == "3"
+    own = worker.dataclasses.replace(p, env={"OMP_NUM_THREADS": "8"})
+    assert "OMP_NUM_THREADS" not in worker._training_env(own, step, "localhost", {})
+    assert "OMP_NUM_THREADS" not in torch_env(
+        TorchStep(backend="gloo"), master_addr="a", port=1, checkpoint=None
+    )

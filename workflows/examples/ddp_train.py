@@ -91,6 +91,10 @@ def train(
     ddp = nn.parallel.DistributedDataParallel(net)
     local = batch // world
     grad_diff = 0.0
+    # rank 0 appends "ATTEMPT STEP TIME" per step: where the training was when, for
+    # whoever measures a restart's cost (scripts/bench/training)
+    progress = open(where / "progress.log", "a") if rank == 0 else None  # noqa: SIM115
+    attempt = os.environ.get("HPCORCH_ATTEMPT", "0")
     began = time.perf_counter()
     for step in range(start, steps):
         idx = batch_indices(step, batch)[rank * local : (rank + 1) * local]
@@ -104,8 +108,9 @@ def train(
         grad_diff = max(grad_diff, float((hi - lo).abs().max()))
         opt.step()
         done = step + 1
-        if rank == 0:  # where the training is, for whoever measures a restart's cost
-            (where / "progress.json").write_text(json.dumps({"step": done, "time": time.time()}))
+        if progress is not None:
+            progress.write(f"{attempt} {done} {time.time():.3f}\n")
+            progress.flush()
         if rank == 0 and every and done % every == 0 and done < steps:
             torchdist.save_checkpoint(
                 {"step": done, "model": net.state_dict(), "opt": opt.state_dict()}, done
@@ -113,8 +118,13 @@ def train(
         if sleep:
             time.sleep(sleep)
     elapsed = time.perf_counter() - began
+    if progress is not None:
+        progress.close()
     nodes: list[Any] = [None] * world
     dist.all_gather_object(nodes, os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+    # each rank's intra-op threads and usable CPUs (where a launch's overhead shows)
+    threads: list[Any] = [None] * world
+    dist.all_gather_object(threads, [torch.get_num_threads(), len(os.sched_getaffinity(0))])
     if rank == 0:
         torch.save(net.state_dict(), where / "model.pt")
         summary = {
@@ -124,6 +134,7 @@ def train(
             "steps_per_s": (steps - start) / elapsed if elapsed > 0 else None,
             "max_grad_diff": grad_diff,
             "nodes": nodes,
+            "threads_cpus": threads,
             "master_port": int(os.environ["MASTER_PORT"]),
         }
         (where / "train.json").write_text(json.dumps(summary))
