@@ -32,8 +32,8 @@ Calling a decorated function records a task and returns a :class:`TaskFuture`;
 ``wf.add`` does the same for a callable, a ``"module:name"`` string or an argv
 list. Options reserved by ``add`` (``id``, ``after``, ``cpus``, ``memory``,
 ``gpus``, ``nodes``, ``walltime``, ``retries``, ``priority``, ``tags``,
-``memoize``, ``mpi``, ``distributed``, ``inputs``, ``env``, ``cwd``, and for command tasks
-``container``, ``modules``, ``module_purge``, ``setup``) are not passed to the task.
+``memoize``, ``mpi``, ``distributed``, ``inputs``, ``env``, ``cwd``, ``bundle``, and for
+command tasks ``container``, ``modules``, ``module_purge``, ``setup``) are not passed to the task.
 """
 
 from __future__ import annotations
@@ -110,9 +110,13 @@ class RunResult:
 class Workflow:
     """A DAG of tasks built in Python. Nothing runs until :meth:`run` or :meth:`submit`."""
 
-    def __init__(self, name: str = "workflow", site: str | None = None) -> None:
+    def __init__(
+        self, name: str = "workflow", site: str | None = None, bundle: bool | None = None
+    ) -> None:
         self.name = name
         self.site = site
+        self.bundle = bundle
+        """Bundle small independent function tasks (None: when there are some thousands)."""
         self._tasks: dict[str, TaskSpec] = {}
         self._names: dict[str, int] = {}
         self._handle: RunHandle | None = None
@@ -161,6 +165,7 @@ class Workflow:
         reservation: str | None = None,
         account: str | None = None,
         exclusive: bool = False,
+        bundle: bool | None = None,
         **kwargs: Any,
     ) -> TaskFuture:
         """Declare a task: a callable or ``"module:name"`` (function) or an argv list (command).
@@ -235,6 +240,7 @@ class Workflow:
                 reservation=reservation,
                 account=account,
                 exclusive=exclusive,
+                bundle=bundle,
                 **fields,
             )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -268,7 +274,9 @@ class Workflow:
         """The validated, frozen spec of the tasks declared so far."""
         if not self._tasks:
             raise WorkflowError(f"workflow {self.name!r} has no tasks; add some first")
-        return WorkflowSpec(name=self.name, site=self.site, tasks=tuple(self._tasks.values()))
+        return WorkflowSpec(
+            name=self.name, site=self.site, bundle=self.bundle, tasks=tuple(self._tasks.values())
+        )
 
     def options(
         self,
@@ -374,6 +382,7 @@ class Workflow:
             # One gather for all of them, not one round trip per task.
             fetched = engine.client.gather(list(wanted.values()))
             values = dict(zip(wanted, fetched, strict=True))
+            values.update(engine.values)  # tasks that ran in bundles
         self._result = RunResult(summary.run_id, summary.run_dir, summary.state, values)
         if check and not summary.ok:
             lines = "; ".join(

@@ -234,6 +234,11 @@ class TaskSpec(_Spec):
     reservation: str | None = Field(None, description="Slurm reservation")
     account: str | None = Field(None, description="Slurm account charged")
     exclusive: bool = Field(False, description="whole nodes, shared with no other job")
+    bundle: bool | None = Field(
+        None,
+        description="run in a bundle with other small tasks (hpcorch.policies.bundling); "
+        "None: as the workflow says",
+    )
 
     @field_validator("qos", "reservation", "account")
     @classmethod
@@ -437,6 +442,9 @@ class WorkflowSpec(_Spec):
 
     name: str = "workflow"
     site: str | None = None
+    bundle: bool | None = Field(
+        None, description="bundle small independent function tasks; None: above some thousands"
+    )
     tasks: tuple[TaskSpec, ...] = Field(..., min_length=1)
 
     @model_validator(mode="after")

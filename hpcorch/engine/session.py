@@ -142,6 +142,8 @@ class RunHandle:
             info = self.engine.failure_info.get(task_id)
             why = f": {info.failure_class}: {info.message}" if info else ""
             raise RunError(f"task {task_id!r} is {state}{why}")
+        if task_id in self.engine.values:  # it ran in a bundle
+            return self.engine.values[task_id]
         fut = self.engine.futures.get(task_id)
         if fut is not None:
             return fut.result()
