@@ -13,6 +13,7 @@
     def mean(*values: float) -> float: ...
 
     runs = [simulate(seed) for seed in range(8)]   # futures, nothing runs yet
+    sweep = wf.map(simulate, range(100_000))       # one task per item, declared fast
     total = mean(*runs)                            # dependencies by passing futures
     prep = wf.add(["python", "prep.py"], id="prep")  # a command task
     result = wf.run(site="local")                  # blocks; raises RunError on failure
@@ -52,13 +53,22 @@ from hpcorch.options import RunOptions
 from hpcorch.policies.retry import RetryConfig
 from hpcorch.policies.state import Budget
 from hpcorch.sites.resolve import resolve_regions
-from hpcorch.spec import DistributedSpec, MpiSpec, ResourceSpec, TaskRef, TaskSpec, WorkflowSpec
+from hpcorch.spec import (
+    DistributedSpec,
+    MpiSpec,
+    ResourceSpec,
+    TaskRef,
+    TaskSpec,
+    WorkflowSpec,
+    check_values,
+)
 
 if TYPE_CHECKING:
     from hpcorch.engine import RunHandle
 
 __all__ = ["RunResult", "TaskFuture", "Workflow"]
 
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None)})
 _OPTIONS = ("cpus", "memory", "gpus", "nodes", "walltime", "gpu_sharing")
 
 
@@ -247,6 +257,52 @@ class Workflow:
             raise WorkflowError(f"task {task_id!r}: {_first_error(exc)}") from None
         self._tasks[task_id] = spec
         return TaskFuture(self, task_id)
+
+    def map(
+        self,
+        target: Callable[..., Any] | str,
+        *iterables: Iterable[Any],
+        id: str | None = None,
+        **options: Any,
+    ) -> list[TaskFuture]:
+        """One task per item: ``target(item)`` (several iterables: their items zipped, as the
+        builtin ``map``); ``options`` as :meth:`add` takes them, for every task.
+
+        Tasks are ``<id>-0``, ``<id>-1``, ... (``id`` defaults to the function's name). The
+        iterables are read as they go, never held in a list; the first task is validated, the
+        others are copies of it with their own arguments (checked for size), so a sweep of a
+        million tasks is declared in seconds. Items holding futures go the :meth:`add` way.
+        """
+        if not iterables:
+            raise WorkflowError("map() takes a function and at least one iterable")
+        base = id if id is not None else getattr(target, "__name__", None) or str(target)
+        base = base.rpartition(":")[2]
+        futures: list[TaskFuture] = []
+        template: TaskSpec | None = None
+        for i, args in enumerate(zip(*iterables, strict=False)):
+            task_id = f"{base}-{i}"
+            found: list[str] = []
+            # plain values (the usual sweep) need no walk for futures nor a size check
+            plain = all(type(a) in _PLAIN for a in args)
+            refs = args if plain else _to_refs(args, found)
+            if template is None or found:
+                fut = self.add(target, *args, id=task_id, **options)
+                if template is None and not found:
+                    template = self._tasks[task_id]
+                futures.append(fut)
+                continue
+            if task_id in self._tasks:
+                raise WorkflowError(
+                    f"task id {task_id!r} is already used in workflow {self.name!r}"
+                )
+            if not plain:
+                try:
+                    check_values(refs)
+                except ValueError as exc:
+                    raise WorkflowError(f"task {task_id!r}: args: {exc}") from None
+            self._tasks[task_id] = template.variant(id=task_id, args=refs)
+            futures.append(TaskFuture(self, task_id))
+        return futures
 
     @overload
     def task(self, fn: Callable[..., Any]) -> Callable[..., TaskFuture]: ...
