@@ -533,12 +533,7 @@ def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
         if requeued is not None:  # it would start again and resume the cancelled run
             _cancel_on(requeued[0], [requeued[1]])
         with Journal.open(run_dir) as journal:
-            states = task_states(run_dir)
-            journal.set_states(
-                (tid, "cancelled")
-                for tid, s in states.items()
-                if s["state"] not in ("succeeded", "failed", "upstream_failed", "cancelled")
-            )
+            journal.cancel_unfinished()
             journal.set_run_state("cancelled")
             journal.event("cancel", driver_alive=False)
             site = resolve_site(str(row["site"]))
