@@ -455,26 +455,50 @@ class Engine:
         self, fut: Any, outcome: BundleOutcome | None, updates: list[tuple[str, str]]
     ) -> list[Any]:
         _, ids = self._bundles.pop(fut.key)
-        fut.release()  # its values are in the outcome: nothing else needs the bundle
         new: list[Any] = []
         if outcome is not None:
             self._bundle_stats = bundling.observe(
                 self._bundle_stats, len(ids), outcome.seconds, self.bundle_config
             )
-        whole = None if outcome is not None else _exception(fut)
-        for tid in ids:
-            if self.key.get(tid) != fut.key or self.state[tid] in TERMINAL:
-                continue
+        live = [t for t in ids if self.key.get(t) == fut.key and self.state[t] not in TERMINAL]
+        if outcome is None and live and not self._cancelled:
+            new = self._bundle_lost(live, _exception(fut), updates)
+            fut.release()
+            return new
+        fut.release()  # its values are in the outcome: nothing else needs the bundle
+        for tid in live:
             if self._cancelled:
                 self._set(updates, tid, "cancelled")
             elif outcome is None:
-                new.extend(self._errored(tid, whole, updates))
+                continue
             elif tid in outcome.errors:
                 new.extend(self._errored(tid, outcome.errors[tid], updates))
             else:
                 if self.keep_results and tid in outcome.values:
                     self.values[tid] = outcome.values[tid]
                 self._set(updates, tid, "succeeded")
+        return new
+
+    def _bundle_lost(
+        self, ids: list[str], exc: BaseException | None, updates: list[tuple[str, str]]
+    ) -> list[Any]:
+        """The whole bundle failed (its worker or allocation was lost): one failure, not one
+        per task. Its first task goes the failure path (classified, counted, maybe retried);
+        when that retries, the others go back in line for a new attempt each."""
+        first, rest = ids[0], ids[1:]
+        new = self._errored(first, exc, updates)
+        if self.state[first] in TERMINAL:  # not retried: neither are they
+            for tid in rest:
+                new.extend(self._errored(tid, exc, updates))
+            return new
+        why = f"its bundle was lost with {first}'s attempt: {exc}"[:500]
+        self.journal.record_attempts(
+            {"task_id": t, "n": self.n[t], "failure_class": "infrastructure", "message": why}
+            for t in rest
+        )
+        for tid in reversed(rest):
+            self._waiting.setdefault(self._group(tid), deque()).appendleft(tid)
+        self._n_waiting += len(rest)
         return new
 
     # -- state ----------------------------------------------------------------
