@@ -9,7 +9,7 @@ collects attempt records from the workers in batches, and resubmits a failed
 task with its descendants when the retry decision says so.
 
 Bundling (:mod:`hpcorch.policies.bundling`): in a large sweep, independent
-function tasks are not part of that graph. They wait in the driver, per
+function and command tasks are not part of that graph. They wait in the driver, per
 resource request, and go out as bundles — one Dask task running many of them
 (:func:`~hpcorch.engine.worker.execute_bundle`) — a few per worker slot at a
 time, each bundle sized from the durations seen so far. A task that fails in

@@ -2,9 +2,10 @@
 
 Every Dask task costs the scheduler about a millisecond and the driver a
 round trip; a sweep of 10^5 to 10^6 tasks of a few milliseconds each is then
-bound by that, not by the work. So independent function tasks with the same
+bound by that, not by the work. So independent function and command tasks with the same
 resources run in bundles — one Dask task executing many hpcorch tasks one
-after the other, each with its own attempt, record, log and result
+after the other (a command still as a process of its own), each with its own
+attempt, record, log and result
 (:func:`hpcorch.engine.worker.execute_bundle`).
 
 The size aims at bundles of :attr:`BundleConfig.target_s` seconds, from the
@@ -32,6 +33,9 @@ __all__ = [
     "in_flight_limit",
     "observe",
 ]
+
+
+_KINDS = frozenset({"function", "command"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +79,13 @@ def eligible(
 ) -> bool:
     """Whether one task may run in a bundle.
 
-    Function tasks only (commands and emulated tasks hold their slot for their own
-    time), not MPI steps, with no parent (it would wait for another bundle) and no
-    child (it is on a path others wait for). ``switch``: the task's own ``bundle``;
-    ``True`` bundles it even where the workflow would not.
+    Function and command tasks (a command still runs as a process of its own; the
+    bundle saves the scheduling round trip), not emulated ones (they exist to hold
+    their slot for a time), not MPI steps, with no parent (it would wait for another
+    bundle) and no child (it is on a path others wait for). ``switch``: the task's
+    own ``bundle``; ``True`` bundles it even where the workflow would not.
     """
-    if switch is False or kind != "function" or mpi or parents or children:
+    if switch is False or kind not in _KINDS or mpi or parents or children:
         return False
     return switch is True or workflow_on
 

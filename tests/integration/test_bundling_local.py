@@ -83,3 +83,20 @@ def test_switches(tmp_path: Path) -> None:
     with off.submit(site="local", run_dir=tmp_path / "off") as handle:
         assert handle.wait().ok
         assert handle.engine._bundle_count == 0
+
+
+def test_command_tasks_bundle_each_its_own_process(tmp_path: Path) -> None:
+    wf = hpcorch.Workflow("cmds", bundle=True)
+    for i in range(30):
+        argv = ["sh", "-c", "echo $HPCORCH_TASK_ID; exit 3" if i == 7 else "echo $HPCORCH_TASK_ID"]
+        wf.add(argv, id=f"c{i}")
+    with wf.submit(site="local", run_dir=tmp_path / "run") as handle:
+        summary = handle.wait()
+        bundles = handle.engine._bundle_count
+    assert 0 < bundles < 30
+    assert summary.counts == {"succeeded": 29, "failed": 1}
+    assert [f.task_id for f in summary.failures] == ["c7"]
+    assert summary.failures[0].failure_class == "user_error"
+    logs = tmp_path / "run" / "logs"
+    assert (logs / "c12.1.out").read_text() == "c12\n"  # its own process, its own log
+    assert max(_attempts(tmp_path / "run").values()) == 1

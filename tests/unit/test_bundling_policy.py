@@ -32,7 +32,7 @@ def test_on_by_default_only_for_large_workflows() -> None:
 
 def test_only_independent_plain_function_tasks_bundle() -> None:
     assert _eligible()
-    assert not _eligible(kind="command")
+    assert _eligible(kind="command")
     assert not _eligible(kind="emulated")
     assert not _eligible(mpi=True)
     assert not _eligible(children=1)  # others wait for it: never held back
