@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 
 from hpcorch.errors import WorkflowError
+from hpcorch.loaders.sweep import expand_sweeps
 from hpcorch.spec import WorkflowSpec, parse_workflow
-from hpcorch.sweep import expand_sweeps
 from hpcorch.yamltext import load_yaml_text
 
 __all__ = ["load_yaml"]

@@ -8,9 +8,9 @@ import pytest
 
 import hpcorch
 from hpcorch.errors import WorkflowError
+from hpcorch.loaders.sweep import MAX_SWEEP_TASKS, expand_sweeps
 from hpcorch.loaders.yamlfile import load_yaml
 from hpcorch.spec import TaskRef
-from hpcorch.sweep import MAX_SWEEP_TASKS, expand_sweeps
 
 
 def _load(tmp_path: Path, text: str) -> list[object]:
