@@ -13,6 +13,7 @@
     def mean(*values: float) -> float: ...
 
     runs = [simulate(seed) for seed in range(8)]   # futures, nothing runs yet
+    sweep = wf.map(simulate, range(100_000))       # one task per item, declared fast
     total = mean(*runs)                            # dependencies by passing futures
     prep = wf.add(["python", "prep.py"], id="prep")  # a command task
     result = wf.run(site="local")                  # blocks; raises RunError on failure
@@ -32,8 +33,8 @@ Calling a decorated function records a task and returns a :class:`TaskFuture`;
 ``wf.add`` does the same for a callable, a ``"module:name"`` string or an argv
 list. Options reserved by ``add`` (``id``, ``after``, ``cpus``, ``memory``,
 ``gpus``, ``nodes``, ``walltime``, ``retries``, ``priority``, ``tags``,
-``memoize``, ``mpi``, ``distributed``, ``inputs``, ``env``, ``cwd``, and for command tasks
-``container``, ``modules``, ``module_purge``, ``setup``) are not passed to the task.
+``memoize``, ``mpi``, ``distributed``, ``inputs``, ``env``, ``cwd``, ``bundle``, and for
+command tasks ``container``, ``modules``, ``module_purge``, ``setup``) are not passed to the task.
 """
 
 from __future__ import annotations
@@ -52,13 +53,22 @@ from hpcorch.options import RunOptions
 from hpcorch.policies.retry import RetryConfig
 from hpcorch.policies.state import Budget
 from hpcorch.sites.resolve import resolve_regions
-from hpcorch.spec import DistributedSpec, MpiSpec, ResourceSpec, TaskRef, TaskSpec, WorkflowSpec
+from hpcorch.spec import (
+    DistributedSpec,
+    MpiSpec,
+    ResourceSpec,
+    TaskRef,
+    TaskSpec,
+    WorkflowSpec,
+    check_values,
+)
 
 if TYPE_CHECKING:
     from hpcorch.engine import RunHandle
 
 __all__ = ["RunResult", "TaskFuture", "Workflow"]
 
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None)})
 _OPTIONS = ("cpus", "memory", "gpus", "nodes", "walltime", "gpu_sharing")
 
 
@@ -110,9 +120,13 @@ class RunResult:
 class Workflow:
     """A DAG of tasks built in Python. Nothing runs until :meth:`run` or :meth:`submit`."""
 
-    def __init__(self, name: str = "workflow", site: str | None = None) -> None:
+    def __init__(
+        self, name: str = "workflow", site: str | None = None, bundle: bool | None = None
+    ) -> None:
         self.name = name
         self.site = site
+        self.bundle = bundle
+        """Bundle small independent function tasks (None: when there are some thousands)."""
         self._tasks: dict[str, TaskSpec] = {}
         self._names: dict[str, int] = {}
         self._handle: RunHandle | None = None
@@ -161,6 +175,7 @@ class Workflow:
         reservation: str | None = None,
         account: str | None = None,
         exclusive: bool = False,
+        bundle: bool | None = None,
         **kwargs: Any,
     ) -> TaskFuture:
         """Declare a task: a callable or ``"module:name"`` (function) or an argv list (command).
@@ -235,12 +250,59 @@ class Workflow:
                 reservation=reservation,
                 account=account,
                 exclusive=exclusive,
+                bundle=bundle,
                 **fields,
             )
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise WorkflowError(f"task {task_id!r}: {_first_error(exc)}") from None
         self._tasks[task_id] = spec
         return TaskFuture(self, task_id)
+
+    def map(
+        self,
+        target: Callable[..., Any] | str,
+        *iterables: Iterable[Any],
+        id: str | None = None,
+        **options: Any,
+    ) -> list[TaskFuture]:
+        """One task per item: ``target(item)`` (several iterables: their items zipped, as the
+        builtin ``map``); ``options`` as :meth:`add` takes them, for every task.
+
+        Tasks are ``<id>-0``, ``<id>-1``, ... (``id`` defaults to the function's name). The
+        iterables are read as they go, never held in a list; the first task is validated, the
+        others are copies of it with their own arguments (checked for size), so a sweep of a
+        million tasks is declared in seconds. Items holding futures go the :meth:`add` way.
+        """
+        if not iterables:
+            raise WorkflowError("map() takes a function and at least one iterable")
+        base = id if id is not None else getattr(target, "__name__", None) or str(target)
+        base = base.rpartition(":")[2]
+        futures: list[TaskFuture] = []
+        template: TaskSpec | None = None
+        for i, args in enumerate(zip(*iterables, strict=False)):
+            task_id = f"{base}-{i}"
+            found: list[str] = []
+            # plain values (the usual sweep) need no walk for futures nor a size check
+            plain = all(type(a) in _PLAIN for a in args)
+            refs = args if plain else _to_refs(args, found)
+            if template is None or found:
+                fut = self.add(target, *args, id=task_id, **options)
+                if template is None and not found:
+                    template = self._tasks[task_id]
+                futures.append(fut)
+                continue
+            if task_id in self._tasks:
+                raise WorkflowError(
+                    f"task id {task_id!r} is already used in workflow {self.name!r}"
+                )
+            if not plain:
+                try:
+                    check_values(refs)
+                except ValueError as exc:
+                    raise WorkflowError(f"task {task_id!r}: args: {exc}") from None
+            self._tasks[task_id] = template.variant(id=task_id, args=refs)
+            futures.append(TaskFuture(self, task_id))
+        return futures
 
     @overload
     def task(self, fn: Callable[..., Any]) -> Callable[..., TaskFuture]: ...
@@ -268,7 +330,9 @@ class Workflow:
         """The validated, frozen spec of the tasks declared so far."""
         if not self._tasks:
             raise WorkflowError(f"workflow {self.name!r} has no tasks; add some first")
-        return WorkflowSpec(name=self.name, site=self.site, tasks=tuple(self._tasks.values()))
+        return WorkflowSpec(
+            name=self.name, site=self.site, bundle=self.bundle, tasks=tuple(self._tasks.values())
+        )
 
     def options(
         self,
@@ -374,6 +438,7 @@ class Workflow:
             # One gather for all of them, not one round trip per task.
             fetched = engine.client.gather(list(wanted.values()))
             values = dict(zip(wanted, fetched, strict=True))
+            values.update(engine.values)  # tasks that ran in bundles
         self._result = RunResult(summary.run_id, summary.run_dir, summary.state, values)
         if check and not summary.ok:
             lines = "; ".join(

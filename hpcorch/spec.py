@@ -35,6 +35,8 @@ __all__ = [
     "TaskRef",
     "TaskSpec",
     "WorkflowSpec",
+    "check_values",
+    "parse_task",
     "parse_workflow",
 ]
 
@@ -70,6 +72,11 @@ def _count_values(value: Any) -> None:
                 "are used); pass large data through a file and read it in the task"
             )
         stack.extend((v, depth + 1) for v in items if isinstance(v, _CONTAINERS))
+
+
+def check_values(value: Any) -> None:
+    """ValueError where ``value`` is too large or deep to be a task's arguments."""
+    _count_values(value)
 
 
 def _no_nul(values: Any, what: str) -> None:
@@ -234,6 +241,11 @@ class TaskSpec(_Spec):
     reservation: str | None = Field(None, description="Slurm reservation")
     account: str | None = Field(None, description="Slurm account charged")
     exclusive: bool = Field(False, description="whole nodes, shared with no other job")
+    bundle: bool | None = Field(
+        None,
+        description="run in a bundle with other small tasks (hpcorch.policies.bundling); "
+        "None: as the workflow says",
+    )
 
     @field_validator("qos", "reservation", "account")
     @classmethod
@@ -391,6 +403,17 @@ class TaskSpec(_Spec):
                 raise ValueError("give distributed or mpi, not both")
         return self
 
+    def variant(self, **update: Any) -> TaskSpec:
+        """A copy with ``update`` (an id and arguments) set as given, not validated again:
+        for sweeps, whose values the caller checked (pydantic's ``model_copy`` costs
+        several times more, which a million tasks notice)."""
+        clone = TaskSpec.__new__(TaskSpec)
+        object.__setattr__(clone, "__dict__", {**self.__dict__, **update})
+        object.__setattr__(clone, "__pydantic_fields_set__", self.__pydantic_fields_set__)
+        object.__setattr__(clone, "__pydantic_extra__", None)
+        object.__setattr__(clone, "__pydantic_private__", None)
+        return clone
+
     @property
     def slurm_knobs(self) -> dict[str, Any]:
         """The Slurm knobs this task sets (those left to the site are not listed)."""
@@ -437,6 +460,9 @@ class WorkflowSpec(_Spec):
 
     name: str = "workflow"
     site: str | None = None
+    bundle: bool | None = Field(
+        None, description="bundle small independent function tasks; None: above some thousands"
+    )
     tasks: tuple[TaskSpec, ...] = Field(..., min_length=1)
 
     @model_validator(mode="after")
@@ -498,3 +524,11 @@ def parse_workflow(data: Mapping[str, Any]) -> WorkflowSpec:
         return WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         raise WorkflowError(_message(exc, data)) from None
+
+
+def parse_task(data: Mapping[str, Any]) -> TaskSpec:
+    """Validate one task mapping; :class:`WorkflowError` names the task and the key."""
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        raise WorkflowError(f"task {data.get('id')!r}: {_message(exc, data)}") from None

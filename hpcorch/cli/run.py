@@ -25,7 +25,7 @@ from hpcorch.cli.options import (
 from hpcorch.cli.progress import Progress
 from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
 from hpcorch.ids import check_id
-from hpcorch.journal import read_run
+from hpcorch.journal import read_run, status_summary
 from hpcorch.journal import status as read_status
 
 if TYPE_CHECKING:
@@ -193,16 +193,34 @@ def run(
 @click.command()
 @click.argument("run_ref", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print the status object (stdout only).")
-def status(run_ref: str, as_json: bool) -> None:
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="Counts only (tasks per state, attempts, allocations): instant on a million tasks.",
+)
+def status(run_ref: str, as_json: bool, summary: bool) -> None:
     """Show the state of RUN (a run id or a run directory).
 
     \b
     Examples:
       hpcorch status cpu-pipeline-20261125-192234-bb6a
       hpcorch status .hpcorch/runs/cpu-pipeline-20261125-192234-bb6a --json | jq .counts
+      hpcorch status sweep-20261203-101500-1a2b --summary --json
     """
     from hpcorch.engine.rundir import find_run  # noqa: PLC0415  # CLI fast path: --help does not load it
 
+    if summary:
+        counted = status_summary(find_run(run_ref))
+        if as_json:
+            click.echo(json.dumps(counted))
+            return
+        counts = ", ".join(f"{n} {s}" for s, n in counted["counts"].items() if n)
+        click.echo(
+            f"run {counted['run_id']}: {counted['state']} ({counts}); "
+            f"{counted['attempts']} attempts, {counted['failed_attempts']} failed; "
+            f"{counted['open_allocations']} of {counted['allocations']} allocations open"
+        )
+        return
     data = read_status(find_run(run_ref))
     if as_json:
         click.echo(json.dumps(data))

@@ -7,6 +7,13 @@ priorities and resource restrictions as per-key annotations. The driver only
 sees completion notices (in batches, results not fetched),
 collects attempt records from the workers in batches, and resubmits a failed
 task with its descendants when the retry decision says so.
+
+Bundling (:mod:`hpcorch.policies.bundling`): in a large sweep, independent
+function and command tasks are not part of that graph. They wait in the driver, per
+resource request, and go out as bundles — one Dask task running many of them
+(:func:`~hpcorch.engine.worker.execute_bundle`) — a few per worker slot at a
+time, each bundle sized from the durations seen so far. A task that fails in
+a bundle is retried on its own; its bundle-mates keep their one attempt.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,10 +42,18 @@ from hpcorch.engine.commands import command_argv, failure_name
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
 from hpcorch.engine.recovery import Recovery
-from hpcorch.engine.worker import Payload, drain, execute, load_result
+from hpcorch.engine.worker import (
+    BundleOutcome,
+    Payload,
+    drain,
+    execute,
+    execute_bundle,
+    load_result,
+)
 from hpcorch.journal import Journal
 from hpcorch.placement.fit import partition_for
 from hpcorch.placement.placing import Placing, knobs_resource, placing_for
+from hpcorch.policies import bundling
 from hpcorch.policies.state import site_limits
 from hpcorch.provision import horizon
 from hpcorch.provision.pools import task_resources
@@ -125,6 +141,7 @@ class Engine:
         on_progress: Callable[[dict[str, int]], None] | None = None,
         monitor: Monitor | None = None,
         on_submitted: Callable[[], None] | None = None,
+        bundle_config: bundling.BundleConfig | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
@@ -189,6 +206,18 @@ class Engine:
         self._finished = threading.Event()
         self._collector: threading.Thread | None = None
         self.started = time.time()
+        # -- bundling: tasks waiting in the driver, per resource request (see the module doc)
+        self.bundle_config = bundle_config or bundling.BundleConfig()
+        self._bundle_on = bundling.bundling_on(len(spec.tasks), spec.bundle, self.bundle_config)
+        self._waiting: dict[tuple[Any, ...], deque[str]] = {}
+        self._n_waiting = 0
+        self._bundles: dict[str, tuple[Any, list[str]]] = {}  # key -> (future, its tasks)
+        self._bundle_stats = bundling.BundleStats()
+        self._bundle_count = 0
+        self._slots = 0
+        self._slots_seen = 0.0
+        self.values: dict[str, Any] = {}
+        """Values of bundled tasks (kept when ``keep_results``; others live in futures)."""
 
     # -- submission -----------------------------------------------------------
 
@@ -330,6 +359,148 @@ class Engine:
             self.futures[tid] = fut
         return list(out)
 
+    # -- bundles ----------------------------------------------------------------
+
+    def _bundled(self, tid: str) -> bool:
+        task = self.tasks[tid]
+        return bundling.eligible(
+            kind=task.task_kind,
+            mpi=task.mpi is not None,
+            switch=task.bundle,
+            workflow_on=self._bundle_on,
+            parents=len(self.parents[tid]),
+            children=len(self.children[tid]),
+        )
+
+    def _group(self, tid: str) -> tuple[Any, ...]:
+        """Tasks that may share a bundle: the same resource request and Slurm knobs."""
+        task = self.tasks[tid]
+        return (
+            tuple(sorted(task_resources(task).items())),
+            tuple(sorted(task.slurm_knobs.items())),
+            task.resources.walltime,
+            task.cwd,
+        )
+
+    def _worker_slots(self) -> int:
+        now = time.monotonic()
+        if now - self._slots_seen > 5.0:  # workers come and go; ask now and then
+            self._slots_seen = now
+            try:
+                self._slots = sum(self.client.nthreads().values())
+            except Exception as exc:
+                logger.debug("asking the scheduler for its workers failed: %s", exc)
+        return self._slots
+
+    def _refill(self) -> list[Any]:
+        """Send bundles of waiting tasks until enough are in flight; return their futures."""
+        if not self._n_waiting or self._cancelled:
+            return []
+        slots = self._worker_slots()
+        limit = bundling.in_flight_limit(slots)
+        out: list[Any] = []
+        groups = [g for g, q in self._waiting.items() if q]
+        while groups and len(self._bundles) < limit:
+            for group in list(groups):
+                queue = self._waiting[group]
+                size = bundling.bundle_size(
+                    self._bundle_stats, self._n_waiting, slots, self.bundle_config
+                )
+                ids = [queue.popleft() for _ in range(min(size, len(queue)))]
+                self._n_waiting -= len(ids)
+                out.append(self._submit_bundle(ids))
+                if not queue:
+                    groups.remove(group)
+                if len(self._bundles) >= limit:
+                    break
+        return out
+
+    def _submit_bundle(self, ids: list[str]) -> Any:
+        self._bundle_count += 1
+        key = f"bundle-{self.run_id}-{self._bundle_count}"
+        payloads = []
+        for tid in ids:
+            self.n[tid] += 1
+            payloads.append(self._payload(self.tasks[tid], ()))
+            self.key[tid] = key
+        first = self.tasks[ids[0]]
+        annotations: dict[str, Any] = {
+            "priority": _PerKey({}, max(self.priority[t] for t in ids)),
+        }
+        if self.use_resources:
+            res = task_resources(first)
+            if self.tiers:
+                knobs = knobs_resource(first)
+                if knobs is not None:
+                    res[knobs] = float(first.cpus)
+                res.update(horizon.restriction(first.duration or self._request(first).walltime_s))
+            annotations["resources"] = _PerKey({}, res)
+        dsk = {key: Task(key, execute_bundle, tuple(payloads), self.keep_results)}
+        (fut,) = self.client.get(_graph(dsk), [key], sync=False, fifo_timeout="1h", **annotations)
+        self._bundles[key] = (fut, ids)
+        return fut
+
+    def _outcomes(self, futures: list[Any]) -> list[tuple[Any, BundleOutcome | None]]:
+        """The outcomes of finished bundles, fetched in one round trip (None: it erred)."""
+        done = [f for f in futures if f.status == "finished"]
+        try:
+            fetched = self.client.gather(done, errors="raise") if done else []
+        except Exception as exc:  # lost meanwhile: each of its tasks goes the failure path
+            logger.warning("fetching the outcome of %d bundles failed: %s", len(done), exc)
+            fetched = [None] * len(done)
+        got = {f.key: o for f, o in zip(done, fetched, strict=True)}
+        return [(f, got.get(f.key)) for f in futures]
+
+    def _bundle_done(
+        self, fut: Any, outcome: BundleOutcome | None, updates: list[tuple[str, str]]
+    ) -> list[Any]:
+        _, ids = self._bundles.pop(fut.key)
+        new: list[Any] = []
+        if outcome is not None:
+            self._bundle_stats = bundling.observe(
+                self._bundle_stats, len(ids), outcome.seconds, self.bundle_config
+            )
+        live = [t for t in ids if self.key.get(t) == fut.key and self.state[t] not in TERMINAL]
+        if outcome is None and live and not self._cancelled:
+            new = self._bundle_lost(live, _exception(fut), updates)
+            fut.release()
+            return new
+        fut.release()  # its values are in the outcome: nothing else needs the bundle
+        for tid in live:
+            if self._cancelled:
+                self._set(updates, tid, "cancelled")
+            elif outcome is None:
+                continue
+            elif tid in outcome.errors:
+                new.extend(self._errored(tid, outcome.errors[tid], updates))
+            else:
+                if self.keep_results and tid in outcome.values:
+                    self.values[tid] = outcome.values[tid]
+                self._set(updates, tid, "succeeded")
+        return new
+
+    def _bundle_lost(
+        self, ids: list[str], exc: BaseException | None, updates: list[tuple[str, str]]
+    ) -> list[Any]:
+        """The whole bundle failed (its worker or allocation was lost): one failure, not one
+        per task. Its first task goes the failure path (classified, counted, maybe retried);
+        when that retries, the others go back in line for a new attempt each."""
+        first, rest = ids[0], ids[1:]
+        new = self._errored(first, exc, updates)
+        if self.state[first] in TERMINAL:  # not retried: neither are they
+            for tid in rest:
+                new.extend(self._errored(tid, exc, updates))
+            return new
+        why = f"its bundle was lost with {first}'s attempt: {exc}"[:500]
+        self.journal.record_attempts(
+            {"task_id": t, "n": self.n[t], "failure_class": "infrastructure", "message": why}
+            for t in rest
+        )
+        for tid in reversed(rest):
+            self._waiting.setdefault(self._group(tid), deque()).appendleft(tid)
+        self._n_waiting += len(rest)
+        return new
+
     # -- state ----------------------------------------------------------------
 
     def _set(self, updates: list[tuple[str, str]], task_id: str, state: str) -> None:
@@ -358,16 +529,14 @@ class Engine:
         if self.open_children[task_id] == 0:
             self._release(task_id)
 
-    def _errored(self, task_id: str, fut: Any, updates: list[tuple[str, str]]) -> list[Any]:
+    def _errored(
+        self, task_id: str, exc: BaseException | None, updates: list[tuple[str, str]]
+    ) -> list[Any]:
         # A task whose parent failed errs too; only a task whose parents all
         # succeeded failed on its own.
         if any(self.state[p] != "succeeded" for p in self.parents[task_id]):
             return []
         task = self.tasks[task_id]
-        try:
-            exc = fut.exception(timeout=30)
-        except Exception as err:
-            exc = err
         request = self._request(task)
         partition = partition_for(task, self.site).name if self.site.kind == "slurm" else None
         outcome = self.recovery.failed(
@@ -479,6 +648,7 @@ class Engine:
             batch = self._ac.next_batch(timeout=_COLLECT_INTERVAL_S)
             updates: list[tuple[str, str]] = []
             new: list[Any] = []
+            bundled = self._outcomes([f for f in batch if f.key in self._bundles])
             with self._lock:
                 for fut in batch:
                     tid = self.owner.get(fut.key)
@@ -491,7 +661,10 @@ class Engine:
                     elif self._cancelled or fut.status == "cancelled":
                         self._set(updates, tid, "cancelled")
                     else:
-                        new.extend(self._errored(tid, fut, updates))
+                        new.extend(self._errored(tid, _exception(fut), updates))
+                for fut, outcome in bundled:
+                    new.extend(self._bundle_done(fut, outcome, updates))
+                new.extend(self._refill())
                 if updates:
                     self.journal.set_states(updates)
                 self._ac.add(new)
@@ -510,6 +683,11 @@ class Engine:
     def run(self) -> RunSummary:
         """Submit what is left to do and follow it to the end."""
         todo = [tid for tid in self.order if self.state[tid] not in TERMINAL]
+        alone = [tid for tid in todo if not self._bundled(tid)]
+        for tid in todo:
+            if self._bundled(tid):
+                self._waiting.setdefault(self._group(tid), deque()).append(tid)
+                self._n_waiting += 1
         self.journal.add_tasks(
             (tid, self.tasks[tid].task_kind, self.state[tid], self.priority[tid])
             for tid in self.order
@@ -525,7 +703,10 @@ class Engine:
         try:
             if todo:
                 self._ac = Completions(self.client.loop)
-                self._ac.add(self._submit(todo, bump=set(todo)))
+                with self._lock:
+                    if alone:
+                        self._ac.add(self._submit(alone, bump=set(alone)))
+                    self._ac.add(self._refill())
                 while not self._follow():
                     # Nothing in flight: only retries waiting out their backoff remain.
                     with self._lock:
@@ -550,6 +731,10 @@ class Engine:
                 for tid, s in self.state.items():
                     if s not in TERMINAL:
                         self._set(updates, tid, "cancelled")
+                # one statement, not a row each: a million cancelled tasks take a second
+                self.journal.set_states(u for u in updates if u[1] != "cancelled")
+                self.journal.cancel_unfinished()
+                updates = []
             for tid, s in self.state.items():
                 if s not in TERMINAL:  # the scheduler forgot it; never report it as running
                     logger.error("task %s ended without a result; marking it failed", tid)
@@ -611,7 +796,11 @@ class Engine:
         minutes for 100,000 tasks and overflows the stack on a long chain.
         """
         with self._lock:
-            futures = [*self.futures.values(), *self.loads.values()]
+            futures = [
+                *self.futures.values(),
+                *self.loads.values(),
+                *(f for f, _ in self._bundles.values()),
+            ]
         keys = [f.key for f in futures]
         if not keys:
             return
@@ -632,6 +821,14 @@ class Engine:
             event = self._waiters.setdefault(task_id, threading.Event())
         event.wait(timeout)
         return self.state[task_id]
+
+
+def _exception(fut: Any) -> BaseException | None:
+    try:
+        exc: BaseException | None = fut.exception(timeout=30)
+    except Exception as err:
+        exc = err
+    return exc
 
 
 def forget_keys(keys: list[str], client: str, dask_scheduler: Any = None) -> int:

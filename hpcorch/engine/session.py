@@ -142,6 +142,8 @@ class RunHandle:
             info = self.engine.failure_info.get(task_id)
             why = f": {info.failure_class}: {info.message}" if info else ""
             raise RunError(f"task {task_id!r} is {state}{why}")
+        if task_id in self.engine.values:  # it ran in a bundle
+            return self.engine.values[task_id]
         fut = self.engine.futures.get(task_id)
         if fut is not None:
             return fut.result()
@@ -531,12 +533,7 @@ def cancel_run(run: str | os.PathLike[str], wait_s: float = 30.0) -> str:
         if requeued is not None:  # it would start again and resume the cancelled run
             _cancel_on(requeued[0], [requeued[1]])
         with Journal.open(run_dir) as journal:
-            states = task_states(run_dir)
-            journal.set_states(
-                (tid, "cancelled")
-                for tid, s in states.items()
-                if s["state"] not in ("succeeded", "failed", "upstream_failed", "cancelled")
-            )
+            journal.cancel_unfinished()
             journal.set_run_state("cancelled")
             journal.event("cancel", driver_alive=False)
             site = resolve_site(str(row["site"]))

@@ -60,7 +60,16 @@ from hpcorch.slurm.hostlists import expand_hostlist
 from hpcorch.spec import TaskRef
 from hpcorch.training import newest_checkpoint, pick_port, summary, torch_env
 
-__all__ = ["Payload", "TaskFailed", "current_slot", "drain", "execute", "load_result"]
+__all__ = [
+    "BundleOutcome",
+    "Payload",
+    "TaskFailed",
+    "current_slot",
+    "drain",
+    "execute",
+    "execute_bundle",
+    "load_result",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -564,6 +573,42 @@ def execute(p: Payload, *dep_values: Any) -> Any:
         if "training" in record:
             record["gpu_usage"] = _gpu_usage(p)
         _BUFFER.append(record)
+
+
+@dataclass(frozen=True, slots=True)
+class BundleOutcome:
+    """What a bundle sends back: each failed task's exception, the values asked for, and the
+    seconds its tasks took together (the bundling policy sizes the next bundles from it)."""
+
+    errors: dict[str, BaseException]
+    values: dict[str, Any]
+    seconds: float
+
+
+def _portable(exc: Exception) -> BaseException:
+    """``exc``, or a RuntimeError saying the same where it does not pickle (it must travel)."""
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return RuntimeError(_message(exc))
+    return exc
+
+
+def execute_bundle(payloads: tuple[Payload, ...], keep_values: bool) -> BundleOutcome:
+    """Run several tasks one after the other in this thread, each as :func:`execute` runs it
+    alone (own attempt record, log, stored result); a failure ends only its own task."""
+    errors: dict[str, BaseException] = {}
+    values: dict[str, Any] = {}
+    started = time.perf_counter()
+    for p in payloads:
+        try:
+            value = execute(p)
+        except Exception as exc:
+            errors[p.task_id] = _portable(exc)
+        else:
+            if keep_values:
+                values[p.task_id] = value
+    return BundleOutcome(errors, values, time.perf_counter() - started)
 
 
 def _message(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from hpcorch.errors import WorkflowError
+from hpcorch.loaders.sweep import expand_sweeps
 from hpcorch.spec import WorkflowSpec, parse_workflow
 from hpcorch.yamltext import load_yaml_text
 
@@ -26,6 +27,6 @@ def load_yaml(path: Path) -> WorkflowSpec:
     if not isinstance(data, dict):
         raise WorkflowError(f"{path}: expected a mapping with 'name' and 'tasks'")
     try:
-        return parse_workflow(data)
+        return parse_workflow(expand_sweeps(data))
     except WorkflowError as exc:
         raise WorkflowError(f"{path}: {exc}") from None

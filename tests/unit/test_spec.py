@@ -49,7 +49,7 @@ def test_unknown_resource_key_lists_resource_keys() -> None:
 
 def test_unknown_top_level_key() -> None:
     with pytest.raises(
-        WorkflowError, match=r"unknown key 'taks' \(valid keys: name, site, tasks\)"
+        WorkflowError, match=r"unknown key 'taks' \(valid keys: name, site, bundle, tasks\)"
     ):
         parse_workflow({"taks": []})
 

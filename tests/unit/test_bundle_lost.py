@@ -1,0 +1,61 @@
+"""A bundle lost as a whole (its worker died) is one failure, not one per task."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import hpcorch
+from hpcorch.engine.runner import Engine
+from hpcorch.journal import Journal
+from hpcorch.sites.resolve import local_site
+
+
+def noop(i: int) -> int:
+    return i
+
+
+def _engine(tmp_path: Path, retries: int) -> tuple[Engine, Journal]:
+    wf = hpcorch.Workflow("lost", bundle=True)
+    wf.map(noop, range(3), id="t", retries=retries)
+    journal = Journal.create(
+        tmp_path, run_id="lost", name="lost", source=None, site="local", time_scale=None
+    )
+    engine = Engine(wf.spec(), client=None, journal=journal, run_id="lost", run_dir=tmp_path,
+                    site=local_site())  # fmt: skip
+    for tid in engine.order:  # as if one bundle had taken them: attempt 1 each
+        engine.n[tid] = 1
+        engine.key[tid] = "bundle-lost-1"
+    return engine, journal
+
+
+def test_retried_first_task_puts_its_mates_back_in_line(tmp_path: Path) -> None:
+    engine, journal = _engine(tmp_path, retries=1)
+    updates: list[tuple[str, str]] = []
+    try:
+        engine._bundle_lost(["t-0", "t-1", "t-2"], RuntimeError("worker gone"), updates)
+        assert engine._timers  # t-0 retries after its backoff, alone
+        assert engine._n_waiting == 2
+        assert [list(q) for q in engine._waiting.values()] == [["t-1", "t-2"]]
+        assert updates == [] and engine.state["t-1"] == "pending"
+    finally:
+        for timer in engine._timers.values():
+            timer.cancel()
+        journal.close()
+    conn = sqlite3.connect(tmp_path / "journal.sqlite")
+    rows = dict(conn.execute("SELECT task_id, message FROM attempts WHERE n = 1").fetchall())
+    retries = conn.execute("SELECT count(*) FROM events WHERE kind = 'retry'").fetchone()[0]
+    conn.close()
+    assert "its bundle was lost with t-0" in rows["t-2"]
+    assert retries == 1
+
+
+def test_not_retried_fails_them_all(tmp_path: Path) -> None:
+    engine, journal = _engine(tmp_path, retries=0)
+    updates: list[tuple[str, str]] = []
+    try:
+        engine._bundle_lost(["t-0", "t-1", "t-2"], RuntimeError("worker gone"), updates)
+    finally:
+        journal.close()
+    assert {engine.state[t] for t in engine.order} == {"failed"}
+    assert engine._n_waiting == 0
