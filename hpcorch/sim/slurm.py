@@ -437,6 +437,16 @@ class SimSlurm:
             keep.append(entry)
         return keep
 
+    def _place(self, need: int) -> list[int]:
+        """Free units for a job on shared nodes: the fewest nodes, best fit first (as
+        Slurm's cons_tres packs a job), not cores scattered over every node."""
+        cpn = self.cores_per_node
+        free_per = [0] * (-(-self.nodes // cpn))
+        for u in self._free:
+            free_per[u // cpn] += 1
+        chosen = set(pick_nodes(free_per, need))
+        return [u for u in self._free if u // cpn in chosen][-need:]
+
     def _per_node(self, units: Iterable[int]) -> dict[int, int]:
         per: dict[int, int] = {}
         cpn = self.cores_per_node
@@ -543,10 +553,12 @@ class SimSlurm:
         free = self._free
         node_job = self.node_job
         pos = self._pos
+        if units is None and self.cores_per_node > 1:
+            units = self._place(need)
         if units is None:
             nodes = free[-need:]
             del free[-need:]
-        else:  # these free units (a backfill on chosen nodes)
+        else:  # these free units (on nodes chosen as Slurm's select plugin would)
             nodes = units
             for n in nodes:
                 self._take_free(n)
