@@ -10,6 +10,8 @@ least 90 % of job pairs. The long run is ``scripts/bench/sim-fidelity``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import DevCluster
@@ -18,8 +20,10 @@ from tests.integration.fidelity_runner import run_stream
 pytestmark = pytest.mark.slurm
 
 
-def test_simulated_starts_agree_with_slurmctld(dev_cluster: DevCluster) -> None:
-    result = run_stream(40, seed=2, run_scale=0.5, cluster=dev_cluster)
+def test_simulated_starts_agree_with_slurmctld(dev_cluster: DevCluster, tmp_path: Path) -> None:
+    # the real schedule stays beside the test's output, to replay offline when it fails
+    record = tmp_path / "fidelity-record.json"
+    result = run_stream(40, seed=2, run_scale=0.5, cluster=dev_cluster, record=record)
     assert result["jobs"] == 40
     assert result["mean_real_wait_s"] > 5.0, f"no queue formed, nothing compared: {result}"
     assert result["start_error_mean"] <= 0.10, result
