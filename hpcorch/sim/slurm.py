@@ -23,6 +23,13 @@ queue once and the running list (sorted by requested end) at most once: O(queue
 + running) per pass, not O(queue x nodes), and passes are coalesced to one per
 distinct event time.
 
+The "slurm" scheduler is Slurm's main scheduler at every event plus
+``sched/backfill`` every ``bf_interval`` (conservative: every tested job gets a
+reservation; :mod:`hpcorch.sim.timemap`). When jobs share nodes
+(``cores_per_node`` > 1) jobs are packed on the fewest nodes and reservations
+hold whole nodes (:mod:`hpcorch.sim.nodespace`), and ``completing_s`` holds a
+job's resources a little past its end, as Slurm's COMPLETING state does.
+
 State lives in parallel lists indexed by integer job id, not in per-job
 objects. Owners (the workflow driver) hear about their jobs through a small
 :class:`JobListener` protocol.
