@@ -23,6 +23,7 @@ __all__ = [
     "StreamJob",
     "agreement",
     "completion_latency",
+    "noise_floor",
     "simulate_starts",
     "stream",
 ]
@@ -157,3 +158,19 @@ def completion_latency(
         if st - cause <= within_s:
             gaps.append(st - cause)
     return sum(gaps) / len(gaps) if gaps else 0.0
+
+
+def noise_floor(
+    submit: Sequence[float], units: Sequence[int], limit_s: Sequence[float],
+    run_s: Sequence[float], capacity: int, *, jitter_s: float = 0.5, seed: int = 0,
+    **cluster: object,
+) -> float:  # fmt: skip
+    """start_error_mean of the simulator against itself when submits and runtimes move by
+    up to ``jitter_s`` (what sacct's whole seconds hide): no model of the real cluster
+    can be expected to agree with it more closely than this."""
+    rng = random.Random(seed)
+    base = simulate_starts(submit, units, limit_s, run_s, capacity, **cluster)
+    moved_submit = [max(0.0, s + rng.uniform(-jitter_s, jitter_s)) for s in submit]
+    moved_run = [max(0.5, r + rng.uniform(-jitter_s, jitter_s)) for r in run_s]
+    moved = simulate_starts(moved_submit, units, limit_s, moved_run, capacity, **cluster)
+    return agreement(submit, base, moved).start_error_mean

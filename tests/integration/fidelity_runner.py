@@ -12,7 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hpcorch.sim.fidelity import agreement, completion_latency, simulate_starts, stream
+from hpcorch.sim.fidelity import (
+    agreement,
+    completion_latency,
+    noise_floor,
+    simulate_starts,
+    stream,
+)
 from hpcorch.sim.schedconf import parse_slurm_conf
 from tests.conftest import DevCluster, ensure_dev_cluster
 from tests.waiting import wait_for
@@ -105,6 +111,9 @@ def run_stream(
     result["capacity_cores"] = capacity
     result["cores_per_node"] = per_node
     result["completing_s"] = round(settings["completing_s"], 3)
+    result["start_error_noise_floor"] = noise_floor(
+        submit, cores, limit_s, run_s, capacity, **settings
+    )
     result["makespan_real_s"] = max(end)
     log(f"sim-fidelity: {result}")
     return result

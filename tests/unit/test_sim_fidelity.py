@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from hpcorch.sim.fidelity import agreement, completion_latency, simulate_starts, stream
+from hpcorch.sim.fidelity import (
+    agreement,
+    completion_latency,
+    noise_floor,
+    simulate_starts,
+    stream,
+)
 
 
 def test_stream_is_deterministic_and_fits_the_partition() -> None:
@@ -47,3 +53,14 @@ def test_completion_latency_reads_whole_second_gaps() -> None:
 def test_completing_time_delays_the_next_start() -> None:
     starts = simulate_starts([0.0, 1.0], [2, 2], [60.0, 60.0], [10.0, 10.0], 2, completing_s=0.5)
     assert starts == [0.0, 10.5]
+
+
+def test_noise_floor_is_zero_without_jitter_and_positive_with_it() -> None:
+    jobs = stream(60, 16, seed=5)
+    args = (
+        [j.offset_s for j in jobs], [j.cores for j in jobs],
+        [j.limit_min * 60.0 for j in jobs], [min(j.run_s, j.limit_min * 60.0) for j in jobs],
+    )  # fmt: skip
+    floor = noise_floor(*args, 16, scheduler="slurm", bf_interval_s=5.0, cores_per_node=8)
+    assert 0.0 < floor < 10.0
+    assert noise_floor(*args, 16, jitter_s=0.0, scheduler="slurm", cores_per_node=8) == 0.0
