@@ -25,6 +25,11 @@ class SchedulerConfig:
     bf_window_s: float = 1440 * 60.0
     bf_max_job_test: int | None = 500
     over_time_limit_s: float = 0.0
+    # Not slurm.conf scheduler settings, but they move waits as much: the node shape
+    # (units per node: >1 when jobs share nodes) and the seconds a job's resources
+    # stay held after it ends (COMPLETING: epilog, messages, the scheduler's pass).
+    cores_per_node: int = 1
+    completing_s: float = 0.0
 
     def cluster_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~hpcorch.sim.slurm.SimSlurm`."""

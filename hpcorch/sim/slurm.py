@@ -23,6 +23,13 @@ queue once and the running list (sorted by requested end) at most once: O(queue
 + running) per pass, not O(queue x nodes), and passes are coalesced to one per
 distinct event time.
 
+The "slurm" scheduler is Slurm's main scheduler at every event plus
+``sched/backfill`` every ``bf_interval`` (conservative: every tested job gets a
+reservation; :mod:`hpcorch.sim.timemap`). When jobs share nodes
+(``cores_per_node`` > 1) jobs are packed on the fewest nodes and reservations
+hold whole nodes (:mod:`hpcorch.sim.nodespace`), and ``completing_s`` holds a
+job's resources a little past its end, as Slurm's COMPLETING state does.
+
 State lives in parallel lists indexed by integer job id, not in per-job
 objects. Owners (the workflow driver) hear about their jobs through a small
 :class:`JobListener` protocol.
@@ -34,12 +41,13 @@ import bisect
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 from typing import Literal, Protocol
 
 from hpcorch.errors import ResourceError
 from hpcorch.sim.engine import EventLoop
+from hpcorch.sim.nodespace import NodeSpace, pick_nodes
 from hpcorch.sim.timemap import TimeMap
 
 __all__ = ["SCHEDULERS", "JobListener", "Scheduler", "SimJobState", "SimSlurm"]
@@ -100,6 +108,8 @@ class SimSlurm:
         bf_interval_s: float = 30.0,
         bf_resolution_s: float = 60.0,
         bf_window_s: float = 86400.0,
+        cores_per_node: int = 1,
+        completing_s: float = 0.0,
         seed: int = 0,
     ) -> None:
         if nodes < 1:
@@ -113,6 +123,9 @@ class SimSlurm:
         self.preemption = preemption
         # slurm.conf OverTimeLimit: a job killed at its walltime runs this much longer first.
         self.over_time_limit_s = over_time_limit_s
+        # A job's resources come back this long after it ends (Slurm's COMPLETING: the
+        # slurmd's epilog and completion messages, then the scheduler's pass).
+        self.completing_s = completing_s
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         self.scheduler = scheduler
@@ -122,7 +135,13 @@ class SimSlurm:
         self.bf_interval_s = bf_interval_s
         self.bf_resolution_s = bf_resolution_s
         self.bf_window_s = bf_window_s
+        # Units per node: with more than one (jobs that share nodes, as -n cores do), a
+        # backfill reservation holds whole nodes, as Slurm's node-space map does.
+        if cores_per_node < 1:
+            raise ValueError(f"cores_per_node must be at least 1, got {cores_per_node}")
+        self.cores_per_node = cores_per_node
         self._bf_armed = False
+        self._bf_last = -math.inf
         self._rng = random.Random(seed)
         # node state: job id, _FREE or _DOWN; free nodes in a stack with positions for O(1) removal
         self.node_job: list[int] = [_FREE] * nodes
@@ -311,9 +330,11 @@ class SimSlurm:
             self._walk(self._main_pass if self.scheduler == "slurm" else self._pass)
         if self.scheduler == "slurm" and self.queue and not self._bf_armed:
             # sched/backfill runs on its own clock, every bf_interval
+            # The backfill thread sleeps bf_interval after a cycle, then runs as soon as
+            # something changed (it polls each second).
             self._bf_armed = True
-            interval = self.bf_interval_s
-            self.loop.at((math.floor(self.loop.now / interval) + 1) * interval, self._k_bf)
+            now = self.loop.now
+            self.loop.at(max(self._bf_last + self.bf_interval_s, math.ceil(now)), self._k_bf)
 
     def _walk(self, one_pass: Callable[[_Queue], _Queue]) -> None:
         # Owners may submit, cancel or requeue from their callbacks while the pass
@@ -333,7 +354,11 @@ class SimSlurm:
         if not self.queue:
             return
         self.passes += 1
-        self._walk(self._backfill_pass)
+        self._bf_last = self.loop.now
+        if self.cores_per_node > 1:
+            self._walk(self._backfill_nodes_pass)
+        else:
+            self._walk(self._backfill_pass)
         # Not re-armed here: until a job arrives or ends (whose schedule() arms the timer
         # again) another cycle would see the same map and start nothing.
 
@@ -378,6 +403,63 @@ class SimSlurm:
                     self.reservations.append((jid, when))
             keep.append(entry)
         return keep
+
+    def _backfill_nodes_pass(self, queue: _Queue) -> _Queue:
+        """Slurm's backfill when jobs share nodes (``cores_per_node`` > 1): see
+        :mod:`hpcorch.sim.nodespace` — cores free at running jobs' exact ends, and a job
+        that cannot start now reserves whole nodes for the ones behind it."""
+        now = self.loop.now
+        cpn = self.cores_per_node
+        free_now = [0] * (-(-self.nodes // cpn))
+        for u in self._free:
+            free_now[u // cpn] += 1
+        space = NodeSpace(now, free_now, self.bf_resolution_s, self.bf_window_s)
+        for end, jid in self.running:
+            for node, cores in self._per_node(self.j_nodes[jid] or ()).items():
+                space.release(node, end, cores)
+        keep: _Queue = []
+        limit = self.bf_max_job_test
+        tested = 0
+        state_of, need_of, req_of = self.j_state, self.j_need, self.j_req
+        for idx, entry in enumerate(queue):
+            jid = entry[1]
+            if state_of[jid] is not SimJobState.PENDING:
+                continue
+            if limit is not None and tested >= limit:
+                keep.extend(e for e in queue[idx:] if state_of[e[1]] is SimJobState.PENDING)
+                break
+            tested += 1
+            need, req = need_of[jid], req_of[jid]
+            when, free = space.earliest(need, req)
+            if when <= now:
+                chosen = set(pick_nodes(free, need))
+                units = [u for u in self._free if u // cpn in chosen][-need:]
+                self._start(jid, units)
+                space.start_now(self._per_node(units), req)
+                continue
+            if when != math.inf:
+                space.hold(pick_nodes(free, need), when, req)
+                if self.reservations is not None:
+                    self.reservations.append((jid, when))
+            keep.append(entry)
+        return keep
+
+    def _place(self, need: int) -> list[int]:
+        """Free units for a job on shared nodes: the fewest nodes, best fit first (as
+        Slurm's cons_tres packs a job), not cores scattered over every node."""
+        cpn = self.cores_per_node
+        free_per = [0] * (-(-self.nodes // cpn))
+        for u in self._free:
+            free_per[u // cpn] += 1
+        chosen = set(pick_nodes(free_per, need))
+        return [u for u in self._free if u // cpn in chosen][-need:]
+
+    def _per_node(self, units: Iterable[int]) -> dict[int, int]:
+        per: dict[int, int] = {}
+        cpn = self.cores_per_node
+        for u in units:
+            per[u // cpn] = per.get(u // cpn, 0) + 1
+        return per
 
     def _pass(self, queue: _Queue) -> _Queue:
         now = self.loop.now
@@ -472,14 +554,21 @@ class SimSlurm:
             self.preempt(j)
         return True
 
-    def _start(self, jid: int) -> None:
+    def _start(self, jid: int, units: list[int] | None = None) -> None:
         now = self.loop.now
         need = self.j_need[jid]
         free = self._free
-        nodes = free[-need:]
-        del free[-need:]
         node_job = self.node_job
         pos = self._pos
+        if units is None and self.cores_per_node > 1:
+            units = self._place(need)
+        if units is None:
+            nodes = free[-need:]
+            del free[-need:]
+        else:  # these free units (on nodes chosen as Slurm's select plugin would)
+            nodes = units
+            for n in nodes:
+                self._take_free(n)
         for n in nodes:
             node_job[n] = jid
             pos[n] = -1
@@ -503,7 +592,8 @@ class SimSlurm:
         else:
             bisect.insort(running, entry)
         if run != math.inf:
-            self.loop.at(now + run, self._k_end, (jid, self.j_epoch[jid], end_state))
+            payload = (jid, self.j_epoch[jid], end_state)
+            self.loop.at(now + run + self.completing_s, self._k_end, payload)
         owner = self.j_owner[jid]
         if owner is not None:
             owner.job_started(jid, nodes)
