@@ -1,0 +1,101 @@
+"""The driver's client loses its scheduler connection mid-run (issue 17).
+
+Distributed then cancels every future with ``scheduler-connection-lost`` and
+reconnects; the engine must resubmit the lost attempts instead of calling the
+tasks cancelled, and a command that was running must not run on beside its new
+attempt. A LocalCluster in this process; the client's comm is closed by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+from hpcorch.engine.runner import Engine, RunSummary
+from hpcorch.journal import JOURNAL_NAME, Journal
+from hpcorch.spec import TaskSpec, WorkflowSpec
+from tests.waiting import wait_for
+
+LOST = "scheduler_connection_lost"
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=4,
+            processes=False,
+            protocol="tcp://",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+def _writes(task_id: str, out: Path, sleep: float) -> TaskSpec:
+    """A command that appends one line to its own file at its end."""
+    line = f"sleep {sleep} && echo {task_id} >> {out / task_id}"
+    return TaskSpec(id=task_id, command=("sh", "-c", line))
+
+
+def test_lost_scheduler_connection_resubmits_the_lost_attempts(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    sleepers = [_writes(f"s{i}", out, 3) for i in range(3)]
+    quick = _writes("quick", out, 0)
+    after_quick = _writes("after-quick", out, 3).model_copy(update={"after": ("quick",)})
+    last = _writes("last", out, 0).model_copy(update={"after": tuple(t.id for t in sleepers)})
+    spec = WorkflowSpec(tasks=[*sleepers, quick, after_quick, last])
+    run_dir = tmp_path / "run"
+    journal = Journal.create(
+        run_dir, run_id="r1", name="reconnect", source=None, site="local", time_scale=None
+    )
+    engine = Engine(
+        spec, client=client, journal=journal, run_id="r1", run_dir=run_dir, use_resources=False
+    )
+    summaries: list[RunSummary] = []
+    runner = threading.Thread(target=lambda: summaries.append(engine.run()))
+    runner.start()
+    # Mid-run: the sleepers and the child of a finished task are running.
+    running = [t.id for t in [*sleepers, after_quick]]
+    wait_for(
+        lambda: all(engine.state[t] == "running" for t in running),
+        30,
+        "the attempts to run",
+        interval=0.05,
+    )
+    assert engine.state["quick"] == "succeeded"
+    with caplog.at_level(logging.WARNING, logger="hpcorch.engine.runner"):
+        comm = client.scheduler_comm.comm
+        client.sync(comm.close)  # distributed: cancel all with scheduler-connection-lost
+        runner.join(timeout=60)
+    assert not runner.is_alive()
+    journal.close()
+
+    summary = summaries[0]
+    assert summary.state == "succeeded", summary.failures
+    with sqlite3.connect(run_dir / JOURNAL_NAME) as conn:
+        rows = conn.execute("SELECT task_id, n, failure_class, exit_code FROM attempts").fetchall()
+    attempts: dict[str, list[tuple[int, str | None, int | None]]] = {}
+    for task_id, n, failure, code in sorted(rows):
+        attempts.setdefault(task_id, []).append((n, failure, code))
+    for t in running:  # one lost attempt, then one that succeeded
+        assert [(n, f) for n, f, _ in attempts[t]] == [(1, LOST), (2, None)], attempts[t]
+        assert attempts[t][-1][2] == 0
+    for t in ("quick", "last"):
+        assert [(n, f) for n, f, _ in attempts[t]] == [(1, None)], attempts[t]
+    # Each command's output once: the lost attempts' processes were ended, not left running.
+    for t in spec.tasks:
+        assert (out / t.id).read_text() == f"{t.id}\n"
+    warnings = [r for r in caplog.records if "lost the connection" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
