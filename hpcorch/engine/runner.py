@@ -422,6 +422,7 @@ class Engine:
 
     def _resubmit_later(self, task_id: str, ids: list[str], delay_s: float) -> None:
         def fire() -> None:
+            reconnect.wait_connected(self.client)  # a graph sent while reconnecting is lost
             with self._lock:
                 self._timers.pop(task_id, None)
                 if self._cancelled or self.state[task_id] in TERMINAL:
