@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from hpcorch.engine.runner import Engine, RunSummary
 from hpcorch.journal import JOURNAL_NAME, Journal
@@ -25,17 +26,20 @@ from tests.waiting import wait_for
 LOST = "scheduler_connection_lost"
 
 
-@pytest.fixture
-def client() -> Iterator[Client]:
+@pytest.fixture(params=["tcp", "tls"])
+def client(request: pytest.FixtureRequest) -> Iterator[Client]:
+    # tls: as hpcorch's own clusters talk (the drops of issue 17 were TLS connections)
+    security = Security.temporary() if request.param == "tls" else None
     with (
         LocalCluster(
             n_workers=1,
             threads_per_worker=4,
             processes=False,
-            protocol="tcp://",
+            protocol=f"{request.param}://",
+            security=security,
             dashboard_address=":0",
         ) as cluster,
-        Client(cluster) as c,
+        Client(cluster, security=security) as c,
     ):
         yield c
 
