@@ -541,8 +541,9 @@ class Engine:
                 except Exception as exc:  # a worker that is gone took its attempts with it
                     logger.warning("ending the lost attempts failed on a worker: %s", exc)
             now = time.time()
-            again: set[str] = set()
-            for tid in (t for t in self.order if t in set(lost)):
+            lost_set, again = set(lost), set()
+            records: list[dict[str, Any]] = []
+            for tid in (t for t in self.order if t in lost_set):
                 if self.state[tid] in TERMINAL:  # upstream_failed by a parent just below
                     continue
                 task = self.tasks[tid]
@@ -559,9 +560,14 @@ class Engine:
                         f"lost the connection to the Dask scheduler {address} and could not "
                         f"reconnect within {reconnect.WAIT_S:.0f}s: is the scheduler running?"
                     )
-                record = {"end": now, "failure_class": str(outcome.diagnosis.failure)}
-                self.journal.record_attempts(
-                    [{"task_id": tid, "n": self.n[tid], **record, "message": message[:500]}]
+                records.append(
+                    {
+                        "task_id": tid,
+                        "n": self.n[tid],
+                        "end": now,
+                        "failure_class": str(outcome.diagnosis.failure),
+                        "message": message[:500],
+                    }
                 )
                 if back and outcome.decision.retry:
                     again.add(tid)
@@ -573,6 +579,7 @@ class Engine:
                 for d in dag.descendants(self.children, [tid]):
                     if self.state[d] not in TERMINAL:
                         self._set(updates, d, "upstream_failed")
+            self.journal.record_attempts(records)
             if updates:
                 self.journal.set_states(updates)
             ids = [t for t in self.order if t in again]
