@@ -23,6 +23,8 @@ from hpcorch.journal import JOURNAL_NAME, Journal
 from hpcorch.spec import TaskSpec, WorkflowSpec
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.slow
+
 LOST = "scheduler_connection_lost"
 
 
