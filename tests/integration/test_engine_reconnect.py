@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
 from distributed.security import Security
@@ -106,3 +107,41 @@ def test_lost_scheduler_connection_resubmits_the_lost_attempts(
         assert (out / t.id).read_text() == f"{t.id}\n"
     warnings = [r for r in caplog.records if "lost the connection" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_a_scheduler_that_is_gone_fails_the_run_with_a_clear_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = WorkflowSpec(tasks=[_writes("s0", out, 3), _writes("s1", out, 3)])
+    run_dir = tmp_path / "run"
+    # distributed gives up reconnecting after its connect timeout and closes the client
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        journal = Journal.create(
+            run_dir, run_id="r2", name="gone", source=None, site="local", time_scale=None
+        )
+        engine = Engine(
+            spec, client=client, journal=journal, run_id="r2", run_dir=run_dir, use_resources=False
+        )
+        summaries: list[RunSummary] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()))
+        runner.start()
+        wait_for(
+            lambda: all(engine.state[t] == "running" for t in ("s0", "s1")),
+            30,
+            "the attempts to run",
+            interval=0.05,
+        )
+        cluster.sync(cluster.scheduler.close)
+        runner.join(timeout=60)
+        assert not runner.is_alive()
+        journal.close()
+    summary = summaries[0]
+    assert summary.state == "failed"
+    assert {(f.task_id, f.failure_class) for f in summary.failures} == {("s0", LOST), ("s1", LOST)}
+    assert all("could not reconnect" in f.message for f in summary.failures)
