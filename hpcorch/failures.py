@@ -14,12 +14,15 @@ is the Slurm job (or step) state, normalised (``CANCELLED by 0`` →
 of 129-192 from a shell is 128 + signal), or from Slurm's ``exit:signal`` form
 (:func:`parse_exit_code`).
 
-====  ==============================================================  ==============
+====  ==============================================================  =========================
 rule  evidence                                                        class
-====  ==============================================================  ==============
+====  ==============================================================  =========================
 R18   hpcorch's worker killed the task at its walltime                timeout
       (``walltime_killed``)
 R1    the run itself asked to cancel the task (``cancel_requested``)  cancelled
+R19   the driver's Dask client lost its connection to the scheduler   scheduler_connection_lost
+      and distributed cancelled the attempt's future
+      (``scheduler_connection_lost``); the attempt may never have run
 R2    Slurm refused the submission (``submission_refused``)           infrastructure
 R3    slurmctld or slurmrestd unreachable                             infrastructure
 R4    state ``BOOT_FAIL``                                             node_failure
@@ -44,7 +47,7 @@ R14   SIGKILL (signal 9, exit 137) with memory use at or above 95 %   out_of_mem
 R15   the node was unhealthy (down, fail, not responding) at failure  node_failure
 R16   any other non-zero exit, signal, exception or Slurm state       user_error
 R17   no evidence at all                                              user_error
-====  ==============================================================  ==============
+====  ==============================================================  =========================
 
 Rule ids are names, not positions: the journal records them (``retry`` events),
 so a new row takes the next free id wherever it goes in the order, and no
@@ -93,6 +96,7 @@ class FailureClass(StrEnum):
     PREEMPTED = "preempted"
     CANCELLED = "cancelled"
     INFRASTRUCTURE = "infrastructure"
+    SCHEDULER_CONNECTION_LOST = "scheduler_connection_lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,9 @@ class Evidence:
     """The monitor's view of the node at the failure: False when down/fail/not responding."""
     submission_refused: bool = False
     controller_unreachable: bool = False
+    scheduler_connection_lost: bool = False
+    """Distributed cancelled the attempt's future because the driver's client lost its
+    connection to the scheduler (``scheduler-connection-lost``), not because anyone asked."""
     walltime_killed: bool = False
     """hpcorch's worker stopped the task at its walltime (Slurm's limit is the allocation's)."""
 
@@ -131,7 +138,7 @@ class Evidence:
 class Diagnosis:
     failure: FailureClass
     rule: str
-    """Row of the decision table that matched (``R1``..``R18``), stable across releases."""
+    """Row of the decision table that matched (``R1``..``R19``), stable across releases."""
     reason: str
     """One line for the journal and ``status``."""
     node: str | None = None
@@ -310,6 +317,9 @@ def diagnose(evidence: Evidence) -> Diagnosis:
         return Diagnosis(FailureClass.TIMEOUT, "R18", text, scope=scope)
     if evidence.cancel_requested:
         return Diagnosis(FailureClass.CANCELLED, "R1", "cancelled by the run", scope=scope)
+    if evidence.scheduler_connection_lost:
+        text = "the driver lost its connection to the Dask scheduler"
+        return Diagnosis(FailureClass.SCHEDULER_CONNECTION_LOST, "R19", text, scope=scope)
     if evidence.submission_refused:
         text = f"Slurm refused the submission: {evidence.slurm_reason or 'no reason given'}"
         return Diagnosis(FailureClass.INFRASTRUCTURE, "R2", text, scope=scope)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from hpcorch.engine import reconnect
 from hpcorch.engine.retry import TaskFailed, policy_resources
 from hpcorch.failures import Diagnosis, Evidence
 from hpcorch.policies.bundle import Policies
@@ -47,6 +48,8 @@ __all__ = ["Outcome", "Recovery", "evidence_of"]
 logger = logging.getLogger(__name__)
 
 _LOST_WORKER = frozenset({"KilledWorker", "CommClosedError"})
+# What distributed sets on a future it cancelled; its ``reason`` says why.
+_CANCELLED_FUTURE = "FutureCancelledError"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,13 @@ def evidence_of(
     """Evidence from the exception Dask gave for an attempt, plus what the monitor knows."""
     name = type(exc).__name__ if exc is not None else None
     lost = name in _LOST_WORKER
+    # A future cancelled by distributed, not by the run: the driver's client lost the
+    # scheduler (``scheduler-connection-lost``) and the attempt with it.
+    disconnected = (
+        name == _CANCELLED_FUTURE
+        and not cancel_requested
+        and getattr(exc, "reason", None) == reconnect.LOST
+    )
     failed = exc if isinstance(exc, TaskFailed) else None
     qualified = f"{type(exc).__module__}.{name}" if exc is not None and failed is None else None
     return Evidence(
@@ -104,6 +114,7 @@ def evidence_of(
         slurm_reason=allocation_reason if lost else None,
         scope="allocation" if lost and allocation_state else "task",
         cancel_requested=cancel_requested,
+        scheduler_connection_lost=disconnected,
         exit_code=failed.exit_code if failed else None,
         signal=failed.signal if failed else None,
         exception_type=None if failed or lost else qualified,

@@ -34,10 +34,11 @@ from dask._expr import LLGExpr
 from dask._task_spec import Task
 from dask._task_spec import TaskRef as DaskRef
 from dask.base import annotate
+from distributed.client import FutureCancelledError
 
 from hpcorch import dag
 from hpcorch.childenv import site_secrets
-from hpcorch.engine import retry
+from hpcorch.engine import reconnect, retry
 from hpcorch.engine.commands import command_argv, failure_name
 from hpcorch.engine.completions import Completions
 from hpcorch.engine.monitor import Monitor
@@ -57,7 +58,7 @@ from hpcorch.policies import bundling
 from hpcorch.policies.state import site_limits
 from hpcorch.provision import horizon
 from hpcorch.provision.pools import task_resources
-from hpcorch.provision.reaper import end_tasks
+from hpcorch.provision.reaper import end_attempts, end_tasks
 from hpcorch.sites.model import Site
 from hpcorch.sites.resolve import local_site
 from hpcorch.spec import TaskRef, TaskSpec, WorkflowSpec
@@ -461,6 +462,13 @@ class Engine:
                 self._bundle_stats, len(ids), outcome.seconds, self.bundle_config
             )
         live = [t for t in ids if self.key.get(t) == fut.key and self.state[t] not in TERMINAL]
+        if fut.status == "cancelled" and not reconnect.lost_connection(fut):
+            # cancelled neither by the run nor by a lost connection: by the budget's end
+            fut.release()
+            for tid in live:
+                self._set(updates, tid, "cancelled")
+            self._cancel_waiting(updates)
+            return new
         if outcome is None and live and not self._cancelled:
             new = self._bundle_lost(live, _exception(fut), updates)
             fut.release()
@@ -500,6 +508,16 @@ class Engine:
             self._waiting.setdefault(self._group(tid), deque()).appendleft(tid)
         self._n_waiting += len(rest)
         return new
+
+    def _cancel_waiting(self, updates: list[tuple[str, str]]) -> None:
+        """Queued work was cancelled for the run (its budget is spent): the tasks still
+        waiting in the driver to be bundled are queued work too, and go the same way."""
+        for queue in self._waiting.values():
+            for tid in queue:
+                if self.state[tid] not in TERMINAL:
+                    self._set(updates, tid, "cancelled")
+        self._waiting.clear()
+        self._n_waiting = 0
 
     # -- state ----------------------------------------------------------------
 
@@ -594,6 +612,7 @@ class Engine:
 
     def _resubmit_later(self, task_id: str, ids: list[str], delay_s: float) -> None:
         def fire() -> None:
+            reconnect.wait_connected(self.client)  # a graph sent while reconnecting is lost
             with self._lock:
                 self._timers.pop(task_id, None)
                 if self._cancelled or self.state[task_id] in TERMINAL:
@@ -649,6 +668,7 @@ class Engine:
             updates: list[tuple[str, str]] = []
             new: list[Any] = []
             bundled = self._outcomes([f for f in batch if f.key in self._bundles])
+            lost: str | None = None
             with self._lock:
                 for fut in batch:
                     tid = self.owner.get(fut.key)
@@ -658,8 +678,13 @@ class Engine:
                         continue
                     if fut.status == "finished":
                         self._succeeded(tid, updates)
-                    elif self._cancelled or fut.status == "cancelled":
+                    elif self._cancelled:
                         self._set(updates, tid, "cancelled")
+                    elif fut.status == "cancelled" and reconnect.lost_connection(fut):
+                        lost = reconnect.cancel_reason(fut)  # not the tasks' doing: see below
+                    elif fut.status == "cancelled":  # by the budget's end (stranded), say
+                        self._set(updates, tid, "cancelled")
+                        self._cancel_waiting(updates)
                     else:
                         new.extend(self._errored(tid, _exception(fut), updates))
                 for fut, outcome in bundled:
@@ -668,11 +693,97 @@ class Engine:
                 if updates:
                     self.journal.set_states(updates)
                 self._ac.add(new)
+            if lost is not None:
+                self._ac.add(self._connection_lost(lost))
             if self.on_progress is not None and batch:
                 self.on_progress(self.counts())
             if self._cancelled or self._remaining == 0:
                 return True
         return self._cancelled or self._remaining == 0
+
+    def _connection_lost(self, reason: str) -> list[Any]:
+        """Distributed cancelled futures the run did not cancel: the client lost the scheduler.
+
+        Every future of the client went at once, so this runs once per reconnect: wait
+        (bounded) for the client to be connected again, end the lost attempts' commands
+        still running on the workers (a function's thread cannot be ended: it runs on and
+        its value is dropped), journal each lost attempt as ``scheduler_connection_lost``
+        (not charged to the task's retries, bounded by ``max_connection_losses``) and
+        resubmit the tasks as new attempts in one graph. Without a scheduler to go back
+        to, the tasks fail with that class and the run fails.
+        """
+        address = str(getattr(getattr(self.client, "scheduler", None), "address", ""))
+        logger.warning(
+            "lost the connection to the Dask scheduler %s (%s); waiting up to %.0fs to reconnect",
+            address,
+            reason,
+            reconnect.WAIT_S,
+        )
+        back = reconnect.wait_connected(self.client)
+        updates: list[tuple[str, str]] = []
+        with self._lock:
+            lost = []
+            for tid, fut in list(self.futures.items()):
+                if fut.status != "cancelled":
+                    continue
+                # The scheduler forgot them (succeeded parents' too): drop, never reuse.
+                del self.futures[tid]
+                self.owner.pop(fut.key, None)
+                if self.state[tid] not in TERMINAL:
+                    lost.append(tid)
+            self.loads = {k: f for k, f in self.loads.items() if f.status != "cancelled"}
+            if self._cancelled:
+                return []
+            self.journal.event("reconnect", ok=back, reason=reason, tasks=len(lost))
+            if lost and back:
+                try:
+                    self.client.run(end_attempts, self.run_id, [(t, self.n[t]) for t in lost])
+                except Exception as exc:  # a worker that is gone took its attempts with it
+                    logger.warning("ending the lost attempts failed on a worker: %s", exc)
+            now = time.time()
+            lost_set, again = set(lost), set()
+            records: list[dict[str, Any]] = []
+            for tid in (t for t in self.order if t in lost_set):
+                if self.state[tid] in TERMINAL:  # upstream_failed by a parent just below
+                    continue
+                task = self.tasks[tid]
+                outcome = self.recovery.failed(
+                    task,
+                    self.n[tid],
+                    FutureCancelledError(self.key[tid], reason),
+                    self._request(task),
+                    cancel_requested=False,
+                )
+                message = outcome.decision.reason
+                if not back:
+                    message = (
+                        f"lost the connection to the Dask scheduler {address} and could not "
+                        f"reconnect within {reconnect.WAIT_S:.0f}s: is the scheduler running?"
+                    )
+                records.append(
+                    {
+                        "task_id": tid,
+                        "n": self.n[tid],
+                        "end": now,
+                        "failure_class": str(outcome.diagnosis.failure),
+                        "message": message[:500],
+                    }
+                )
+                if back and outcome.decision.retry:
+                    again.add(tid)
+                    if self.state[tid] == "running":
+                        self._set(updates, tid, "pending")
+                    continue
+                self.failure_info[tid] = TaskFailure(tid, str(outcome.diagnosis.failure), message)
+                self._set(updates, tid, "failed")
+                for d in dag.descendants(self.children, [tid]):
+                    if self.state[d] not in TERMINAL:
+                        self._set(updates, d, "upstream_failed")
+            self.journal.record_attempts(records)
+            if updates:
+                self.journal.set_states(updates)
+            ids = [t for t in self.order if t in again]
+            return self._submit(ids, bump=set(ids)) if ids else []
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

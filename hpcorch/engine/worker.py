@@ -445,7 +445,7 @@ def _run_command(
                 proc = subprocess.Popen(argv, env=env, cwd=p.cwd, **io)
         except OSError as exc:
             raise TaskFailed(f"cannot start {argv[0]!r}: {exc.strerror}", 127) from None
-        with tracked(proc, p.run_id):
+        with tracked(proc, p.run_id, (p.task_id, p.n)):
             ended = watchdog.wait(proc, timeout=p.timeout, memory_limit=memory_limit)
     returncode, peak = ended.returncode, ended.memory_peak
     if ended.timed_out:

@@ -26,6 +26,9 @@ infrastructure  retry with exponential backoff (``infra_backoff_s``, capped  no
                 at ``infra_backoff_max_s``), at most
                 ``max_infrastructure_retries`` per task and
                 ``max_run_infrastructure_failures`` per run
+scheduler_      resubmit at once (the attempt was lost with the driver's    no
+connection_     connection to the Dask scheduler, not by the task), at
+lost            most ``max_connection_losses`` per task
 user_error      retry up to the task's ``retries``, backoff                 yes
                 ``user_backoff_s`` x 2^k capped at ``user_backoff_max_s``
 ==============  ==========================================================  ======
@@ -74,6 +77,9 @@ class RetryConfig:
     max_node_failures: int = 3
     max_requeues: int = 20
     """Preemptions and allocations lost under the task, per task."""
+    max_connection_losses: int = 10
+    """Attempts of one task lost with the driver's connection to the Dask scheduler: a
+    connection that keeps dropping fails the task instead of resubmitting it for ever."""
     strike_threshold: int = 3
     """Distinct tasks that must lose a node within ``strike_window_s`` to strike it for everyone."""
     strike_window_s: float = 3600.0
@@ -163,6 +169,8 @@ def decide_retry(
             return RetryDecision(False, cls, last.resources, reason=reason)
         case FailureClass.INFRASTRUCTURE:
             return _infrastructure(attempts, last, failure, run_infrastructure_failures, config)
+        case FailureClass.SCHEDULER_CONNECTION_LOST:
+            return _connection_lost(previous, last, failure, config)
         case _:
             assert_never(cls)
 
@@ -375,6 +383,28 @@ def _requeue(
         )
     return RetryDecision(
         True, failure.failure, last.resources, reason=f"{failure.reason}; {what}: requeued"
+    )
+
+
+def _connection_lost(
+    previous: Sequence[Attempt], last: Attempt, failure: Diagnosis, config: RetryConfig
+) -> RetryDecision:
+    count = sum(a.failure is FailureClass.SCHEDULER_CONNECTION_LOST for a in previous) + 1
+    if count > config.max_connection_losses:
+        return RetryDecision(
+            False,
+            failure.failure,
+            last.resources,
+            reason=(
+                f"{failure.reason}; lost {count} attempts this way: check the network between "
+                "the driver and the scheduler (`hpcorch doctor`), then `hpcorch resume RUN`"
+            ),
+        )
+    return RetryDecision(
+        True,
+        failure.failure,
+        last.resources,
+        reason=f"{failure.reason}; resubmitted (does not use the task's retries)",
     )
 
 

@@ -32,7 +32,14 @@ from distributed import WorkerPlugin
 from hpcorch.childenv import is_secret
 from hpcorch.guardian import end_groups, end_processes, start_ticks
 
-__all__ = ["PLUGIN_NAME", "TaskReaper", "end_tasks", "refuse_cancelled", "tracked"]
+__all__ = [
+    "PLUGIN_NAME",
+    "TaskReaper",
+    "end_attempts",
+    "end_tasks",
+    "refuse_cancelled",
+    "tracked",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ class _Guard:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.groups: dict[int, str] = {}  # pgid -> run id
+        self.attempts: dict[int, tuple[str, str, int]] = {}  # pgid -> (run, task, attempt n)
         self.stdin: IO[bytes] | None = None
         self.pid: int | None = None
 
@@ -88,11 +96,17 @@ def refuse_cancelled(run_id: str) -> None:
 
 
 @contextlib.contextmanager
-def tracked(proc: subprocess.Popen[Any], run_id: str) -> Iterator[None]:
-    """Know ``proc``'s process group (it leads its own session) while the task runs."""
+def tracked(
+    proc: subprocess.Popen[Any], run_id: str, attempt: tuple[str, int] | None = None
+) -> Iterator[None]:
+    """Know ``proc``'s process group (it leads its own session) while the task runs.
+
+    ``attempt`` (task id, attempt number) lets :func:`end_attempts` end this one alone."""
     pgid = proc.pid
     with _GUARD.lock:
         _GUARD.groups[pgid] = run_id
+        if attempt is not None:
+            _GUARD.attempts[pgid] = (run_id, *attempt)
     _GUARD.send(f"g {pgid}")
     try:
         yield
@@ -102,6 +116,7 @@ def tracked(proc: subprocess.Popen[Any], run_id: str) -> Iterator[None]:
             os.killpg(pgid, signal.SIGKILL)
         with _GUARD.lock:
             _GUARD.groups.pop(pgid, None)
+            _GUARD.attempts.pop(pgid, None)
         _GUARD.send(f"u {pgid}")
 
 
@@ -135,6 +150,21 @@ def end_tasks(run_id: str | None = None) -> int:
     end_groups(groups)
     end_processes(others)
     return len(groups) + len(others)
+
+
+def end_attempts(run_id: str, attempts: list[tuple[str, int]]) -> int:
+    """End the command processes of these attempts (task id, n) of ``run_id`` on this worker.
+
+    For attempts the driver lost with its connection to the scheduler: distributed
+    cannot stop the worker thread that runs them, so their processes would go on beside
+    the attempt the driver resubmits. A function task's thread cannot be ended: it runs
+    to its end and its value is dropped. Returns how many process groups were signalled.
+    """
+    wanted = {(run_id, task_id, n) for task_id, n in attempts}
+    with _GUARD.lock:
+        groups = [g for g, a in _GUARD.attempts.items() if a in wanted]
+    end_groups(groups)
+    return len(groups)
 
 
 def _scrub_environ(extra: tuple[str, ...]) -> None:

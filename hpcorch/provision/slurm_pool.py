@@ -614,7 +614,8 @@ class SlurmWorkers:
         keys = self._pools.queued_keys()
         if keys:
             futures: list[Any] = [Future(k, self._client) for k in keys]
-            self._client.cancel(futures, force=True)
+            # a reason the engine tells from a lost connection (which it resubmits)
+            self._client.cancel(futures, force=True, reason="budget-spent", msg=message)
 
     def kick(self) -> None:
         """Scale now rather than at the next interval (the run's tasks were just submitted)."""

@@ -32,6 +32,7 @@ COLOURS = {
     "preempted": "#0072B2",
     "cancelled": "#999999",
     "infrastructure": "#F0E442",
+    "scheduler_connection_lost": "#F0E442",  # infrastructure too: the driver's link
     "unknown": "#B22222",
 }
 _DARK = frozenset({"node_failure", "preempted"})

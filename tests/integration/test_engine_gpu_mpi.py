@@ -61,6 +61,7 @@ def _run(cluster: Any, workflow: Path, run_dir: Path) -> dict[str, Any]:
 
 
 def _last(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    # the last attempt: not always the first (a driver that lost its scheduler resubmits)
     return {t["id"]: t["attempts"][-1] for t in status["tasks"]}
 
 
@@ -100,12 +101,12 @@ def test_gpu_tasks_share_the_gpu_nodes_without_overlap(dev_cluster: Any, tmp_pat
         assert a["node"] in ("gpu1", "gpu2"), a
         assert len(a["gpus"]) == k and len(set(a["gpus"])) == k, (task_id, a)
         assert a["cores"], a  # cores of its own, near its GPUs
-        seen = (run_dir / "logs" / f"{task_id}.1.out").read_text().split()[0]
+        seen = (run_dir / "logs" / f"{task_id}.{a['n']}.out").read_text().split()[0]
         if task_id != "cupy":  # what the task saw is what the journal says it held
             assert seen == ",".join(map(str, a["gpus"])), (task_id, seen, a)
         if k == 2:
             assert set(a["gpus"]) in NVLINK_PAIRS, (task_id, a["gpus"])
-    assert (run_dir / "logs" / "cupy.1.out").read_text().split() == ["numpy"]
+    assert (run_dir / "logs" / f"cupy.{attempts['cupy']['n']}.out").read_text().split() == ["numpy"]
 
     shared_node = 0
     for x, y in itertools.combinations(gpu_tasks, 2):
@@ -151,7 +152,7 @@ def test_mpi_ringtest_and_allreduce_across_two_nodes(dev_cluster: Any, tmp_path:
         assert len(ranks) == 8 and collections.Counter(ranks) == {"cpu1": 4, "cpu2": 4}, ranks
         assert ranks[:4] == [ranks[0]] * 4  # block: a node's ranks before the next's
         assert attempts[task_id]["node"] == ranks[0]
-    assert "time" in (run_dir / "logs" / "ring.1.out").read_text().lower()
+    assert "time" in (run_dir / "logs" / f"ring.{attempts['ring']['n']}.out").read_text().lower()
     seen = json.loads((run_dir / "allreduce.json").read_text())
     assert seen["size"] == 8 and seen["total"] == 8 * 100 + sum(range(8))
     assert seen["nodes"] == attempts["allreduce"]["ranks"]  # the status says where ranks ran
@@ -199,9 +200,8 @@ def test_mpi_ranks_get_their_own_gpus(dev_cluster: Any, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     attempt = _last(_run(dev_cluster, workflow, run_dir))["ranks"]
     assert collections.Counter(attempt["ranks"]) == {"gpu1": 2, "gpu2": 2}
-    rows = sorted(
-        line.split() for line in (run_dir / "logs" / "ranks.1.out").read_text().splitlines()
-    )
+    log = run_dir / "logs" / f"ranks.{attempt['n']}.out"
+    rows = sorted(line.split() for line in log.read_text().splitlines())
     assert [r[1] for r in rows] == attempt["ranks"]  # rank i ran where the status says
     for node in ("gpu1", "gpu2"):
         gpus = [r[2] for r in rows if r[1] == node]

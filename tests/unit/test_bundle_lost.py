@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import deque
 from pathlib import Path
 
 import hpcorch
@@ -60,3 +61,36 @@ def test_not_retried_fails_them_all(tmp_path: Path) -> None:
         journal.close()
     assert {engine.state[t] for t in engine.order} == {"failed"}
     assert engine._n_waiting == 0
+
+
+class _Cancelled:
+    """A bundle's future that distributed cancelled, with the reason it gives."""
+
+    status = "cancelled"
+
+    def __init__(self, key: str, reason: str) -> None:
+        from distributed.client import FutureCancelledError  # noqa: PLC0415  # heavy
+
+        self.key = key
+        self._state = type("State", (), {"exception": FutureCancelledError(key, reason)})()
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_bundle_cancelled_at_the_budgets_end_cancels_what_waits_too(tmp_path: Path) -> None:
+    """Not a lost connection (that resubmits): the stranded budget's cancel ends the bundle's
+    tasks and the tasks still waiting in the driver, so the run ends instead of waiting on
+    bundles no worker will ever take."""
+    engine, journal = _engine(tmp_path, retries=3)
+    updates: list[tuple[str, str]] = []
+    try:
+        fut = _Cancelled("bundle-lost-1", "budget-spent")
+        engine._bundles[fut.key] = (fut, ["t-0"])
+        engine._waiting[("g",)] = deque(["t-1", "t-2"])
+        engine._n_waiting = 2
+        assert engine._bundle_done(fut, None, updates) == []
+    finally:
+        journal.close()
+    assert {engine.state[t] for t in engine.order} == {"cancelled"}
+    assert engine._n_waiting == 0 and not engine._timers

@@ -30,6 +30,7 @@ def test_values_are_the_contract() -> None:
         "preempted",
         "cancelled",
         "infrastructure",
+        "scheduler_connection_lost",
     ]
     assert FailureClass("timeout") is F.TIMEOUT
     assert str(F.OUT_OF_MEMORY) == "out_of_memory"
@@ -37,6 +38,7 @@ def test_values_are_the_contract() -> None:
 
 ROWS: list[tuple[str, Evidence, FailureClass]] = [
     ("R1", Evidence(cancel_requested=True, slurm_state="CANCELLED by 1000"), F.CANCELLED),
+    ("R19", Evidence(scheduler_connection_lost=True), F.SCHEDULER_CONNECTION_LOST),
     (
         "R2",
         Evidence(submission_refused=True, slurm_reason="QOSMaxSubmitJobPerUserLimit"),
@@ -124,7 +126,7 @@ def test_decision_table_row(rule: str, evidence: Evidence, expected: FailureClas
 
 
 def test_every_row_is_tested() -> None:
-    assert {rule for rule, _, _ in ROWS} == {f"R{i}" for i in range(1, 18)}
+    assert {rule for rule, _, _ in ROWS} == {f"R{i}" for i in range(1, 18)} | {"R19"}
 
 
 def test_precedence_cancel_request_beats_everything() -> None:
@@ -231,6 +233,7 @@ def test_failure_of_state(state: str, expected: FailureClass | None) -> None:
 PINNED_RULES = [
     (Evidence(walltime_killed=True, exception_message="ran past 2s"), "R18", "timeout"),
     (Evidence(cancel_requested=True), "R1", "cancelled"),
+    (Evidence(scheduler_connection_lost=True), "R19", "scheduler_connection_lost"),
     (Evidence(submission_refused=True), "R2", "infrastructure"),
     (Evidence(controller_unreachable=True), "R3", "infrastructure"),
     (Evidence(slurm_state="BOOT_FAIL"), "R4", "node_failure"),

@@ -288,6 +288,16 @@ def test_infrastructure_backoff_resets_after_other_failures() -> None:
     assert decision.delay_s == 15.0
 
 
+def test_scheduler_connection_lost_resubmits_at_once_without_budget_up_to_a_cap() -> None:
+    t = task(retries=0)
+    lost = F.SCHEDULER_CONNECTION_LOST
+    decision = decide_retry(t, attempts(t, lost), diag(lost), LIMITS)
+    assert decision.retry and decision.delay_s == 0 and not decision.counts_against_budget
+    assert decide_retry(t, attempts(t, *[lost] * 10), diag(lost), LIMITS).retry
+    final = decide_retry(t, attempts(t, *[lost] * 11), diag(lost), LIMITS)
+    assert not final.retry and "resume" in final.reason
+
+
 def test_infrastructure_global_cap() -> None:
     t = task()
     decision = decide_retry(
