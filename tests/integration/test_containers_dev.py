@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.integration.final_logs import final_log
 
 HPCORCH = Path(sys.executable).with_name("hpcorch")
 
@@ -119,11 +120,9 @@ def test_command_task_in_image_and_modules(
         env={"MODULEPATH": str(modulepath)},
     )
     assert proc.returncode == 0, proc.stderr
-    seen = (run_dir / "logs" / "os.1.out").read_text()
+    seen = final_log(run_dir, "os")
     assert "VERSION_CODENAME=trixie" in seen and seen != _host_os()
-    assert (run_dir / "logs" / "mod.1.out").read_text() == (
-        "/opt/hpctest /opt/hpctest/bin it's $HOME\n"
-    )
+    assert final_log(run_dir, "mod") == ("/opt/hpctest /opt/hpctest/bin it's $HOME\n")
 
 
 def test_mpi_ranks_each_start_in_the_image(dev_cluster: Any, image: str, tmp_path: Path) -> None:
@@ -145,7 +144,7 @@ def test_mpi_ranks_each_start_in_the_image(dev_cluster: Any, image: str, tmp_pat
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = sorted((run_dir / "logs" / "ranks.1.out").read_text().splitlines())
+    lines = sorted(final_log(run_dir, "ranks").splitlines())
     assert lines == [
         "0 0 VERSION_CODENAME=trixie",
         "1 0 VERSION_CODENAME=trixie",

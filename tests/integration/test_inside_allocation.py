@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, DevCluster
+from tests.integration.final_logs import final_log
 from tests.waiting import wait_for
 
 _LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING")
@@ -186,9 +187,7 @@ def test_gpu_tasks_inside_an_allocation_get_their_own_gpus(
     assert _wait_for_job(dev_cluster, job_id, tmp_path, timeout=900) == "COMPLETED", (
         tmp_path / "job.out"
     ).read_text()
-    seen = {
-        t: (run_dir / "logs" / f"{t}.1.out").read_text().strip() for t in ("one", "two", "other")
-    }
+    seen = {t: final_log(run_dir, t).strip() for t in ("one", "two", "other")}
     gpus = {t: set(v.split(",")) for t, v in seen.items()}
     assert len(gpus["one"]) == 1 and len(gpus["two"]) == 2 and len(gpus["other"]) == 1, seen
     # They ran at once on one 4-GPU node: no GPU was given twice; the pair is NVLinked.

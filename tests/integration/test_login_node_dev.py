@@ -19,6 +19,7 @@ import yaml
 
 from hpcorch.engine import start_run
 from hpcorch.loaders import load_workflow
+from tests.integration.final_logs import final_log
 from tests.integration.login_node import (
     listeners,
     probe_as_nobody,
@@ -99,7 +100,7 @@ def test_no_secret_reaches_a_task_a_job_or_the_run_directory(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    printed = (run_dir / "logs" / "cmd.1.out").read_text()
+    printed = final_log(run_dir, "cmd")
     assert "HPCORCH_RUN_ID=" in printed and "SLURM_JOB_ID=" in printed  # it ran in a job
     for path in run_dir.rglob("*"):
         if path.is_file():

@@ -19,6 +19,7 @@ import pytest
 
 from hpcorch.engine import start_run
 from hpcorch.loaders import load_workflow
+from tests.integration.final_logs import final_log
 from tests.integration.login_node import (
     as_nobody,
     listeners,
@@ -206,7 +207,7 @@ def test_no_secret_reaches_a_task_or_the_run_directory(tmp_path: Path) -> None:
             else:
                 os.environ[key] = value
     assert values == [None, None]
-    printed = (tmp_path / "run" / "logs" / "cmd.1.out").read_text()
+    printed = final_log(tmp_path / "run", "cmd")
     assert "HPCORCH_RUN_ID=" in printed and "PATH=" in printed  # it did print its environment
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
