@@ -253,13 +253,17 @@ class Journal:
         self._raise_failed()
         self._queue.put((sql, rows))
 
-    def add_tasks(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
-        """Register tasks ``(task_id, kind, state, priority)``; existing rows keep their state."""
+    def add_tasks(
+        self, rows: Iterable[tuple[str, str, str, int]], *, set_state: bool = False
+    ) -> None:
+        """Register tasks ``(task_id, kind, state, priority)``; existing rows keep their state
+        unless ``set_state``."""
         now = time.time()
+        state = ", state = excluded.state, updated = excluded.updated" if set_state else ""
         self._execute(
             "INSERT INTO tasks (task_id, kind, state, priority, updated) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (task_id) DO UPDATE SET kind = excluded.kind, "
-            "priority = excluded.priority",
+            f"priority = excluded.priority{state}",
             [(*r, now) for r in rows],
         )
 
