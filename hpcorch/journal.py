@@ -451,6 +451,10 @@ def started_attempts(run_dir: Path) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+PROGRESS_FAILURES = 100
+"""Failed attempts the progress view reads each time: the newest."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProgressRows:
     """What a live progress view shows, read in one go."""
@@ -461,7 +465,7 @@ class ProgressRows:
     """``(site, partition, state word, nodes)`` of each allocation not ended."""
     running: list[str]
     failures: list[tuple[str, int, str, str]]
-    """``(task_id, n, failure_class, message)`` of each failed attempt, oldest first."""
+    """``(task_id, n, failure_class, message)`` of the newest failed attempts, oldest first."""
 
 
 def progress_rows(run_dir: Path) -> ProgressRows | None:
@@ -484,12 +488,15 @@ def progress_rows(run_dir: Path) -> ProgressRows | None:
             if not allocation_ended(state)
         ]
         running = [r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE state = 'running'")]
+        # the newest ones: a million-task run may have failed ten thousand attempts
         failures = list(
             conn.execute(
                 "SELECT task_id, n, failure_class, message FROM attempts "
-                "WHERE coalesce(failure_class, '') != '' ORDER BY end, task_id, n"
+                "WHERE coalesce(failure_class, '') != '' "
+                "ORDER BY end DESC, task_id DESC, n DESC LIMIT ?",
+                (PROGRESS_FAILURES,),
             )
-        )
+        )[::-1]
     except sqlite3.Error:
         return None
     finally:
@@ -541,6 +548,39 @@ def status_summary(run_dir: Path) -> dict[str, Any]:
         "allocations": len(allocations),
         "open_allocations": sum(1 for (state,) in allocations if not allocation_ended(state)),
     }
+
+
+def tasks_in_states(
+    run_dir: Path, states: Sequence[str], limit: int | None
+) -> list[tuple[str, str, str | None]]:
+    """Up to ``limit`` tasks (None: all) in each of ``states`` (in declaration order), as
+    ``(task_id, state, failure class of its last attempt)``: the index on the state finds
+    them, so a million-task run answers at once."""
+    conn = _read(run_dir)
+    try:
+        return tasks_in_states_of(conn, states, limit)
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
+    finally:
+        conn.close()
+
+
+def tasks_in_states_of(
+    conn: sqlite3.Connection, states: Sequence[str], limit: int | None
+) -> list[tuple[str, str, str | None]]:
+    """:func:`tasks_in_states` on an open journal connection."""
+    found: list[tuple[str, str, str | None]] = []
+    for state in states:
+        found.extend(
+            (str(t), str(s), c)
+            for t, s, c in conn.execute(
+                "SELECT t.task_id, t.state, (SELECT a.failure_class FROM attempts a "
+                "WHERE a.task_id = t.task_id ORDER BY a.n DESC LIMIT 1) "
+                "FROM tasks t WHERE t.state = ? ORDER BY t.rowid LIMIT ?",
+                (state, -1 if limit is None else limit),
+            )
+        )
+    return found
 
 
 def status(run_dir: Path) -> dict[str, Any]:

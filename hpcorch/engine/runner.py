@@ -181,10 +181,11 @@ class Engine:
         # (a list and two dict slots), a tenth of what a million-task sweep may hold.
         self.parents: _Edges = _Edges((t, p) for t, p in parents.items() if p)
         del parents
-        self.children: _Edges = _Edges()
+        children: dict[str, list[str]] = {}
         for tid, ps in self.parents.items():
             for p in ps:
-                self.children.setdefault(p, []).append(tid)
+                children.setdefault(p, []).append(tid)
+        self.children: _Edges = _Edges(children)
         self.memo = dict(memo or {})
         self.cache_dir = cache_dir
         self.refs: dict[str, set[str]] = {}
