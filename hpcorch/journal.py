@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -581,6 +581,70 @@ def tasks_in_states_of(
             )
         )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTotals:
+    """A run's attempts in aggregate (a huge run's report: hpcorch.report.large)."""
+
+    first_start: float | None
+    last_end: float | None
+    """The latest end, or start of an attempt not ended."""
+    failed_by_class: dict[str, int]
+    """Failed attempts (a failure class or a nonzero exit) by failure class."""
+    failed_tasks_by_class: dict[str, int]
+    """Tasks that ended failed, by their last attempt's failure class."""
+    retries: int
+    tasks_retried: int
+
+
+def attempt_totals(run_dir: Path) -> AttemptTotals:
+    """:class:`AttemptTotals` from aggregate queries."""
+    conn = _read(run_dir)
+    try:
+        first, last = conn.execute(
+            "SELECT min(start), max(coalesce(end, start)) FROM attempts WHERE start IS NOT NULL"
+        ).fetchone()
+        failed = dict(
+            conn.execute(
+                "SELECT coalesce(failure_class, 'unknown'), count(*) FROM attempts "
+                "WHERE failure_class IS NOT NULL OR exit_code NOT IN (0) GROUP BY 1"
+            ).fetchall()
+        )
+        tasks: dict[str, int] = {}
+        for _, _, why in tasks_in_states_of(conn, ("failed",), None):
+            tasks[why or "unknown"] = tasks.get(why or "unknown", 0) + 1
+        retries, retried = conn.execute(
+            "SELECT count(*), count(DISTINCT task_id) FROM attempts WHERE n > 1"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
+    finally:
+        conn.close()
+    return AttemptTotals(first, last, failed, tasks, int(retries), int(retried))
+
+
+StartedRow = tuple[
+    str, float, float | None, str | None, str | None, str | None, str | None, str | None,
+    str | None, int | None,
+]  # fmt: skip
+"""``task_id, start, end, node, job_id, site, cores, gpus, failure_class, exit_code``."""
+
+
+def iter_started(run_dir: Path) -> Iterator[StartedRow]:
+    """The attempts that started, streamed as plain tuples (:data:`StartedRow`): a million
+    of them are read in one pass without a dict each."""
+    conn = _read(run_dir)
+    conn.row_factory = None
+    try:
+        yield from conn.execute(
+            "SELECT task_id, start, end, node, job_id, site, cores, gpus, failure_class, "
+            "exit_code FROM attempts WHERE start IS NOT NULL"
+        )
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
+    finally:
+        conn.close()
 
 
 def status(run_dir: Path) -> dict[str, Any]:

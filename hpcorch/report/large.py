@@ -13,15 +13,11 @@ critical path, GPU samples and training restarts are left out, and the notes say
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from hpcorch import journal
-from hpcorch.errors import JournalError
 from hpcorch.report.model import AttemptSpan, Outcome, Report, TaskDecl
 from hpcorch.report.usage import run_usage
 from hpcorch.sites.model import Site
@@ -62,36 +58,14 @@ def large_report(
 ) -> Report:
     """The report of the run in ``run_dir`` from aggregate queries and one streamed pass."""
     summary = journal.status_summary(run_dir)
-    decls = decls or {}
-    path = Path(run_dir) / journal.JOURNAL_NAME
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        return _build(conn, summary, sites=sites, run_site=run_site, decls=decls)
-    except sqlite3.Error as exc:
-        raise JournalError(f"{run_dir}: unreadable journal: {exc}") from None
-    finally:
-        conn.close()
-
-
-def _build(
-    conn: sqlite3.Connection,
-    summary: Mapping[str, Any],
-    *,
-    sites: Mapping[str, Site],
-    run_site: str | None,
-    decls: Mapping[str, TaskDecl],
-) -> Report:
+    totals = journal.attempt_totals(run_dir)
+    cpus = {t: d.cpus for t, d in (decls or {}).items()}
     allocations = [
-        dict(zip(("job_id", "site", "partition", "nodes", "state", "start", "end"), r, strict=True))
-        for r in conn.execute(
-            "SELECT job_id, site, partition, nodes, state, start, end FROM allocations"
-        )
+        {k: a.get(k) for k in ("job_id", "site", "partition", "nodes", "state", "start", "end")}
+        for a in journal.allocation_rows(run_dir)
     ]
-    first, last = conn.execute(
-        "SELECT min(start), max(coalesce(end, start)) FROM attempts WHERE start IS NOT NULL"
-    ).fetchone()
     alloc_times = [t for a in allocations for t in (a["start"], a["end"]) if t is not None]
-    times = [t for t in (first, last, *alloc_times) if t is not None]
+    times = [t for t in (totals.first_start, totals.last_end, *alloc_times) if t is not None]
     now = max(times, default=0.0)
     t0 = min(times, default=now)
     width = max(now - t0, 1e-9) / GANTT_BINS
@@ -100,11 +74,18 @@ def _build(
     used: dict[str, list[float]] = {}  # site -> [core-seconds, GPU-seconds]
     # (site, job, node) -> first start, last end: what the allocations' accounting needs
     spans: dict[tuple[str, str | None, str], list[float]] = {}
-    cpus = {t: d.cpus for t, d in decls.items()}
-    for task_id, start, end, host, job_id, site, cores, gpus, failure_class, code in conn.execute(
-        "SELECT task_id, start, end, node, job_id, site, cores, gpus, failure_class, exit_code "
-        "FROM attempts WHERE start IS NOT NULL"
-    ):
+    for (
+        task_id,
+        start,
+        end,
+        host,
+        job_id,
+        site,
+        cores,
+        gpus,
+        failure_class,
+        code,
+    ) in journal.iter_started(run_dir):
         outcome = _outcome(failure_class, code, end)
         stop = max(float(end if end is not None else now), float(start))
         n_cores = cores.count(",") + 1 if cores else cpus.get(task_id, 1)
@@ -168,22 +149,6 @@ def _build(
     core_alloc = usage.total.core_hours_allocated if usage.allocated_known else None
     gpu_alloc = usage.total.gpu_hours_allocated if usage.allocated_known else None
 
-    failed_attempts = Counter(
-        dict(
-            conn.execute(
-                "SELECT coalesce(failure_class, 'unknown'), count(*) FROM attempts "
-                "WHERE failure_class IS NOT NULL OR exit_code NOT IN (0) GROUP BY 1"
-            ).fetchall()
-        )
-    )
-    failed_tasks = Counter(
-        (why or "unknown") for _, _, why in journal.tasks_in_states_of(conn, ("failed",), None)
-    )
-    (retried,) = conn.execute("SELECT count(*) FROM attempts WHERE n > 1").fetchone()
-    tasks_retried = conn.execute(
-        "SELECT count(DISTINCT task_id) FROM attempts WHERE n > 1"
-    ).fetchone()[0]
-
     bars = tuple(
         AttemptSpan(
             task_id=f"{group} ({b.count})",
@@ -206,10 +171,10 @@ def _build(
         makespan_s=makespan,
         tasks=int(summary["tasks"]),
         by_state={k: v for k, v in summary["counts"].items() if v},
-        failed_attempts_by_class=dict(sorted(failed_attempts.items())),
-        failed_tasks_by_class=dict(sorted(failed_tasks.items())),
-        retries=int(retried),
-        tasks_retried=int(tasks_retried),
+        failed_attempts_by_class=dict(sorted(totals.failed_by_class.items())),
+        failed_tasks_by_class=dict(sorted(totals.failed_tasks_by_class.items())),
+        retries=totals.retries,
+        tasks_retried=totals.tasks_retried,
         core_hours_used=core_used,
         gpu_hours_used=gpu_used,
         core_hours_allocated=core_alloc,
