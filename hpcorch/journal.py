@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -624,27 +624,57 @@ def attempt_totals(run_dir: Path) -> AttemptTotals:
     return AttemptTotals(first, last, failed, tasks, int(retries), int(retried))
 
 
-StartedRow = tuple[
-    str, float, float | None, str | None, str | None, str | None, str | None, str | None,
-    str | None, int | None,
+# An attempt's outcome, end (the report's ``now`` for one not ended), cores and GPUs, and
+# the group of its task (its id without the number: sim-41 -> sim), in SQL.
+_OUTCOME = (
+    "CASE WHEN failure_class IS NOT NULL OR coalesce(exit_code, 0) != 0 THEN 'failed' "
+    "WHEN end IS NULL THEN 'running' ELSE 'succeeded' END"
+)
+_STOP = "max(coalesce(end, :now), start)"
+_CORES = (
+    "CASE WHEN coalesce(cores, '') = '' THEN 1 "
+    "ELSE length(cores) - length(replace(cores, ',', '')) + 1 END"
+)
+_GPUS = (
+    "CASE WHEN coalesce(gpus, '') = '' THEN 0 "
+    "ELSE length(gpus) - length(replace(gpus, ',', '')) + 1 END"
+)
+_GROUP = (
+    "CASE WHEN task_id GLOB '*[0-9]' THEN coalesce(nullif(rtrim(rtrim(task_id, "
+    "'0123456789'), '-_.:@+'), ''), task_id) ELSE task_id END"
+)
+
+
+TimelineRow = tuple[
+    str | None, str | None, str, str, str, str | None, int, int, int, float, float, float, float
 ]  # fmt: skip
-"""``task_id, start, end, node, job_id, site, cores, gpus, failure_class, exit_code``."""
+"""``(site, job id, node, task group, outcome, failure class, first bin, last bin,
+attempts, first start, last end, core-seconds, GPU-seconds)``: the attempts of one job
+and node, task group and outcome that cover the same time bins."""
 
 
-def iter_started(run_dir: Path) -> Iterator[StartedRow]:
-    """The attempts that started, streamed as plain tuples (:data:`StartedRow`): a million
-    of them are read in one pass without a dict each."""
+def timeline(run_dir: Path, *, t0: float, width: float, bins: int, now: float) -> list[TimelineRow]:
+    """A huge run's attempts in aggregate (its report: hpcorch.report.large), in one pass:
+    :data:`TimelineRow` s, bins of ``width`` seconds from ``t0``."""
     conn = _read(run_dir)
     conn.row_factory = None
+    args = {"t0": t0, "width": width, "last": bins - 1, "now": now}
     try:
-        yield from conn.execute(
-            "SELECT task_id, start, end, node, job_id, site, cores, gpus, failure_class, "
-            "exit_code FROM attempts WHERE start IS NOT NULL"
-        )
+        rows: list[TimelineRow] = conn.execute(
+            f"SELECT site, job_id, coalesce(node, 'unknown'), {_GROUP} AS grp, "
+            f"{_OUTCOME} AS outcome, failure_class, "
+            "min(CAST((start - :t0) / :width AS INTEGER), :last) AS lo, "
+            f"min(CAST(({_STOP} - :t0) / :width AS INTEGER), :last) AS hi, "
+            f"count(*), min(start), max({_STOP}), sum({_CORES} * ({_STOP} - start)), "
+            f"sum({_GPUS} * ({_STOP} - start)) FROM attempts WHERE start IS NOT NULL "
+            "GROUP BY site, job_id, 3, grp, outcome, failure_class, lo, hi",
+            args,
+        ).fetchall()
     except sqlite3.Error as exc:
         raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
     finally:
         conn.close()
+    return rows
 
 
 def status(run_dir: Path) -> dict[str, Any]:

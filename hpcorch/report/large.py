@@ -1,24 +1,23 @@
-"""The report of a run too large to hold one object per task: read in one streamed pass.
+"""The report of a run too large to hold one object per task: from aggregate queries.
 
 Above :data:`LARGE_RUN_TASKS` tasks (a sweep of 10^5 to 10^6), the report does not
-build the ``status --json`` object. Counts come from aggregate queries; one pass over
-the started attempts (plain tuples, nothing kept per attempt) sums the core- and
-GPU-hours used and fills the Gantt's bins: per node, per task group (the task id
-without its number: ``sim-41`` is in ``sim``) and outcome, one bar per time bin the
-group's attempts covered (:data:`GANTT_BINS` across the run), labelled with its
-count in brackets. Allocated hours and cost come from the allocations as for any run. The
-critical path, GPU samples and training restarts are left out, and the notes say so.
+build the ``status --json`` object. The journal groups the attempts
+(:func:`hpcorch.journal.timeline`): core- and GPU-seconds used per site (cores as
+recorded, else one), and the Gantt's bars: per node, task group (the task id without
+its number: ``sim-41`` is in ``sim``), outcome and time bin (:data:`GANTT_BINS` across
+the run), one bar each, labelled with its attempts' count in brackets. Allocated hours
+and cost come from the allocations as for any run. The critical path, GPU samples and
+training restarts are left out, and the notes say so.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hpcorch import journal
-from hpcorch.report.model import AttemptSpan, Outcome, Report, TaskDecl
+from hpcorch.report.model import OUTCOMES, AttemptSpan, Outcome, Report
 from hpcorch.report.usage import run_usage
 from hpcorch.sites.model import Site
 
@@ -27,13 +26,7 @@ __all__ = ["GANTT_BINS", "LARGE_RUN_TASKS", "large_report"]
 LARGE_RUN_TASKS = 20_000
 """Above this many tasks a report aggregates (see the module doc)."""
 GANTT_BINS = 120
-_GROUP = re.compile(r"[-_.:@+]*\d+\Z")
 _HOUR = 3600.0
-
-
-def task_group(task_id: str) -> str:
-    """``sim-41`` -> ``sim``: tasks that differ only by a number are drawn together."""
-    return _GROUP.sub("", task_id) or task_id
 
 
 @dataclass(slots=True)
@@ -43,10 +36,7 @@ class _Bin:
     count: int
 
 
-def _outcome(failure_class: str | None, exit_code: int | None, end: float | None) -> Outcome:
-    if failure_class is not None or exit_code not in (None, 0):
-        return "failed"
-    return "running" if end is None else "succeeded"
+_OUTCOMES: dict[str, Outcome] = {o: o for o in OUTCOMES}
 
 
 def large_report(
@@ -54,12 +44,10 @@ def large_report(
     *,
     sites: Mapping[str, Site],
     run_site: str | None,
-    decls: Mapping[str, TaskDecl] | None = None,
 ) -> Report:
-    """The report of the run in ``run_dir`` from aggregate queries and one streamed pass."""
+    """The report of the run in ``run_dir``, from aggregate queries."""
     summary = journal.status_summary(run_dir)
     totals = journal.attempt_totals(run_dir)
-    cpus = {t: d.cpus for t, d in (decls or {}).items()}
     allocations = [
         {k: a.get(k) for k in ("job_id", "site", "partition", "nodes", "state", "start", "end")}
         for a in journal.allocation_rows(run_dir)
@@ -69,46 +57,29 @@ def large_report(
     now = max(times, default=0.0)
     t0 = min(times, default=now)
     width = max(now - t0, 1e-9) / GANTT_BINS
-
+    # a bar per node, task group, outcome and bin: attempts covering several bins (long
+    # ones) are in each
     bins: dict[tuple[str, str, Outcome, str | None, int], _Bin] = {}
     used: dict[str, list[float]] = {}  # site -> [core-seconds, GPU-seconds]
     # (site, job, node) -> first start, last end: what the allocations' accounting needs
     spans: dict[tuple[str, str | None, str], list[float]] = {}
-    for (
-        task_id,
-        start,
-        end,
-        host,
-        job_id,
-        site,
-        cores,
-        gpus,
-        failure_class,
-        code,
-    ) in journal.iter_started(run_dir):
-        outcome = _outcome(failure_class, code, end)
-        stop = max(float(end if end is not None else now), float(start))
-        n_cores = cores.count(",") + 1 if cores else cpus.get(task_id, 1)
-        n_gpus = gpus.count(",") + 1 if gpus else 0
+    for row in journal.timeline(run_dir, t0=t0, width=width, bins=GANTT_BINS, now=now):
+        site, job, node, group, outcome, why, lo, hi, count, first, last, cores, gpus = row
         where = str(site or run_site or "unknown")
         sums = used.setdefault(where, [0.0, 0.0])
-        sums[0] += n_cores * (stop - start)
-        sums[1] += n_gpus * (stop - start)
-        node = str(host or "unknown")
-        span = spans.setdefault((where, job_id, node), [start, stop])
-        span[0], span[1] = min(span[0], start), max(span[1], stop)
-        group = task_group(str(task_id))
-        why = failure_class if outcome == "failed" else None
-        lo = min(int((start - t0) / width), GANTT_BINS - 1)
-        hi = min(int((stop - t0) / width), GANTT_BINS - 1)
-        for b in range(lo, hi + 1):
-            key = (node, group, outcome, why, b)
+        sums[0] += float(cores or 0.0)
+        sums[1] += float(gpus or 0.0)
+        span = spans.setdefault((where, job, node), [first, last])
+        span[0], span[1] = min(span[0], first), max(span[1], last)
+        why = why if outcome == "failed" else None
+        for b in range(int(lo), int(hi) + 1):
+            key = (node, group, _OUTCOMES[outcome], why, b)
             got = bins.get(key)
             if got is None:
-                bins[key] = _Bin(start, stop, 1)
+                bins[key] = _Bin(first, last, count)
             else:
-                got.start, got.end = min(got.start, start), max(got.end, stop)
-                got.count += 1
+                got.start, got.end = min(got.start, first), max(got.end, last)
+                got.count += count
 
     notes = [
         f"{summary['tasks']} tasks: the timeline shows, per node, task group and outcome, "

@@ -19,7 +19,7 @@ from hpcorch.cli.main import cli
 from hpcorch.cli.progress import read_snapshot
 from hpcorch.journal import JOURNAL_NAME, Journal, status_summary
 from hpcorch.report.gantt import layout
-from hpcorch.report.large import GANTT_BINS, task_group
+from hpcorch.report.large import GANTT_BINS, large_report
 from hpcorch.report.load import load_report
 
 N = 300_000  # well above LARGE_RUN_TASKS; the bench times a million
@@ -116,8 +116,18 @@ def test_report_aggregates(huge: Path) -> None:
     assert len(layout(report).bars) == len(report.attempts)
 
 
-def test_task_group() -> None:
-    assert task_group("sim-41") == "sim"
-    assert task_group("blastall_00000002") == "blastall"
-    assert task_group("prep") == "prep"
-    assert task_group("42") == "42"
+def test_report_groups_tasks_by_their_id_without_the_number(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    ids = ["sim-1", "sim-22", "blastall_00000002", "prep", "42", "a1-2"]
+    with Journal.create(
+        run_dir, run_id="g", name="g", source=None, site="local", time_scale=None
+    ) as journal:
+        journal.add_tasks((t, "function", "succeeded", 0) for t in ids)
+        journal.record_attempts(
+            {"task_id": t, "n": 1, "start": 10.0 + i, "end": 11.0 + i, "node": "n0"}
+            for i, t in enumerate(ids)
+        )
+    report = large_report(run_dir, sites={}, run_site="local")
+    groups = {a.task_id.rsplit(" (", 1)[0] for a in report.attempts}
+    assert groups == {"sim", "blastall", "prep", "42", "a1"}
+    assert report.core_hours_used == pytest.approx(len(ids) / 3600)
