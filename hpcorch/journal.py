@@ -538,6 +538,9 @@ def status_summary(run_dir: Path) -> dict[str, Any]:
         raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
     finally:
         conn.close()
+    if run["state"] == "cancelled":  # its driver marks the rows just after the run
+        counts["cancelled"] += counts["pending"] + counts["running"]
+        counts["pending"] = counts["running"] = 0
     return {
         "run_id": run["run_id"],
         "state": run["state"],
@@ -714,6 +717,9 @@ def status(run_dir: Path) -> dict[str, Any]:
                 **({"gpu_usage": json.loads(g)} if (g := _column(a, "gpu_usage")) else {}),
             }
         )
+    # a cancelled run's driver marks the rows just after the run (as status_summary counts)
+    ended = {"pending": "cancelled", "running": "cancelled"} if run["state"] == "cancelled" else {}
+    tasks = [{"task_id": t["task_id"], "state": ended.get(t["state"], t["state"])} for t in tasks]
     counts = dict.fromkeys(TASK_STATES, 0)
     for t in tasks:
         counts[t["state"]] = counts.get(t["state"], 0) + 1

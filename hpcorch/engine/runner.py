@@ -858,13 +858,17 @@ class Engine:
         with self._lock:
             updates: list[tuple[str, str]] = []
             if self._cancelled:
-                for tid, s in self.state.items():
-                    if s not in TERMINAL:
-                        self._set(updates, tid, "cancelled")
-                # one statement, not a row each: a million cancelled tasks take a second
-                self.journal.set_states(u for u in updates if u[1] != "cancelled")
+                left = [tid for tid, s in self.state.items() if s not in TERMINAL]
+                for tid in left:  # not _set each: a million of them
+                    self.state[tid] = "cancelled"
+                    if tid in self._waiters:
+                        self._waiters[tid].set()
+                self._remaining -= len(left)
+                # The run's state first: from then on readers count what is left as
+                # cancelled (journal.status_summary), and 'hpcorch cancel' returns; the
+                # rows follow in one statement (a million take seconds).
+                self.journal.set_run_state("cancelled")
                 self.journal.cancel_unfinished()
-                updates = []
             for tid, s in self.state.items():
                 if s not in TERMINAL:  # the scheduler forgot it; never report it as running
                     logger.error("task %s ended without a result; marking it failed", tid)
