@@ -210,7 +210,7 @@ class TaskRef(BaseModel):
 _DEFAULT_RESOURCES = ResourceSpec()
 
 
-class TaskSpec(_Spec):
+class TaskSpec(_Spec):  # noqa: PLW1641  # pydantic adds __hash__ (frozen)
     """One task. ``kind`` follows from which of command/function/duration is given."""
 
     id: str
@@ -451,8 +451,6 @@ class TaskSpec(_Spec):
         ):
             return BaseModel.__eq__(self._full(), other._full())
         return BaseModel.__eq__(self, other)
-
-    __hash__ = BaseModel.__hash__
 
     def __repr_args__(self) -> Any:
         full = self._full()
