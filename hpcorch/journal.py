@@ -253,13 +253,17 @@ class Journal:
         self._raise_failed()
         self._queue.put((sql, rows))
 
-    def add_tasks(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
-        """Register tasks ``(task_id, kind, state, priority)``; existing rows keep their state."""
+    def add_tasks(
+        self, rows: Iterable[tuple[str, str, str, int]], *, set_state: bool = False
+    ) -> None:
+        """Register tasks ``(task_id, kind, state, priority)``; existing rows keep their state
+        unless ``set_state``."""
         now = time.time()
+        state = ", state = excluded.state, updated = excluded.updated" if set_state else ""
         self._execute(
             "INSERT INTO tasks (task_id, kind, state, priority, updated) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (task_id) DO UPDATE SET kind = excluded.kind, "
-            "priority = excluded.priority",
+            f"priority = excluded.priority{state}",
             [(*r, now) for r in rows],
         )
 
@@ -447,6 +451,10 @@ def started_attempts(run_dir: Path) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+PROGRESS_FAILURES = 100
+"""Failed attempts the progress view reads each time: the newest."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProgressRows:
     """What a live progress view shows, read in one go."""
@@ -457,7 +465,7 @@ class ProgressRows:
     """``(site, partition, state word, nodes)`` of each allocation not ended."""
     running: list[str]
     failures: list[tuple[str, int, str, str]]
-    """``(task_id, n, failure_class, message)`` of each failed attempt, oldest first."""
+    """``(task_id, n, failure_class, message)`` of the newest failed attempts, oldest first."""
 
 
 def progress_rows(run_dir: Path) -> ProgressRows | None:
@@ -480,12 +488,15 @@ def progress_rows(run_dir: Path) -> ProgressRows | None:
             if not allocation_ended(state)
         ]
         running = [r[0] for r in conn.execute("SELECT task_id FROM tasks WHERE state = 'running'")]
+        # the newest ones: a million-task run may have failed ten thousand attempts
         failures = list(
             conn.execute(
                 "SELECT task_id, n, failure_class, message FROM attempts "
-                "WHERE coalesce(failure_class, '') != '' ORDER BY end, task_id, n"
+                "WHERE coalesce(failure_class, '') != '' "
+                "ORDER BY end DESC, task_id DESC, n DESC LIMIT ?",
+                (PROGRESS_FAILURES,),
             )
-        )
+        )[::-1]
     except sqlite3.Error:
         return None
     finally:
@@ -527,6 +538,9 @@ def status_summary(run_dir: Path) -> dict[str, Any]:
         raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
     finally:
         conn.close()
+    if run["state"] == "cancelled":  # its driver marks the rows just after the run
+        counts["cancelled"] += counts["pending"] + counts["running"]
+        counts["pending"] = counts["running"] = 0
     return {
         "run_id": run["run_id"],
         "state": run["state"],
@@ -537,6 +551,133 @@ def status_summary(run_dir: Path) -> dict[str, Any]:
         "allocations": len(allocations),
         "open_allocations": sum(1 for (state,) in allocations if not allocation_ended(state)),
     }
+
+
+def tasks_in_states(
+    run_dir: Path, states: Sequence[str], limit: int | None
+) -> list[tuple[str, str, str | None]]:
+    """Up to ``limit`` tasks (None: all) in each of ``states`` (in declaration order), as
+    ``(task_id, state, failure class of its last attempt)``: the index on the state finds
+    them, so a million-task run answers at once."""
+    conn = _read(run_dir)
+    try:
+        return tasks_in_states_of(conn, states, limit)
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
+    finally:
+        conn.close()
+
+
+def tasks_in_states_of(
+    conn: sqlite3.Connection, states: Sequence[str], limit: int | None
+) -> list[tuple[str, str, str | None]]:
+    """:func:`tasks_in_states` on an open journal connection."""
+    found: list[tuple[str, str, str | None]] = []
+    for state in states:
+        found.extend(
+            (str(t), str(s), c)
+            for t, s, c in conn.execute(
+                "SELECT t.task_id, t.state, (SELECT a.failure_class FROM attempts a "
+                "WHERE a.task_id = t.task_id ORDER BY a.n DESC LIMIT 1) "
+                "FROM tasks t WHERE t.state = ? ORDER BY t.rowid LIMIT ?",
+                (state, -1 if limit is None else limit),
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTotals:
+    """A run's attempts in aggregate (a huge run's report: hpcorch.report.large)."""
+
+    first_start: float | None
+    last_end: float | None
+    """The latest end, or start of an attempt not ended."""
+    failed_by_class: dict[str, int]
+    """Failed attempts (a failure class or a nonzero exit) by failure class."""
+    failed_tasks_by_class: dict[str, int]
+    """Tasks that ended failed, by their last attempt's failure class."""
+    retries: int
+    tasks_retried: int
+
+
+def attempt_totals(run_dir: Path) -> AttemptTotals:
+    """:class:`AttemptTotals` from aggregate queries."""
+    conn = _read(run_dir)
+    try:
+        first, last = conn.execute(
+            "SELECT min(start), max(coalesce(end, start)) FROM attempts WHERE start IS NOT NULL"
+        ).fetchone()
+        failed = dict(
+            conn.execute(
+                "SELECT coalesce(failure_class, 'unknown'), count(*) FROM attempts "
+                "WHERE failure_class IS NOT NULL OR exit_code NOT IN (0) GROUP BY 1"
+            ).fetchall()
+        )
+        tasks: dict[str, int] = {}
+        for _, _, why in tasks_in_states_of(conn, ("failed",), None):
+            tasks[why or "unknown"] = tasks.get(why or "unknown", 0) + 1
+        retries, retried = conn.execute(
+            "SELECT count(*), count(DISTINCT task_id) FROM attempts WHERE n > 1"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
+    finally:
+        conn.close()
+    return AttemptTotals(first, last, failed, tasks, int(retries), int(retried))
+
+
+# An attempt's outcome, end (the report's ``now`` for one not ended), cores and GPUs, and
+# the group of its task (its id without the number: sim-41 -> sim), in SQL.
+_OUTCOME = (
+    "CASE WHEN failure_class IS NOT NULL OR coalesce(exit_code, 0) != 0 THEN 'failed' "
+    "WHEN end IS NULL THEN 'running' ELSE 'succeeded' END"
+)
+_STOP = "max(coalesce(end, :now), start)"
+_CORES = (
+    "CASE WHEN coalesce(cores, '') = '' THEN 1 "
+    "ELSE length(cores) - length(replace(cores, ',', '')) + 1 END"
+)
+_GPUS = (
+    "CASE WHEN coalesce(gpus, '') = '' THEN 0 "
+    "ELSE length(gpus) - length(replace(gpus, ',', '')) + 1 END"
+)
+_GROUP = (
+    "CASE WHEN task_id GLOB '*[0-9]' THEN coalesce(nullif(rtrim(rtrim(task_id, "
+    "'0123456789'), '-_.:@+'), ''), task_id) ELSE task_id END"
+)
+
+
+TimelineRow = tuple[
+    str | None, str | None, str, str, str, str | None, int, int, int, float, float, float, float
+]  # fmt: skip
+"""``(site, job id, node, task group, outcome, failure class, first bin, last bin,
+attempts, first start, last end, core-seconds, GPU-seconds)``: the attempts of one job
+and node, task group and outcome that cover the same time bins."""
+
+
+def timeline(run_dir: Path, *, t0: float, width: float, bins: int, now: float) -> list[TimelineRow]:
+    """A huge run's attempts in aggregate (its report: hpcorch.report.large), in one pass:
+    :data:`TimelineRow` s, bins of ``width`` seconds from ``t0``."""
+    conn = _read(run_dir)
+    conn.row_factory = None
+    args = {"t0": t0, "width": width, "last": bins - 1, "now": now}
+    try:
+        rows: list[TimelineRow] = conn.execute(
+            f"SELECT site, job_id, coalesce(node, 'unknown'), {_GROUP} AS grp, "
+            f"{_OUTCOME} AS outcome, failure_class, "
+            "min(CAST((start - :t0) / :width AS INTEGER), :last) AS lo, "
+            f"min(CAST(({_STOP} - :t0) / :width AS INTEGER), :last) AS hi, "
+            f"count(*), min(start), max({_STOP}), sum({_CORES} * ({_STOP} - start)), "
+            f"sum({_GPUS} * ({_STOP} - start)) FROM attempts WHERE start IS NOT NULL "
+            "GROUP BY site, job_id, 3, grp, outcome, failure_class, lo, hi",
+            args,
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"{run_dir}: unreadable journal: {_why(exc)}") from None
+    finally:
+        conn.close()
+    return rows
 
 
 def status(run_dir: Path) -> dict[str, Any]:
@@ -576,6 +717,9 @@ def status(run_dir: Path) -> dict[str, Any]:
                 **({"gpu_usage": json.loads(g)} if (g := _column(a, "gpu_usage")) else {}),
             }
         )
+    # a cancelled run's driver marks the rows just after the run (as status_summary counts)
+    ended = {"pending": "cancelled", "running": "cancelled"} if run["state"] == "cancelled" else {}
+    tasks = [{"task_id": t["task_id"], "state": ended.get(t["state"], t["state"])} for t in tasks]
     counts = dict.fromkeys(TASK_STATES, 0)
     for t in tasks:
         counts[t["state"]] = counts.get(t["state"], 0) + 1

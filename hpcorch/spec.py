@@ -9,8 +9,9 @@ accept the forms :mod:`hpcorch.units` parses (``4GiB``, ``10m``).
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -209,7 +210,7 @@ class TaskRef(BaseModel):
 _DEFAULT_RESOURCES = ResourceSpec()
 
 
-class TaskSpec(_Spec):
+class TaskSpec(_Spec):  # noqa: PLW1641  # pydantic adds __hash__ (frozen)
     """One task. ``kind`` follows from which of command/function/duration is given."""
 
     id: str
@@ -406,13 +407,75 @@ class TaskSpec(_Spec):
     def variant(self, **update: Any) -> TaskSpec:
         """A copy with ``update`` (an id and arguments) set as given, not validated again:
         for sweeps, whose values the caller checked (pydantic's ``model_copy`` costs
-        several times more, which a million tasks notice)."""
+        several times more, which a million tasks notice).
+
+        The copy holds only ``update``; its other fields are read from this task (see
+        :class:`_VariantOf`): a full field dict is 0.8 KB, most of a sweep task's memory.
+        """
+        base, own = self, update
+        if isinstance(self.__pydantic_fields_set__, _VariantOf):  # a variant of a variant
+            base, own = self.__pydantic_fields_set__.template, {**self.__dict__, **update}
         clone = TaskSpec.__new__(TaskSpec)
-        object.__setattr__(clone, "__dict__", {**self.__dict__, **update})
-        object.__setattr__(clone, "__pydantic_fields_set__", self.__pydantic_fields_set__)
+        object.__setattr__(clone, "__dict__", own)
+        object.__setattr__(clone, "__pydantic_fields_set__", _VariantOf.of(base))
         object.__setattr__(clone, "__pydantic_extra__", None)
         object.__setattr__(clone, "__pydantic_private__", None)
         return clone
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            # only for what the instance lacks: a variant's fields it shares with its template
+            fields = object.__getattribute__(self, "__pydantic_fields_set__")
+            if isinstance(fields, _VariantOf) and name in _TASK_FIELDS:
+                return getattr(fields.template, name)
+            return super().__getattr__(name)
+
+    def _full(self) -> TaskSpec:
+        """This task with all its fields in its own dict (a variant's filled in)."""
+        fields = self.__pydantic_fields_set__
+        if not isinstance(fields, _VariantOf):
+            return self
+        clone = TaskSpec.__new__(TaskSpec)
+        object.__setattr__(clone, "__dict__", {**fields.template.__dict__, **self.__dict__})
+        object.__setattr__(clone, "__pydantic_fields_set__", set(fields.template_set))
+        object.__setattr__(clone, "__pydantic_extra__", None)
+        object.__setattr__(clone, "__pydantic_private__", None)
+        return clone
+
+    # What reads the field dict directly sees a variant's full one.
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TaskSpec) and (
+            isinstance(self.__pydantic_fields_set__, _VariantOf)
+            or isinstance(other.__pydantic_fields_set__, _VariantOf)
+        ):
+            return BaseModel.__eq__(self._full(), other._full())
+        return BaseModel.__eq__(self, other)
+
+    def __repr_args__(self) -> Any:
+        full = self._full()
+        return BaseModel.__repr_args__(full) if full is not self else super().__repr_args__()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        full = self._full()
+        return BaseModel.__getstate__(full) if full is not self else super().__getstate__()
+
+    def __copy__(self) -> TaskSpec:
+        return BaseModel.__copy__(self._full())
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        full = self._full()
+        return (
+            BaseModel.model_dump(full, **kwargs)
+            if full is not self
+            else super().model_dump(**kwargs)
+        )
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        full = self._full()
+        if full is not self:
+            return BaseModel.model_dump_json(full, **kwargs)
+        return super().model_dump_json(**kwargs)
 
     @property
     def slurm_knobs(self) -> dict[str, Any]:
@@ -453,6 +516,31 @@ class TaskSpec(_Spec):
         if self.duration is not None:
             return self.duration
         return self.resources.walltime or 1.0
+
+
+_TASK_FIELDS = frozenset(TaskSpec.model_fields)
+
+
+class _VariantOf(set[str]):
+    """The fields-set the variants of one task share; it also names that task (their
+    template), whose fields they read where they hold none. One per template, so that a
+    variant costs its own values only."""
+
+    __slots__ = ("template", "template_set")
+    _made: weakref.WeakValueDictionary[int, _VariantOf] = weakref.WeakValueDictionary()
+
+    @classmethod
+    def of(cls, template: TaskSpec) -> _VariantOf:
+        made = cls._made.get(id(template))
+        if made is None or made.template is not template:
+            made = cls(template.__pydantic_fields_set__)
+            made.template = template
+            made.template_set = frozenset(template.__pydantic_fields_set__)
+            cls._made[id(template)] = made
+        return made
+
+    template: TaskSpec
+    template_set: frozenset[str]
 
 
 class WorkflowSpec(_Spec):

@@ -25,7 +25,7 @@ from hpcorch.cli.options import (
 from hpcorch.cli.progress import Progress
 from hpcorch.errors import HpcorchError, JournalError, RunError, SpecError
 from hpcorch.ids import check_id
-from hpcorch.journal import read_run, status_summary
+from hpcorch.journal import read_run, status_summary, tasks_in_states
 from hpcorch.journal import status as read_status
 
 if TYPE_CHECKING:
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from hpcorch.spec import WorkflowSpec
 
 __all__ = ["cancel", "logs", "resume", "run", "status"]
+
+_NAMED_STATES = ("failed", "running", "cancelled")
+_NAMED_PER_STATE = 50
+"""Tasks ``hpcorch status`` names per state; a million cancelled ones are counted."""
 
 
 def _logging(verbose: int) -> None:
@@ -221,17 +225,20 @@ def status(run_ref: str, as_json: bool, summary: bool) -> None:
             f"{counted['open_allocations']} of {counted['allocations']} allocations open"
         )
         return
-    data = read_status(find_run(run_ref))
+    run_dir = find_run(run_ref)
     if as_json:
-        click.echo(json.dumps(data))
+        click.echo(json.dumps(read_status(run_dir)))
         return
-    counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
-    click.echo(f"run {data['run_id']}: {data['state']} ({counts})")
-    for task in data["tasks"]:
-        if task["state"] in ("failed", "running", "cancelled"):
-            last = task["attempts"][-1] if task["attempts"] else {}
-            why = last.get("failure_class") or ""
-            click.echo(f"  {task['id']}: {task['state']} {why}".rstrip())
+    # Counts and the tasks worth naming, from the journal's index: no object per task.
+    counted = status_summary(run_dir)
+    counts = ", ".join(f"{n} {s}" for s, n in counted["counts"].items() if n)
+    click.echo(f"run {counted['run_id']}: {counted['state']} ({counts})")
+    for task_id, state, why in tasks_in_states(run_dir, _NAMED_STATES, _NAMED_PER_STATE):
+        click.echo(f"  {task_id}: {state} {why or ''}".rstrip())
+    for state in _NAMED_STATES:
+        more = counted["counts"].get(state, 0) - _NAMED_PER_STATE
+        if more > 0:
+            click.echo(f"  ... and {more} more {state} (hpcorch status RUN --json lists all)")
 
 
 @click.command()

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +91,13 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return self.state == "succeeded"
+
+
+class _Edges(dict[str, Sequence[str]]):
+    """Parents or children by task; a task with none has no entry (and reads as none)."""
+
+    def __missing__(self, task_id: str) -> Sequence[str]:
+        return ()
 
 
 class _PerKey:
@@ -163,14 +170,22 @@ class Engine:
         self.tiers = self.site.kind == "slurm"
         self.use_resources = use_resources or self.tiers
         self.tasks = spec.by_id()
-        self.parents = {t.id: tuple(dict.fromkeys(t.after)) for t in spec.tasks}
-        self.children = dag.children_of(self.parents)
-        self.order = dag.topological_order(self.parents)
+        parents = {t.id: tuple(dict.fromkeys(t.after)) for t in spec.tasks}
+        self.order = dag.topological_order(parents)
         self.priority = dag.priorities(
-            self.parents,
+            parents,
             {t.id: t.estimate for t in spec.tasks},
             {t.id: t.priority for t in spec.tasks if t.priority},
         )
+        # Edges only for the tasks that have some: an empty entry costs a task ~100 bytes
+        # (a list and two dict slots), a tenth of what a million-task sweep may hold.
+        self.parents: _Edges = _Edges((t, p) for t, p in parents.items() if p)
+        del parents
+        children: dict[str, list[str]] = {}
+        for tid, ps in self.parents.items():
+            for p in ps:
+                children.setdefault(p, []).append(tid)
+        self.children: _Edges = _Edges(children)
         self.memo = dict(memo or {})
         self.cache_dir = cache_dir
         self.refs: dict[str, set[str]] = {}
@@ -194,8 +209,8 @@ class Engine:
         self._wake = threading.Event()
         self._ac = Completions(None)
         self.open_children = {
-            tid: sum(1 for c in self.children[tid] if self.state[c] != "succeeded")
-            for tid in self.order
+            tid: sum(1 for c in kids if self.state[c] != "succeeded")
+            for tid, kids in self.children.items()
         }
         self._remaining = sum(1 for st in self.state.values() if st not in TERMINAL)
         self._generation = 0
@@ -485,6 +500,7 @@ class Engine:
                 if self.keep_results and tid in outcome.values:
                     self.values[tid] = outcome.values[tid]
                 self._set(updates, tid, "succeeded")
+                del self.key[tid]  # done for good: a million of them need not stay
         return new
 
     def _bundle_lost(
@@ -544,7 +560,7 @@ class Engine:
             self.open_children[p] -= 1
             if self.open_children[p] == 0 and self.state[p] == "succeeded":
                 self._release(p)
-        if self.open_children[task_id] == 0:
+        if self.open_children.get(task_id, 0) == 0:
             self._release(task_id)
 
     def _errored(
@@ -799,11 +815,14 @@ class Engine:
             if self._bundled(tid):
                 self._waiting.setdefault(self._group(tid), deque()).append(tid)
                 self._n_waiting += 1
+        # with their states (a resumed run's rows too): one pass over a million rows, not two
         self.journal.add_tasks(
-            (tid, self.tasks[tid].task_kind, self.state[tid], self.priority[tid])
-            for tid in self.order
+            (
+                (tid, self.tasks[tid].task_kind, self.state[tid], self.priority[tid])
+                for tid in self.order
+            ),
+            set_state=True,
         )
-        self.journal.set_states((tid, self.state[tid]) for tid in self.order)
         self.journal.event("submit", tasks=len(todo), skipped=len(self.order) - len(todo))
         if self.on_submitted is not None:
             self.journal.flush()
@@ -839,13 +858,17 @@ class Engine:
         with self._lock:
             updates: list[tuple[str, str]] = []
             if self._cancelled:
-                for tid, s in self.state.items():
-                    if s not in TERMINAL:
-                        self._set(updates, tid, "cancelled")
-                # one statement, not a row each: a million cancelled tasks take a second
-                self.journal.set_states(u for u in updates if u[1] != "cancelled")
+                left = [tid for tid, s in self.state.items() if s not in TERMINAL]
+                for tid in left:  # not _set each: a million of them
+                    self.state[tid] = "cancelled"
+                    if tid in self._waiters:
+                        self._waiters[tid].set()
+                self._remaining -= len(left)
+                # The run's state first: from then on readers count what is left as
+                # cancelled (journal.status_summary), and 'hpcorch cancel' returns; the
+                # rows follow in one statement (a million take seconds).
+                self.journal.set_run_state("cancelled")
                 self.journal.cancel_unfinished()
-                updates = []
             for tid, s in self.state.items():
                 if s not in TERMINAL:  # the scheduler forgot it; never report it as running
                     logger.error("task %s ended without a result; marking it failed", tid)

@@ -48,11 +48,25 @@ from hpcorch.slurm.connect import connect
 from hpcorch.spec import WorkflowSpec
 from hpcorch.training import resolve_ranks
 
-__all__ = ["RunHandle", "cancel_run", "resume_run", "run_workflow", "start_run", "validate_run"]
+__all__ = [
+    "DRIVER_DASK_CONFIG",
+    "RunHandle",
+    "cancel_run",
+    "resume_run",
+    "run_workflow",
+    "start_run",
+    "validate_run",
+]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, int]], None]
+
+
+DRIVER_DASK_CONFIG = {"distributed.admin.low-level-log-length": 10}
+"""Dask config of a driver. Dask keeps the last 1,000 messages of each connection for
+debugging; in the driver, where the scheduler runs, those hold the task payloads of the
+last 1,000 bundles sent to each worker: most of a million-task sweep (0.5 KB a task)."""
 
 
 def validate_run(spec: WorkflowSpec, site: str | None, options: RunOptions | None = None) -> Site:
@@ -221,6 +235,8 @@ def _engine(
     # them silently under the same attempt number.
 
     lost_fails = {"distributed.scheduler.allowed-failures": 0} if site.kind == "slurm" else {}
+    # For the rest of the process: its connections are made as workers come (see the constant).
+    dask.config.set(DRIVER_DASK_CONFIG)
     with dask.config.set(lost_fails):
         workers = open_workers(site, spec, run_dir, options)
     allocations = workers.allocations()

@@ -16,6 +16,7 @@ from hpcorch import journal
 from hpcorch.errors import HpcorchError
 from hpcorch.loaders import load_workflow
 from hpcorch.report.build import build_report
+from hpcorch.report.large import LARGE_RUN_TASKS, large_report
 from hpcorch.report.model import Report, TaskDecl
 from hpcorch.sites.model import Site
 from hpcorch.sites.resolve import resolve_site
@@ -73,6 +74,12 @@ def attempt_logs(run_dir: Path) -> dict[tuple[str, int], str]:
 def load_report(run_dir: Path, status: dict[str, Any] | None = None) -> Report:
     """The report of the run in ``run_dir`` (``status``: the journal's, unless given)."""
     run = journal.read_run(run_dir)
+    if status is None and journal.status_summary(run_dir)["tasks"] > LARGE_RUN_TASKS:
+        # no object per task: aggregate queries and one streamed pass (hpcorch.report.large)
+        names = {str(a["site"]) for a in journal.allocation_rows(run_dir) if a.get("site")}
+        if run.get("site"):
+            names.add(str(run["site"]))
+        return large_report(run_dir, sites=_sites(names), run_site=run.get("site"))
     status = status if status is not None else journal.status(run_dir)
     names = {str(a["site"]) for a in status.get("allocations", ()) if a.get("site")}
     if run.get("site"):

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from hpcorch.cli.main import cli
 from hpcorch.journal import Journal, status_summary
+from hpcorch.journal import status as read_status
 
 
 def _run(tmp_path: Path) -> Path:
@@ -51,3 +52,15 @@ def test_cancel_without_a_driver_marks_what_is_left(tmp_path: Path) -> None:
         journal.cancel_unfinished()
     counts = status_summary(run_dir)["counts"]
     assert counts["cancelled"] == 4 and counts["succeeded"] == 5 and counts["failed"] == 1
+
+
+def test_a_cancelled_run_counts_what_is_left_as_cancelled(tmp_path: Path) -> None:
+    # its driver writes the run's state before the rows (a million take seconds)
+    run_dir = _run(tmp_path)
+    with Journal.open(run_dir) as journal:
+        journal.set_run_state("cancelled")
+    counts = status_summary(run_dir)["counts"]
+    assert counts["cancelled"] == 4 and counts["pending"] == counts["running"] == 0
+    full = read_status(run_dir)
+    assert full["counts"] == counts
+    assert {t["state"] for t in full["tasks"]} == {"succeeded", "failed", "cancelled"}
