@@ -8,9 +8,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,14 @@ def cluster_settings(cluster: DevCluster, cores_per_node: int) -> dict[str, Any]
         priority = replace(conf.priority, cluster_nodes=len(cpus), cluster_cpus=sum(cpus.values()))
         conf = replace(conf, priority=priority)
     return conf.cluster_kwargs() | {"cores_per_node": cores_per_node}
+
+
+def ctld_started(text: str) -> float:
+    """When slurmctld last started, by its log ``text`` (epoch seconds)."""
+    stamps = re.findall(r"^\[([0-9T:.-]+)\] slurmctld version \S+ started", text, re.MULTILINE)
+    if not stamps:
+        raise RuntimeError("slurmctld's log shows no start")
+    return datetime.fromisoformat(stamps[-1]).timestamp()
 
 
 def ctld_log(cluster: DevCluster) -> Path:
@@ -92,43 +103,92 @@ def settle_backfill(cluster: DevCluster, partition: str = "cpu") -> None:
     """Return once the backfill thread has run a cycle under the new configuration.
 
     After ``scontrol reconfigure`` the thread first sleeps out its old interval, and it
-    only counts cycles that find a pending job: a one-core job holds the partition's
-    first core while a job wanting all of it waits, so a cycle must see it."""
+    only counts cycles that find a pending job: a one-core job holds a core while a job
+    wanting the whole partition waits, until a cycle has seen it; then both go."""
     before = backfill_cycles(cluster)
     total, _ = partition_cores(cluster, partition)
     ids = [
         cluster.run(
-            "sbatch", "--parsable", "-p", partition, "-n", str(n), "--time=1",
+            "sbatch", "--parsable", "-p", partition, "-n", str(n), "--time=2",
             "--mem-per-cpu=100", "-J", f"{JOB_NAME}-settle", "-o", "/dev/null",
-            "--wrap", "exec sleep 2",
+            "--wrap", "exec sleep 100",
         ).stdout.strip().split(";")[0]
         for n in (1, total)
     ]  # fmt: skip
-
-    def settled() -> bool:
-        queued = cluster.run("squeue", "-h", "-j", ",".join(ids), "-o", "%i").stdout.strip()
-        return not queued and backfill_cycles(cluster) > before
-
     try:
-        wait_for(settled, timeout=60, what="a backfill cycle under the fidelity configuration")
+        wait_for(
+            lambda: backfill_cycles(cluster) > before,
+            timeout=60, what="a backfill cycle under the fidelity configuration",
+        )  # fmt: skip
     finally:
         cluster.run("scancel", *ids, check=False)
+    joined = ",".join(ids)
+    wait_for(
+        lambda: not cluster.run("squeue", "-h", "-j", joined, "-o", "%i").stdout.strip(),
+        timeout=60, what="the settling jobs to leave",
+    )  # fmt: skip
+
+
+# priority/multifactor for a fidelity run (--multifactor): job size and age (PriorityMaxAge
+# 2 minutes, recomputed every minute) both move the order within a short stream
+MULTIFACTOR = {
+    "PriorityType": "priority/multifactor",
+    "PriorityWeightJobSize": "1000",
+    "PriorityWeightAge": "1000",
+    "PriorityMaxAge": "2",
+    "PriorityCalcPeriod": "1",
+}
+
+
+def with_settings(conf: str, values: dict[str, str]) -> str:
+    """slurm.conf text with these global settings replaced (or added before the nodes)."""
+    lines = conf.splitlines()
+    todo = dict(values)
+    for n, line in enumerate(lines):
+        key = line.partition("=")[0].strip()
+        if key in todo:
+            lines[n] = f"{key}={todo.pop(key)}"
+    first_node = next((n for n, line in enumerate(lines) if line.startswith("NodeName=")), 0)
+    lines[first_node:first_node] = [f"{k}={v}" for k, v in todo.items()]
+    return "\n".join(lines) + "\n"
+
+
+def restart_ctld(cluster: DevCluster) -> None:
+    """Restart slurmctld with its state (a PriorityType change needs it) and wait for it."""
+    subprocess.run(
+        [str(cluster.script), "restart-ctld", "--name", cluster.name],
+        env=cluster.cli_env(), check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    wait_for(
+        lambda: cluster.run("scontrol", "ping", check=False).returncode == 0,
+        timeout=60, what="slurmctld to answer after its restart",
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
-def scheduler_parameters(cluster: DevCluster, values: dict[str, str]) -> Iterator[None]:
+def scheduler_parameters(
+    cluster: DevCluster, values: dict[str, str], settings: dict[str, str] | None = None
+) -> Iterator[None]:
     """The cluster's slurmctld runs with these SchedulerParameters (``scontrol
-    reconfigure``) until the block ends; then its own slurm.conf is back."""
+    reconfigure``) and global ``settings`` (a restart) until the block ends; then its
+    own slurm.conf is back."""
     conf = Path(cluster.slurm_conf)
     original = conf.read_text()
-    conf.write_text(with_scheduler_parameters(original, values))
+    changed = with_scheduler_parameters(original, values) if values else original
+    conf.write_text(with_settings(changed, settings) if settings else changed)
     try:
-        cluster.run("scontrol", "reconfigure")
+        if settings:
+            restart_ctld(cluster)
+        else:
+            cluster.run("scontrol", "reconfigure")
         settle_backfill(cluster)
         yield
     finally:
         conf.write_text(original)
-        cluster.run("scontrol", "reconfigure", check=False)
+        if settings:
+            restart_ctld(cluster)
+        else:
+            cluster.run("scontrol", "reconfigure", check=False)
 
 
 def run_stream(
@@ -141,12 +201,17 @@ def run_stream(
     log: Callable[[str], None] = lambda _: None,
     record: Path | None = None,
     scheduler: dict[str, str] | None = None,
+    multifactor: bool = False,
 ) -> dict[str, Any]:
     """Run the stream on the cluster with ``scheduler`` SchedulerParameters (default
-    :data:`FIDELITY_SCHEDULER`; ``{}``: the cluster's own) and compare."""
+    :data:`FIDELITY_SCHEDULER`; ``{}``: the cluster's own), under :data:`MULTIFACTOR`
+    priority when asked, and compare."""
     cluster = cluster or ensure_dev_cluster()
     values = FIDELITY_SCHEDULER if scheduler is None else scheduler
-    with scheduler_parameters(cluster, values) if values else contextlib.nullcontext():
+    settings = MULTIFACTOR if multifactor else None
+    if not values and not settings:
+        return _run_stream(jobs, seed, run_scale, partition, cluster, log, record)
+    with scheduler_parameters(cluster, values, settings):
         return _run_stream(jobs, seed, run_scale, partition, cluster, log, record)
 
 
@@ -210,6 +275,9 @@ def _run_stream(
     # what it adds after a job's end before its cores take the next, as this run saw them
     settings["clock_origin_s"] = base
     settings.update(ctld_timing(text, base))
+    if settings["priority"] is not None:  # its decay thread runs every period from its start
+        started = ctld_started(log_file.read_text(errors="replace")) - base
+        settings["priority"] = replace(settings["priority"], calc_phase_s=started)
     cores = [j.cores for j in plan]
     limit_s = [j.limit_min * 60.0 for j in plan]
     if record is not None:  # the real schedule, to replay offline

@@ -16,7 +16,7 @@ from hpcorch.sim.fidelity import (
 )
 from hpcorch.sim.nodespace import NodeSpace
 from hpcorch.sim.slurm import SimSlurm
-from tests.integration.fidelity_runner import with_scheduler_parameters
+from tests.integration.fidelity_runner import ctld_started, with_scheduler_parameters, with_settings
 
 # slurmctld 22.05's own lines (from the dev cluster's log), a job killed at its limit
 CTLD_LOG = """\
@@ -141,3 +141,19 @@ def test_fidelity_scheduler_parameters_replace_the_clusters() -> None:
     assert with_scheduler_parameters("A=1\n", {"bf_interval": "1"}).endswith(
         "SchedulerParameters=bf_interval=1\n"
     )
+
+
+def test_fidelity_settings_replace_or_precede_the_nodes() -> None:
+    conf = "PriorityType=priority/basic\nA=1\nNodeName=cpu1 CPUs=8\n"
+    out = with_settings(conf, {"PriorityType": "priority/multifactor", "PriorityMaxAge": "2"})
+    assert out == (
+        "PriorityType=priority/multifactor\nA=1\nPriorityMaxAge=2\nNodeName=cpu1 CPUs=8\n"
+    )
+
+
+def test_ctld_started_is_the_last_start() -> None:
+    text = (
+        "[2026-12-03T16:01:43.462] slurmctld version 22.05.8 started on cluster dev\n"
+        "[2026-12-03T19:24:04.910] slurmctld version 22.05.8 started on cluster dev\n"
+    )
+    assert ctld_started(text) - ctld_started(text.splitlines()[0]) == pytest.approx(12141.448)

@@ -59,6 +59,10 @@ def test_factors() -> None:
     assert prio is not None
     # 1 of 4 nodes, 8 of 32 CPUs: size 0.25; partition cpu 10/40; QOS high 50/50
     assert prio.static(1, 8, 4, 32, "cpu", "high") == pytest.approx(2000 * 0.25 + 500 * 0.25 + 100)
+    # the dev cluster (4 nodes, 32 CPUs) on PriorityWeightJobSize=1000 logged InitPrio=140
+    # for a 1-CPU job and 156 for a 2-CPU one
+    size = Multifactor(weight_job_size=1000)
+    assert [size.priority(size.static(1, n, 4, 32), 0.0, 0.0) for n in (1, 2)] == [140, 156]
     small = Multifactor(weight_job_size=1000, favor_small=True)
     assert small.static(1, 8, 4, 32) == pytest.approx(1000 * 0.75)
     # age grows to PriorityMaxAge and stops; the sum is a whole number
@@ -87,18 +91,16 @@ def test_job_size_puts_a_wide_job_first() -> None:
     assert sim.j_first_start == [0.0, 20.0, 10.0]
 
 
-@pytest.mark.parametrize(("busy_until", "starts"), [(50.0, [60.0, 50.0]), (70.0, [70.0, 80.0])])
-def test_age_overtakes_size_at_the_next_recalculation(
-    busy_until: float, starts: list[float]
-) -> None:
-    # a 1-unit job waiting since 0 against an 8-unit one submitted at 40: at submit the
-    # wide one is ahead (size 500 against 62); at the recalculation at 60 the small one's
-    # age (60/100 x 2000) puts it first: it starts first only if the cluster frees after 60
-    prio = Multifactor(weight_job_size=500, weight_age=2000, max_age_s=100.0, calc_period_s=60)
+@pytest.mark.parametrize(("busy_until", "starts"), [(15.0, [15.0, 25.0]), (35.0, [45.0, 35.0])])
+def test_the_order_follows_age_at_each_pass(busy_until: float, starts: list[float]) -> None:
+    # a 1-unit job since 0 against an 8-unit one since 10, PriorityMaxAge 20 s: at 15 the
+    # small one's age puts it ahead (1500 + 62 against 500 + 500); from 30 both ages are
+    # capped and size decides (2062 against 2500)
+    prio = Multifactor(weight_job_size=500, weight_age=2000, max_age_s=20.0)
     loop, sim = _cluster(prio)
     sim.submit(8, 200.0, busy_until)
     loop.at(0.0, loop.register(lambda _: sim.submit(1, 60.0, 10.0)))
-    loop.at(40.0, loop.register(lambda _: sim.submit(8, 60.0, 10.0)))
+    loop.at(10.0, loop.register(lambda _: sim.submit(8, 60.0, 10.0)))
     loop.run()
     assert sim.j_first_start == [0.0, *starts]
 
