@@ -6,13 +6,12 @@ seconds so a real Slurm runs it in minutes. The same stream, with the submit
 times and runtimes the real cluster recorded, is replayed in the simulator;
 start times are compared job by job (Simakov et al., "A Slurm Simulator:
 Implementation and Parametric Analysis", 2017, measured the same against real
-Slurm). Pure functions: submitting and reading ``sacct`` live in the runners
+Slurm). Pure functions: submitting and reading slurmctld's log live in the runners
 (``scripts/bench/sim-fidelity``, the integration test).
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import random
 import re
@@ -24,7 +23,6 @@ __all__ = [
     "Agreement",
     "StreamJob",
     "agreement",
-    "completion_latency",
     "ctld_log_times",
     "ctld_timing",
     "noise_floor",
@@ -141,27 +139,6 @@ def simulate_starts(
     for jid, k in enumerate(order):
         starts[k] = sim.j_first_start[jid]
     return starts
-
-
-def completion_latency(
-    submit: Sequence[float], start: Sequence[float], end: Sequence[float], within_s: float = 2.0
-) -> float:
-    """How long after a job's end (or its submit) the next job started, on average (s).
-
-    A start within ``within_s`` of the latest end (or its own submit) before it is taken
-    as caused by it; later ones wait for a backfill cycle instead. ``sacct`` keeps whole
-    seconds, so a latency ``d`` reads as 0 or 1 (for ``d`` < 1 s, 1 with probability
-    ``d``): the mean of those gaps estimates ``d``. On a loaded machine the dev
-    cluster's latency passes a second often enough (gaps of 2 s outnumber those of 3-4 s,
-    which only the 5 s backfill cycle makes) that 2 s is the cut."""
-    ends = sorted(end)
-    gaps = []
-    for sub, st in zip(submit, start, strict=True):
-        i = bisect.bisect_right(ends, st)
-        cause = max(sub, ends[i - 1]) if i else sub
-        if st - cause <= within_s:
-            gaps.append(st - cause)
-    return sum(gaps) / len(gaps) if gaps else 0.0
 
 
 def noise_floor(

@@ -7,7 +7,6 @@ import pytest
 from hpcorch.sim.engine import EventLoop
 from hpcorch.sim.fidelity import (
     agreement,
-    completion_latency,
     ctld_log_times,
     ctld_timing,
     noise_floor,
@@ -62,15 +61,6 @@ def test_simulate_starts_in_the_callers_order() -> None:
     # given out of submit order: the second job arrives first and takes both units
     starts = simulate_starts([5.0, 0.0], [2, 2], [60.0, 60.0], [10.0, 10.0], 2)
     assert starts == [10.0, 0.0]
-
-
-def test_completion_latency_reads_whole_second_gaps() -> None:
-    # job 1 starts 1 s after job 0's end, job 2 at the end of job 1, job 3 at its submit;
-    # job 4 started 5 s after the last end (a backfill cycle): not a completion's latency
-    submit = [0.0, 0.0, 0.0, 50.0, 0.0]
-    start = [0.0, 11.0, 21.0, 50.0, 26.0]
-    end = [10.0, 21.0, 30.0, 60.0, 40.0]
-    assert completion_latency(submit, start, end) == pytest.approx(1 / 4)
 
 
 def test_completing_time_delays_the_next_start() -> None:

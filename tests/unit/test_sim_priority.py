@@ -48,9 +48,9 @@ def test_multifactor_is_read_from_slurm_conf() -> None:
     )  # fmt: skip
     assert parse_slurm_conf("PriorityType=priority/basic\n").priority is None
     assert parse_slurm_conf("").priority is None  # Slurm's default: priority/basic
-    with pytest.raises(SpecError, match="slurm.conf:1: PriorityType 'priority/x'"):
+    with pytest.raises(SpecError, match=r"slurm\.conf:1: PriorityType 'priority/x'"):
         parse_slurm_conf("PriorityType=priority/x\n")
-    with pytest.raises(SpecError, match="slurm.conf:2:"):
+    with pytest.raises(SpecError, match=r"slurm\.conf:2:"):
         parse_slurm_conf("PriorityType=priority/multifactor\nPriorityMaxAge=x\n")
 
 
