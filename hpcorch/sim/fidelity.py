@@ -6,23 +6,25 @@ seconds so a real Slurm runs it in minutes. The same stream, with the submit
 times and runtimes the real cluster recorded, is replayed in the simulator;
 start times are compared job by job (Simakov et al., "A Slurm Simulator:
 Implementation and Parametric Analysis", 2017, measured the same against real
-Slurm). Pure functions: submitting and reading ``sacct`` live in the runners
+Slurm). Pure functions: submitting and reading slurmctld's log live in the runners
 (``scripts/bench/sim-fidelity``, the integration test).
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 __all__ = [
     "Agreement",
     "StreamJob",
     "agreement",
-    "completion_latency",
+    "ctld_log_times",
+    "ctld_timing",
     "noise_floor",
     "simulate_starts",
     "stream",
@@ -139,27 +141,6 @@ def simulate_starts(
     return starts
 
 
-def completion_latency(
-    submit: Sequence[float], start: Sequence[float], end: Sequence[float], within_s: float = 2.0
-) -> float:
-    """How long after a job's end (or its submit) the next job started, on average (s).
-
-    A start within ``within_s`` of the latest end (or its own submit) before it is taken
-    as caused by it; later ones wait for a backfill cycle instead. ``sacct`` keeps whole
-    seconds, so a latency ``d`` reads as 0 or 1 (for ``d`` < 1 s, 1 with probability
-    ``d``): the mean of those gaps estimates ``d``. On a loaded machine the dev
-    cluster's latency passes a second often enough (gaps of 2 s outnumber those of 3-4 s,
-    which only the 5 s backfill cycle makes) that 2 s is the cut."""
-    ends = sorted(end)
-    gaps = []
-    for sub, st in zip(submit, start, strict=True):
-        i = bisect.bisect_right(ends, st)
-        cause = max(sub, ends[i - 1]) if i else sub
-        if st - cause <= within_s:
-            gaps.append(st - cause)
-    return sum(gaps) / len(gaps) if gaps else 0.0
-
-
 def noise_floor(
     submit: Sequence[float], units: Sequence[int], limit_s: Sequence[float],
     run_s: Sequence[float], capacity: int, *, jitter_s: float = 0.5, seed: int = 0,
@@ -174,3 +155,99 @@ def noise_floor(
     moved_run = [max(0.5, r + rng.uniform(-jitter_s, jitter_s)) for r in run_s]
     moved = simulate_starts(moved_submit, units, limit_s, moved_run, capacity, **cluster)
     return agreement(submit, base, moved).start_error_mean
+
+
+# slurmctld's log lines that mark a job's submit, start and end, with their millisecond stamps
+_CTLD_LINE = re.compile(
+    r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\] (?:"
+    r"_slurm_rpc_submit_batch_job: JobId=(?P<submit>\d+) "
+    r"|sched: Allocate JobId=(?P<alloc>\d+) "
+    r"|sched/backfill: _start_job: Started JobId=(?P<bf>\d+) "
+    r"|_job_complete: JobId=(?P<done>\d+) done"
+    r"|Time limit exhausted for JobId=(?P<limit>\d+))",
+    re.MULTILINE,
+)
+
+
+def ctld_log_times(text: str) -> dict[str, tuple[float, float, float]]:
+    """(submit, start, end) of each job that slurmctld's log ``text`` shows all three of.
+
+    The log stamps events to the millisecond where ``sacct`` keeps whole seconds (a
+    time-limit kill's end is the "Time limit exhausted" line). Times are seconds on the
+    log's own clock (its stamps read as naive local time): only their differences mean
+    anything. A job id seen submitted again (a cluster whose ids restarted) starts afresh.
+    """
+    seen: dict[str, list[float]] = {}
+    for m in _CTLD_LINE.finditer(text):
+        when = datetime.fromisoformat(m.group(1)).timestamp()
+        if m["submit"]:
+            seen[m["submit"]] = [when, math.nan, math.nan]
+            continue
+        jid = m["alloc"] or m["bf"] or m["done"] or m["limit"]
+        times = seen.get(jid)
+        if times is None:
+            continue
+        if m["alloc"] or m["bf"]:
+            times[1] = when
+        elif math.isnan(times[2]):  # a kill's later "done" does not move its end
+            times[2] = when
+    return {
+        jid: (t[0], t[1], t[2])
+        for jid, t in seen.items()
+        if not math.isnan(t[1]) and not math.isnan(t[2])
+    }
+
+
+_CTLD_EVENT = re.compile(
+    r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\] (?:"
+    r"(?P<submit>_slurm_rpc_submit_batch_job: JobId=)"
+    r"|(?P<end>_job_complete: JobId=\d+ done|Time limit exhausted for JobId=)"
+    r"|(?P<alloc>sched: Allocate JobId=)"
+    r"|(?P<bf>sched/backfill: _start_job: Started JobId=))",
+    re.MULTILINE,
+)
+
+
+def _phase(times: Sequence[float]) -> float:
+    """The median fraction of a second of ``times`` (taken around the first one, so a
+    phase near a whole second is not split in two)."""
+    if not times:
+        return 0.0
+    first = times[0] % 1.0
+    shifted = sorted((t - first + 0.5) % 1.0 - 0.5 for t in times)
+    return (first + shifted[len(shifted) // 2]) % 1.0
+
+
+def ctld_timing(text: str, origin: float) -> dict[str, float]:
+    """slurmctld's own timing, as its log ``text`` shows it (times after ``origin``):
+
+    * ``bf_phase_s``: where in a second the backfill thread's cycles fall (it sleeps
+      ``bf_interval`` after a cycle, then polls each second, so its cycles keep one
+      phase), by the jobs they started;
+    * ``sched_phase_s``: where in a second the background loop ticks, by the jobs the
+      main scheduler started right after a submit (those wait for its tick);
+    * ``completing_s``: how long after a job's end the main scheduler started the next
+      (a start within a second of an end, nothing else between).
+    """
+    bf: list[float] = []
+    tick: list[float] = []
+    gaps: list[float] = []
+    last_kind, last_t = "", -math.inf
+    for m in _CTLD_EVENT.finditer(text):
+        t = datetime.fromisoformat(m.group(1)).timestamp() - origin
+        if m["submit"] or m["end"]:
+            last_kind, last_t = ("submit" if m["submit"] else "end"), t
+        elif m["bf"]:
+            bf.append(t)
+        elif last_kind == "submit":
+            tick.append(t)
+            last_kind = ""
+        elif last_kind == "end":
+            if t - last_t < 1.0:
+                gaps.append(t - last_t)
+            last_kind = ""
+    return {
+        "bf_phase_s": _phase(bf),
+        "sched_phase_s": _phase(tick),
+        "completing_s": sum(gaps) / len(gaps) if gaps else 0.0,
+    }

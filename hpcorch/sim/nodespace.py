@@ -7,7 +7,9 @@ two views (slurm 22.05, ``backfill.c`` and the select plugin's will-run test):
   limit; one already past it is expected to end now) — exact times;
 * a node-space map of *whole nodes* held by the reservations of pending jobs it
   could not start: from the expected start, rounded down to ``bf_resolution``,
-  for the time limit (end rounded down too, at least one resolution step).
+  for the time limit (end rounded down too, at least one resolution step). The
+  rounding is of the wall clock (epoch seconds), so where the minute boundaries
+  fall in a replayed stream depends on the clock time it started (``origin``).
 
 A later job may use a node only where its own ``[start, start + limit]`` overlaps
 no reservation of that node. Reservations take nodes, not cores: on a partition
@@ -29,10 +31,18 @@ class NodeSpace:
     """Free cores per node over time, and the nodes' reservations."""
 
     def __init__(
-        self, now: float, free_now: list[int], resolution: float, window: float = math.inf
+        self,
+        now: float,
+        free_now: list[int],
+        resolution: float,
+        window: float = math.inf,
+        origin: float = 0.0,
     ) -> None:
         self.now = now
         self.resolution = resolution
+        # Slurm rounds the wall clock (epoch seconds) to bf_resolution: time 0 here is
+        # ``origin`` there, so a minute grid falls where Slurm's does.
+        self.origin = origin
         self.window = window
         self.free_now = free_now
         n = len(free_now)
@@ -93,9 +103,12 @@ class NodeSpace:
 
     def hold(self, nodes: Iterable[int], start: float, duration: float) -> None:
         """Reserve whole ``nodes`` for a job expected to start at ``start``."""
-        res = self.resolution
-        begin = math.floor(start / res) * res if res > 0 else start
-        end = math.floor((start + duration) / res) * res if res > 0 else start + duration
+        res, origin = self.resolution, self.origin
+        if res > 0:
+            begin = math.floor((start + origin) / res) * res - origin
+            end = math.floor((start + duration + origin) / res) * res - origin
+        else:
+            begin, end = start, start + duration
         end = max(end, begin + res)
         for node in nodes:
             a_list, b_list = self._held_a[node], self._held_b[node]

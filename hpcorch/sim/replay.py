@@ -52,6 +52,8 @@ class ReplayJob(NamedTuple):
     run_time: float
     recorded_wait: float  # -1 when the trace has none
     failed: bool
+    user: int = 0  # whose job: fair-share under priority/multifactor
+    partition: str = ""  # its partition's PriorityJobFactor, under priority/multifactor
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ class TraceFeeder:
                 job.run_time,
                 kill_at_walltime=self.kill,
                 fails=job.failed,
+                user=job.user,
+                partition=job.partition,
             )
             self.recorded.append(job.recorded_wait)
         self._next()
@@ -143,7 +147,8 @@ def swf_jobs(path: str | os.PathLike[str], limit: int | None = None) -> Iterator
         if procs <= 0:
             continue
         req = job.req_time if job.req_time > 0 else -1.0
-        yield ReplayJob(job.submit, procs, req, run, job.wait, job.status == 0)
+        partition = str(job.partition) if job.partition >= 0 else ""
+        yield ReplayJob(job.submit, procs, req, run, job.wait, job.status == 0, job.user, partition)
 
 
 def swf_longest_request(path: str | os.PathLike[str]) -> float | None:

@@ -30,6 +30,8 @@ class SwfJob(NamedTuple):
     req_procs: int
     req_time: float
     status: int
+    user: int = -1  # -1: not recorded
+    partition: int = -1
 
 
 def read_swf(path: str | os.PathLike[str]) -> Iterator[SwfJob]:
@@ -53,6 +55,8 @@ def read_swf(path: str | os.PathLike[str]) -> Iterator[SwfJob]:
                 int(f[7]),
                 float(f[8]),
                 int(f[10]),
+                int(f[11]),
+                int(f[15]),
             )
 
 

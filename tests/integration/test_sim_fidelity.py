@@ -1,16 +1,22 @@
 """The simulator against a real slurmctld: the same job stream, start times job by job.
 
 A short stream (varied core counts, 1-3 minute limits, runtimes of seconds, some
-killed at their limit) runs on the dev cluster's ``cpu`` partition; the simulator
-replays it with the cluster's own slurm.conf scheduler settings (sched/backfill,
-bf_interval, bf_resolution...) and node shape. The issue's thresholds: mean
-|sim - real| start within 10 % of the mean wait, start order agreeing for at
-least 90 % of job pairs. The long run is ``scripts/bench/sim-fidelity``.
+killed at their limit) runs on the dev cluster's ``cpu`` partition, its slurmctld
+reconfigured for the run to bf_interval=1,bf_resolution=5 (a less discretised
+schedule than the everyday bf_interval=5 and default bf_resolution=60); start and end
+times come from slurmctld's log (milliseconds). The simulator replays it with the
+cluster's scheduler settings, node shape and the ctld's timing as the log shows it.
+The issue's thresholds: mean |sim - real| start within 10 % of the mean wait, start
+order agreeing for at least 90 % of job pairs. The long run is
+``scripts/bench/sim-fidelity``.
 
-The 10 % goal is not met (0.15-0.19 on this stream): sacct's whole seconds against
-bf_resolution=60 make the simulator disagree with itself by 0.10-0.16 when its inputs
-move by half a second (``noise_floor``), so this test holds the error under 0.30 (plain
-EASY, what the simulator did before it modelled Slurm's backfill, gave 0.51 here).
+On this stream the mean error was 0.084, 0.110 and 0.123 in three runs (pair order
+0.98-0.99), the simulator against itself with its inputs moved by 0.5 s 0.09-0.12; one
+job's start (the last, backfilled for real, reserved behind a whole-node reservation
+in the simulator after the placements of jobs on the two nodes diverged) is 22-32 s
+off in each run. So the test holds the error under 0.20 (it was 0.15-0.19 with sacct's
+whole seconds and the cluster's own settings; plain EASY gave 0.51) and the pair order
+at 0.95.
 """
 
 from __future__ import annotations
@@ -31,5 +37,5 @@ def test_simulated_starts_agree_with_slurmctld(dev_cluster: DevCluster, tmp_path
     result = run_stream(40, seed=2, run_scale=0.5, cluster=dev_cluster, record=record)
     assert result["jobs"] == 40
     assert result["mean_real_wait_s"] > 5.0, f"no queue formed, nothing compared: {result}"
-    assert result["start_error_mean"] <= 0.30, result  # goal 0.10: see the docstring
-    assert result["pair_order_agreement"] >= 0.90, result
+    assert result["start_error_mean"] <= 0.20, result  # goal 0.10: see the docstring
+    assert result["pair_order_agreement"] >= 0.95, result
