@@ -249,16 +249,23 @@ class Monitor:
         with self._lock:
             for rec in records:
                 address = rec.get("worker")
-                if not address or address in self._workers:
+                known = self._workers.get(address) if address else None
+                if not address or (known is not None and known.node is not None):
                     continue
                 job = str(rec["job_id"]) if rec.get("job_id") else None
-                self._workers[address] = WorkerInfo(
-                    str(address),
-                    node=rec.get("node"),
-                    job_id=job,
-                    joined=self._clock(),
-                    site=rec.get("site"),
-                )
+                if known is not None:
+                    # Joined unplaced (asking it where it runs failed): its records say.
+                    self._workers[address] = replace(
+                        known, node=rec.get("node"), job_id=job, site=rec.get("site")
+                    )
+                else:
+                    self._workers[address] = WorkerInfo(
+                        str(address),
+                        node=rec.get("node"),
+                        job_id=job,
+                        joined=self._clock(),
+                        site=rec.get("site"),
+                    )
                 if job:
                     jobs.add(job)
         if jobs:
@@ -301,10 +308,27 @@ class Monitor:
             placed_before = {a: w for a, w in self._workers.items() if w.node is not None}
         new = [a for a in live if a not in self._announced]
         gone = [a for a in known if a not in live]
-        unplaced = [a for a in new if a not in placed_before]
+        # Asked again at each tick: a worker whose first answer was lost (a connection
+        # to a just-started worker can drop) would stay on no node and in no allocation.
+        unknown = [
+            a for a in live if a in self._announced and a in known and a not in placed_before
+        ]
+        unplaced = [a for a in new if a not in placed_before] + unknown
         placed = self._identify(unplaced) if unplaced else {}
         events: list[MonitorEvent] = []
+        found: set[str] = set()
         with self._lock:
+            for address in unknown:
+                where = placed.get(address, {})
+                if where.get("node") and self._workers[address].node is None:
+                    self._workers[address] = replace(
+                        self._workers[address],
+                        node=where.get("node"),
+                        job_id=where.get("job_id"),
+                        site=where.get("site"),
+                    )
+                    if where.get("job_id") and self.follows(where.get("site")):
+                        found.add(str(where["job_id"]))
             for address in new:
                 before = placed_before.get(address)
                 where = placed.get(address, {})
@@ -338,6 +362,7 @@ class Monitor:
             and e.worker.job_id
             and self.follows(e.worker.site)
         }
+        jobs |= found
         if jobs:
             self.watch_allocations(sorted(j for j in jobs if j is not None))
         for event in events:

@@ -186,3 +186,48 @@ def test_a_worker_known_from_its_attempt_records_is_placed_even_if_it_dies_first
     # the scaler's AllocationStates protocol
     monitor.watch("dev", [job])
     assert monitor.job("dev", job) is not None
+
+
+class _FlakyRun(FakeDask):
+    """The first ``client.run`` to a new worker fails (its connection dropped), as
+    seen on 26.05 while a just-started worker's event loop was busy."""
+
+    def run(self, fn: Any, workers: list[str], on_error: str) -> dict[str, Any]:
+        self.calls["run"] += 1
+        if self.calls["run"] == 1:
+            return {a: OSError("broadcast failed: BrokenPipeError") for a in workers}
+        return {a: self.where[a] for a in workers}
+
+
+def test_a_worker_whose_first_whoami_failed_is_asked_again_and_placed() -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker"))
+    dask = _FlakyRun()
+    monitor = Monitor(None, slurm=client, dask_client=dask)
+    dask.workers["tls://w1"] = {"name": "cpu-1"}
+    dask.where["tls://w1"] = {"node": "cpu2", "job_id": job, "site": None}
+    monitor.tick()
+    info = monitor.worker("tls://w1")
+    assert info is not None and info.node is None  # the answer was lost
+    monitor.tick()
+    info = monitor.worker("tls://w1")
+    assert info is not None and info.node == "cpu2" and info.job_id == job
+    assert monitor.allocation_ids() == [job]
+    monitor.tick()
+    assert dask.calls["run"] == 2  # placed: not asked a third time
+
+
+def test_attempt_records_place_a_worker_that_joined_unplaced() -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="dask worker"))
+    dask = _FlakyRun()
+    monitor = Monitor(None, slurm=client, dask_client=dask)
+    dask.workers["tls://w1"] = {"name": "cpu-1"}
+    monitor.tick()
+    monitor.saw([{"worker": "tls://w1", "node": "cpu2", "job_id": job, "task_id": "t"}])
+    info = monitor.worker("tls://w1")
+    assert info is not None and info.node == "cpu2" and info.job_id == job
+    assert info.name == "cpu-1" and info.joined is not None
+    assert monitor.allocation_ids() == [job]
