@@ -866,8 +866,10 @@ class Engine:
                 self._remaining -= len(left)
                 # The run's state first: from then on readers count what is left as
                 # cancelled (journal.status_summary), and 'hpcorch cancel' returns; the
-                # rows follow in one statement (a million take seconds).
+                # rows follow in one statement (a million take seconds). Its own commit:
+                # the writer would otherwise commit both together, after the seconds.
                 self.journal.set_run_state("cancelled")
+                self.journal.flush()
                 self.journal.cancel_unfinished()
             for tid, s in self.state.items():
                 if s not in TERMINAL:  # the scheduler forgot it; never report it as running

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.engine import session
+from hpcorch.engine import cancel, session
 from hpcorch.engine.driverlock import LOCK_NAME, DriverLock, Holder, holder_alive, live_driver
 from hpcorch.errors import RunLocked
 from hpcorch.guardian import start_ticks
@@ -189,7 +189,7 @@ def test_a_requeued_driver_job_keeps_its_run(
     says whose run it is, so a manual resume is refused and cancel also cancels that job."""
     fake = FakeSlurm(nodes={"cpu1": "cpu"})
     job = fake.client().submit(JobRequest(command="true"))
-    monkeypatch.setattr(session, "connect", lambda site: fake.client())
+    monkeypatch.setattr(cancel, "connect", lambda site: fake.client())
     run_dir = tmp_path / "run"
     _running_run(run_dir, 0)
     conn = sqlite3.connect(run_dir / "journal.sqlite")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from distributed.security import Security
 
-from hpcorch.engine.session import cancel_allocations
+from hpcorch.engine.cancel import cancel_allocations
 from hpcorch.environment import run_options
 from hpcorch.errors import ResourceError
 from hpcorch.journal import Journal
@@ -186,7 +186,7 @@ def test_cancel_never_cancels_the_users_allocation(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr("hpcorch.engine.session.connect", lambda site: Client())
+    monkeypatch.setattr("hpcorch.engine.cancel.connect", lambda site: Client())
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     journal = Journal.create(
         tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None

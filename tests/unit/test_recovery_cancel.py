@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcorch.engine.session import cancel_allocations
+from hpcorch.engine.cancel import cancel_allocations
 from hpcorch.journal import Journal, status
 from hpcorch.sites.resolve import resolve_site
 from hpcorch.slurm.fake import FakeSlurm
@@ -23,7 +23,7 @@ def test_only_the_allocations_still_in_slurm_are_cancelled(
     fake.start(running, "cpu1")
     fake.start(done, "cpu2")
     fake.finish(done)
-    monkeypatch.setattr("hpcorch.engine.session.connect", lambda site: fake.client())
+    monkeypatch.setattr("hpcorch.engine.cancel.connect", lambda site: fake.client())
     journal = Journal.create(
         tmp_path, run_id="r", name="r", source=None, site="dev", time_scale=None
     )
@@ -65,10 +65,10 @@ def test_each_sites_jobs_are_cancelled_on_that_site(
         jobs[name] = fake.client().submit(JobRequest(command="w"))
         fake.start(jobs[name], "cpu1")
     assert jobs["dev"] == jobs["dev2"]
-    monkeypatch.setattr("hpcorch.engine.session.connect", lambda site: fakes[site.name].client())
+    monkeypatch.setattr("hpcorch.engine.cancel.connect", lambda site: fakes[site.name].client())
     dev2 = resolve_site("dev").model_copy(update={"name": "dev2"})
     monkeypatch.setattr(
-        "hpcorch.engine.session.resolve_site",
+        "hpcorch.engine.cancel.resolve_site",
         lambda name: dev2 if name == "dev2" else resolve_site(name),
     )
     journal = Journal.create(
