@@ -1,9 +1,11 @@
 """One poll, many watchers: a batched Slurm query per interval, fanned out as updates.
 
 Every interval the :class:`Poller` asks Slurm once for all the jobs any
-watcher follows (``client.jobs(ids)``) and once for the nodes of the
-partitions those jobs use (if anyone watches nodes) — never one call per job,
-never the whole site — and hands each watcher the changes it asked for. When
+watcher follows (``client.jobs(ids)``) and, if anyone watches nodes, for the
+nodes of the partitions those jobs use — on a poll that saw a job change, else
+every few polls (slurmctld packs every node of the site for any node query) —
+never one call per job, never the whole site, and hands each watcher the
+changes it asked for. When
 nothing changed for a few polls the interval grows (up to ``idle_max_s``) and
 snaps back on the first change or a newly watched job. When Slurm fails or
 answers slowly it backs off exponentially (up to ``max_interval_s``) and says
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 # Quiet polls at the base interval before it grows: a pending job often starts within a few.
 _QUIET_GRACE = 2
+# Nodes are asked for on every poll that saw a job change, else once per this many polls: a
+# node that fails takes its jobs with it (a job change), and a node query costs slurmctld
+# every node of the site, whatever the partitions asked for.
+_NODE_EVERY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,8 @@ class PollCore:
     failures: int = 0
     slow_streak: int = 0
     quiet: int = 0  # polls in a row that changed nothing
+    node_every: int = _NODE_EVERY
+    since_nodes: int | None = None  # polls since nodes were last asked for (None: never)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def subscribe(
@@ -116,6 +124,12 @@ class PollCore:
     def wants_nodes(self) -> bool:
         return any(sub.nodes for sub in self.subscriptions.values())
 
+    def nodes_due(self, jobs: Iterable[JobInfo] = ()) -> bool:
+        """Whether this poll asks for nodes: never asked yet, a job changed, or it is time."""
+        if self.since_nodes is None or self.since_nodes + 1 >= self.node_every:
+            return True
+        return any(self.jobs.get(job.job_id) != job for job in jobs)
+
     def node_partitions(self, jobs: Iterable[JobInfo] = ()) -> set[str] | None:
         """The partitions whose nodes to ask for (None: every node), given this poll's jobs.
 
@@ -148,6 +162,10 @@ class PollCore:
             if before_node != node:
                 self.nodes[node.name] = node
                 updates.append(NodeUpdate(node, before_node))
+        if nodes is not None:
+            self.since_nodes = 0
+        elif self.since_nodes is not None:
+            self.since_nodes += 1
         self.failures = 0
         self.quiet = 0 if updates else self.quiet + 1
         slow = self.slow_s is not None and took_s > self.slow_s
@@ -242,7 +260,7 @@ class Poller:
             if ids:
                 self.calls["jobs"] += 1
             with self._lock:
-                partitions = self.core.node_partitions(jobs)
+                partitions = self.core.node_partitions(jobs) if self.core.nodes_due(jobs) else set()
             nodes = None
             if partitions is None or partitions:
                 nodes = self.client.nodes(None if partitions is None else sorted(partitions))

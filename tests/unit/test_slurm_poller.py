@@ -73,7 +73,8 @@ def test_poller_fans_out_node_updates_to_node_watchers_only() -> None:
     poller.subscribe(nodes_too, nodes=True)
     poller.poll_once()
     fake.fail_node("gpu1")
-    poller.poll_once()
+    for _ in range(poller.core.node_every):  # no job changed: nodes within node_every polls
+        poller.poll_once()
     assert jobs_only.updates == []
     changed = [u for u in nodes_too.updates[4:] if isinstance(u, NodeUpdate)]
     assert [u.node.name for u in changed] == ["gpu1"] and changed[0].node.failed
@@ -237,3 +238,22 @@ def test_quiet_polls_stretch_the_interval_and_a_change_snaps_it_back() -> None:
     other = client.submit(JobRequest(command="true"))
     poller.watch(sub, [other])  # a newly watched job: back to the base interval
     assert poller.core.delay() == 2
+
+
+def test_nodes_on_a_job_change_else_every_few_polls() -> None:
+    fake = FakeSlurm()
+    client = fake.client()
+    job = client.submit(JobRequest(command="true", partition="gpu"))
+    poller = Poller(client, interval_s=1)
+    poller.subscribe(Recorder(), [job], nodes=True)
+    fake.calls.clear()
+    asked = []
+    for n in range(9):
+        if n == 5:
+            fake.start(job, "gpu1")
+        before = fake.calls["nodes"]
+        poller.poll_once()
+        asked.append(fake.calls["nodes"] - before)
+    assert fake.calls["jobs"] == 9
+    # first sight, then every 4th poll, and the poll that saw the job start
+    assert asked == [1, 0, 0, 0, 1, 1, 0, 0, 0]
