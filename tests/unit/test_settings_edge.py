@@ -21,7 +21,7 @@ ALLOWED = {
     "doctor.py": "hands the caller's environment to the Slurm commands it checks",
     "engine/driverlock.py": "the Slurm job the driver runs in, recorded with the run's lock",
     "engine/monitor.py": "whoami() on a worker: its node, Slurm job and that job's HPCORCH_SITE",
-    "engine/session.py": "the Slurm job the driver itself runs in (never cancelled with the run)",
+    "engine/cancel.py": "the Slurm job the driver itself runs in (never cancelled with the run)",
     "engine/worker.py": "a task's environment, and the Slurm job and GPUs of its worker",
     "gpu.py": "CUDA_VISIBLE_DEVICES: whether this process may use a GPU",
     "mpi_bind.py": "each MPI rank's GPU binding, from its Slurm step's variables",
