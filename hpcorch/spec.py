@@ -39,6 +39,7 @@ __all__ = [
     "check_values",
     "parse_task",
     "parse_workflow",
+    "resource_twin",
 ]
 
 TaskKind = Literal["function", "command", "emulated"]
@@ -541,6 +542,21 @@ class _VariantOf(set[str]):
 
     template: TaskSpec
     template_set: frozenset[str]
+
+
+# What a sweep variant may hold of its own (TaskSpec.variant's callers set no other field).
+_VARIANT_OWN = frozenset({"id", "args", "kwargs", "command"})
+
+
+def resource_twin(task: TaskSpec) -> TaskSpec:
+    """The task whose every field but id, arguments and command ``task`` shares: a sweep
+    variant's template, else ``task`` itself. Work that reads a task's resources, kind and
+    options alone (fit checks, placements, bundle groups) is then done once per sweep,
+    not once per task."""
+    fields = task.__pydantic_fields_set__
+    if isinstance(fields, _VariantOf) and _VARIANT_OWN.issuperset(task.__dict__):
+        return fields.template
+    return task
 
 
 class WorkflowSpec(_Spec):

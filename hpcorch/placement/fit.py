@@ -5,15 +5,22 @@ task goes to. Checked before anything is submitted."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 from hpcorch.errors import ResourceError
 from hpcorch.placement.feasibility import check_feasible
 from hpcorch.placement.request import Request
 from hpcorch.sites.model import Partition, Site
-from hpcorch.spec import TaskSpec, WorkflowSpec
+from hpcorch.spec import TaskSpec, WorkflowSpec, resource_twin
 from hpcorch.units import format_duration
 
-__all__ = ["check_fits", "check_placeable", "partition_for"]
+__all__ = [
+    "check_fits",
+    "check_placeable",
+    "distinct_shapes",
+    "partition_for",
+    "shape_counts",
+]
 
 
 def _fits(task: TaskSpec, p: Partition) -> bool:
@@ -63,10 +70,30 @@ def check_fits(spec: WorkflowSpec, site: Site) -> None:
     """Raise :class:`ResourceError` naming the first task no partition can run:
     its cores, memory, GPUs, nodes or walltime, then its layout on one node
     (:func:`check_placeable`)."""
-    for task in spec.tasks:
+    for task in distinct_shapes(spec.tasks):
         if not any(_fits(task, p) for p in site.partitions):
             raise _no_fit(task, site)
     check_placeable(spec, site)
+
+
+def distinct_shapes(tasks: Iterable[TaskSpec]) -> Iterator[TaskSpec]:
+    """``tasks`` less the sweep variants whose template came before (the same request)."""
+    for task, _ in shape_counts(tasks):
+        yield task
+
+
+def shape_counts(tasks: Iterable[TaskSpec]) -> list[tuple[TaskSpec, int]]:
+    """Each distinct shape of ``tasks`` (its first task) and how many tasks share it: a
+    sweep's variants share their template's (:func:`hpcorch.spec.resource_twin`)."""
+    first: dict[int, TaskSpec] = {}
+    counts: dict[int, int] = {}
+    for task in tasks:
+        key = id(resource_twin(task))
+        if key in counts:
+            counts[key] += 1
+        else:
+            first[key], counts[key] = task, 1
+    return [(first[k], counts[k]) for k in first]
 
 
 def partition_for(task: TaskSpec, site: Site) -> Partition:
@@ -81,5 +108,5 @@ def check_placeable(spec: WorkflowSpec, site: Site) -> None:
     """Raise :class:`~hpcorch.errors.ResourceError` (exit 2) for the first task no node
     of ``site`` can hold (more GPUs than any node has, more ranks x cores per node than
     its cores), before anything is submitted."""
-    for task in spec.tasks:
+    for task in distinct_shapes(spec.tasks):
         check_feasible(Request.from_task(task), site.partitions)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from hpcorch.childenv import site_secrets
 from hpcorch.errors import InfrastructureError
 from hpcorch.options import RunOptions
+from hpcorch.placement.fit import distinct_shapes
 from hpcorch.placement.placing import register_slots, span_resource
 from hpcorch.placement.rebalance import Rebalancer
 from hpcorch.provision import dashboard as dashboards
@@ -70,7 +71,10 @@ def needs_resources(spec: WorkflowSpec) -> bool:
     nothing else, the thread slots already enforce the request and the
     scheduler's slower resource-restricted path can be skipped.
     """
-    return any(t.cpus > 1 or t.resources.memory or t.gpus or t.nodes > 1 for t in spec.tasks)
+    return any(
+        t.cpus > 1 or t.resources.memory or t.gpus or t.nodes > 1
+        for t in distinct_shapes(spec.tasks)
+    )
 
 
 def task_resources(task: TaskSpec) -> dict[str, float]:

@@ -33,9 +33,9 @@ from typing import Any
 from hpcorch.childenv import secret_names, site_secrets
 from hpcorch.containers import container_argv
 from hpcorch.errors import InfrastructureError, ResourceError
-from hpcorch.journal import Journal, task_states
+from hpcorch.journal import Journal, state_of_tasks
 from hpcorch.options import RunOptions
-from hpcorch.placement.fit import partition_for
+from hpcorch.placement.fit import partition_for, shape_counts
 from hpcorch.placement.placing import knobs_resource, span_resource
 from hpcorch.policies.scale import ScaleConfig, Submit, about_ready
 from hpcorch.policies.state import Budget, PoolShape, Resources, charge_rates, site_limits
@@ -65,7 +65,7 @@ from hpcorch.sites.rules import (
 )
 from hpcorch.slurm.connect import connect, slurm_conf_path
 from hpcorch.slurm.script import prologue_lines
-from hpcorch.spec import TaskSpec, WorkflowSpec
+from hpcorch.spec import TaskSpec, WorkflowSpec, resource_twin
 from hpcorch.units import format_duration
 
 __all__ = ["PoolPlan", "SlurmWorkers", "job_options", "plan_pools"]
@@ -130,15 +130,15 @@ def plan_pools(spec: WorkflowSpec, site: Site, *, prefix: str = "") -> list[Pool
     estimates: dict[tuple[str, int, tuple[tuple[str, Any], ...]], list[float | None]] = {}
     walltimes: dict[tuple[str, int, tuple[tuple[str, Any], ...]], list[tuple[str, float]]] = {}
     partitions: dict[str, Partition] = {}
-    for task in spec.tasks:
+    for task, count in shape_counts(spec.tasks):  # a sweep's tasks share one shape
         try:
             part = partition_for(task, site)
         except ResourceError:
             continue
         partitions[part.name] = part
         key = (part.name, task.nodes, tuple(sorted(task.slurm_knobs.items())))
-        demand[key] = demand.get(key, 0) + task.cpus * task.nodes
-        estimates.setdefault(key, []).append(task_estimate(task))
+        demand[key] = demand.get(key, 0) + task.cpus * task.nodes * count
+        estimates.setdefault(key, []).extend([task_estimate(task)] * count)
         if task.resources.walltime:
             walltimes.setdefault(key, []).append((task.id, task.resources.walltime))
     plans = []
@@ -349,6 +349,27 @@ def _holding(ws: Any) -> int:
     )
 
 
+def _load(task: TaskSpec, sites: Sequence[Site]) -> Load:
+    candidates = []
+    for site in sites:
+        try:
+            candidates.append((site.name, partition_for(task, site).name))
+        except ResourceError:
+            continue
+    return Load(
+        task.id,
+        Resources(
+            cpus=task.cpus,
+            memory=task.resources.memory,
+            gpus=math.ceil(task.gpus),
+            walltime_s=task.resources.walltime,
+            nodes=task.nodes,
+        ),
+        task_estimate(task),
+        candidates=tuple(candidates),
+    )
+
+
 class _JournalDemand:
     """The engine's ready and running tasks, read from the run's journal, plus the tasks
     about to be ready (:func:`hpcorch.policies.scale.about_ready`), counted as queued.
@@ -370,30 +391,22 @@ class _JournalDemand:
         self.config = config or ScaleConfig()
         self.parents = {t.id: tuple(t.after) for t in spec.tasks}
         self.loads: dict[str, Load] = {}
+        # a sweep's tasks share their template's request, estimate and candidates
+        shared: dict[int, tuple[TaskSpec, Load]] = {}
         for task in spec.tasks:
-            candidates = []
-            for site in sites:
-                try:
-                    candidates.append((site.name, partition_for(task, site).name))
-                except ResourceError:
-                    continue
+            twin = resource_twin(task)
+            hit = shared.get(id(twin))
+            if hit is None:
+                hit = shared[id(twin)] = (twin, _load(twin, sites))
+            base = hit[1]
             self.loads[task.id] = Load(
-                task.id,
-                Resources(
-                    cpus=task.cpus,
-                    memory=task.resources.memory,
-                    gpus=math.ceil(task.gpus),
-                    walltime_s=task.resources.walltime,
-                    nodes=task.nodes,
-                ),
-                task_estimate(task),
-                candidates=tuple(candidates),
+                task.id, base.resources, base.estimate_s, candidates=base.candidates
             )
         self.estimates = {tid: load.estimate_s for tid, load in self.loads.items()}
 
     def __call__(self) -> list[Load]:
 
-        states = {tid: s["state"] for tid, s in task_states(self.run_dir).items()}
+        states = state_of_tasks(self.run_dir)
         phase: dict[str, str] = {}
         for tid, state in states.items():
             if state == "succeeded":
