@@ -15,6 +15,7 @@ from hpcorch.journal import (
     Journal,
     allocation_ended,
     read_run,
+    state_of_tasks,
     status,
     task_states,
 )
@@ -125,6 +126,7 @@ def test_reopening_keeps_task_state(tmp_path: Path) -> None:
     with Journal.open(run_dir) as j:
         j.add_tasks([("a", "command", "pending", 5)])
     assert task_states(run_dir)["a"]["state"] == "succeeded"
+    assert state_of_tasks(run_dir) == {"a": "succeeded"}
 
 
 def test_missing_run_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import hpcorch
 from hpcorch.errors import WorkflowError
 from hpcorch.loaders.sweep import MAX_SWEEP_TASKS, expand_sweeps
 from hpcorch.loaders.yamlfile import load_yaml
-from hpcorch.spec import TaskRef
+from hpcorch.placement.fit import distinct_shapes, shape_counts
+from hpcorch.spec import TaskRef, resource_twin
 
 
 def _load(tmp_path: Path, text: str) -> list[object]:
@@ -114,3 +115,25 @@ def test_map_refuses_what_add_refuses() -> None:
         wf.map(inc, [1, 2])
     with pytest.raises(WorkflowError, match="more than"):
         wf.map(inc, [0, list(range(2_000_000))], id="big")
+
+
+def test_a_sweep_shares_one_shape_and_other_tasks_keep_theirs(tmp_path: Path) -> None:
+    """Per-shape work (fit checks, pool plans, placements) is done once per sweep."""
+    tasks = _load(
+        tmp_path,
+        "name: s\ntasks:\n"
+        "  - {id: sim, function: 'math:hypot', resources: {cpus: 2}, sweep: {x: [1, 2, 3]}}\n"
+        "  - {id: run, command: [sim, '{n}'], sweep: {n: [1, 2]}}\n"
+        "  - {id: all, command: [echo, done], after: [sim, run]}\n",
+    )
+    sims, runs, last = tasks[:3], tasks[3:5], tasks[5]
+    assert {id(resource_twin(t)) for t in sims} == {id(sims[0])}  # type: ignore[arg-type]
+    assert {id(resource_twin(t)) for t in runs} == {id(runs[0])}  # type: ignore[arg-type]
+    assert resource_twin(last) is last  # type: ignore[arg-type]
+    counted = shape_counts(tasks)  # type: ignore[arg-type]
+    assert [(t.id, n) for t, n in counted] == [("sim-0", 3), ("run-0", 2), ("all", 1)]
+    assert [t.id for t in distinct_shapes(tasks)] == ["sim-0", "run-0", "all"]  # type: ignore[arg-type]
+    assert all(t.cpus == 2 for t in sims)  # type: ignore[attr-defined]
+    # a variant given a field of its own beyond id, arguments and command is its own shape
+    odd = sims[0].variant(id="odd", retries=5)  # type: ignore[attr-defined]
+    assert resource_twin(odd) is odd
