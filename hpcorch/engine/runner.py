@@ -295,6 +295,8 @@ class Engine:
         """``make(task)``, computed once per sweep template (:func:`spec.resource_twin`):
         a sweep's hundred thousand tasks share one placement, request and bundle group."""
         twin = resource_twin(task)
+        if twin is task:  # not a variant: nothing to share, and nothing kept per task
+            return make(task)
         hit = self._shapes.get((what, id(twin)))
         if hit is None:
             hit = self._shapes[(what, id(twin))] = (twin, make(twin))

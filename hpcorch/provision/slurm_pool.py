@@ -395,6 +395,9 @@ class _JournalDemand:
         shared: dict[int, tuple[TaskSpec, Load]] = {}
         for task in spec.tasks:
             twin = resource_twin(task)
+            if twin is task:
+                self.loads[task.id] = _load(task, sites)
+                continue
             hit = shared.get(id(twin))
             if hit is None:
                 hit = shared[id(twin)] = (twin, _load(twin, sites))
