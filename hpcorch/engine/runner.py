@@ -405,19 +405,14 @@ class Engine:
     # -- bundles ----------------------------------------------------------------
 
     def _bundled(self, tid: str) -> bool:
-        parents, children = len(self.parents[tid]), len(self.children[tid])
-        if parents or children:
-            return False  # on a path others wait for (bundling.eligible)
-        return self._per_shape("bundled", self.tasks[tid], self._eligible_alone)
-
-    def _eligible_alone(self, task: TaskSpec) -> bool:
+        kind, mpi, switch = self._per_shape("traits", self.tasks[tid], _bundle_traits)
         return bundling.eligible(
-            kind=task.task_kind,
-            mpi=task.mpi is not None,
-            switch=task.bundle,
+            kind=kind,
+            mpi=mpi,
+            switch=switch,
             workflow_on=self._bundle_on,
-            parents=0,
-            children=0,
+            parents=len(self.parents[tid]),
+            children=len(self.children[tid]),
         )
 
     def _group(self, tid: str) -> tuple[Any, ...]:
@@ -980,6 +975,10 @@ class Engine:
             event = self._waiters.setdefault(task_id, threading.Event())
         event.wait(timeout)
         return self.state[task_id]
+
+
+def _bundle_traits(task: TaskSpec) -> tuple[str, bool, bool | None]:
+    return task.task_kind, task.mpi is not None, task.bundle
 
 
 def _bundle_group(task: TaskSpec) -> tuple[Any, ...]:
