@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import time
@@ -92,6 +93,35 @@ def with_scheduler_parameters(conf: str, values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def quiet_partition(cluster: DevCluster, partition: str, timeout: float = 120) -> None:
+    """Return once ``partition`` holds no job of anyone and each of its nodes is idle.
+
+    A job left by an earlier run (an allocation still completing, a node drained by a
+    fault test) takes cores the simulator is told are free, and every start after it
+    would be compared against a different cluster."""
+
+    def busy() -> str:
+        jobs = cluster.run("squeue", "-h", "-p", partition, "-o", "%i %T").stdout.split("\n")
+        states = cluster.run("sinfo", "-h", "-N", "-p", partition, "-o", "%N %T").stdout
+        nodes = [line for line in states.split("\n") if line.strip()]
+        not_idle = [line for line in nodes if line.split()[1] != "idle"]
+        return "; ".join([line for line in jobs if line.strip()] + not_idle)
+
+    wait_for(lambda: not busy(), timeout=timeout, what=f"partition {partition!r} to be idle")
+
+
+def foreign_jobs(text: str, ids: list[str], partition: str) -> list[str]:
+    """Jobs that slurmctld's log ``text`` shows starting in ``partition`` that are not
+    the stream's."""
+    started = re.findall(
+        r"sched: Allocate JobId=(\d+) .*Partition=(\S+)|_start_job: Started JobId=(\d+) in (\S+)",
+        text,
+    )
+    mine = set(ids)
+    found = {a or c for a, pa, c, pc in started if (pa or pc) == partition}
+    return sorted(found - mine, key=int)
+
+
 def backfill_cycles(cluster: DevCluster) -> int:
     """sdiag's count of backfill cycles."""
     text = cluster.run("sdiag").stdout
@@ -165,6 +195,14 @@ def restart_ctld(cluster: DevCluster) -> None:
     )  # fmt: skip
 
 
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole at once: slurmds still re-reading it after the last
+    ``scontrol reconfigure`` must never find it empty (one died of that, fatally)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def scheduler_parameters(
     cluster: DevCluster, values: dict[str, str], settings: dict[str, str] | None = None
@@ -175,7 +213,7 @@ def scheduler_parameters(
     conf = Path(cluster.slurm_conf)
     original = conf.read_text()
     changed = with_scheduler_parameters(original, values) if values else original
-    conf.write_text(with_settings(changed, settings) if settings else changed)
+    _replace_text(conf, with_settings(changed, settings) if settings else changed)
     try:
         if settings:
             restart_ctld(cluster)
@@ -184,7 +222,7 @@ def scheduler_parameters(
         settle_backfill(cluster)
         yield
     finally:
-        conf.write_text(original)
+        _replace_text(conf, original)
         if settings:
             restart_ctld(cluster)
         else:
@@ -224,6 +262,7 @@ def _run_stream(
     log: Callable[[str], None],
     record: Path | None,
 ) -> dict[str, Any]:
+    quiet_partition(cluster, partition)
     capacity, per_node = partition_cores(cluster, partition)
     plan = stream(jobs, capacity, seed=seed, run_scale=run_scale)
     log(f"sim-fidelity: {jobs} jobs on {capacity} cores of {partition!r}, "
@@ -249,6 +288,7 @@ def _run_stream(
             return not cluster.run("squeue", "-h", "-j", joined, "-o", "%i").stdout.strip()
 
         wait_for(queue_empty, timeout=60 + 4 * plan[-1].offset_s, what="the stream to finish")
+        quiet_partition(cluster, partition, timeout=30)  # no node went down under it
     finally:
         if ids:  # nothing of the stream outlives it (a failed wait, an interrupt)
             cluster.run("scancel", *ids, check=False)
@@ -263,6 +303,9 @@ def _run_stream(
     # slurmctld's log, not sacct: its stamps are milliseconds, sacct's whole seconds
     text = wait_for(logged, timeout=60, what="slurmctld's log to show every job's end")
     by_id = ctld_log_times(text)
+    others = foreign_jobs(text, ids, partition)
+    if others:  # the real schedule was not this stream's alone: nothing to compare
+        raise RuntimeError(f"jobs {others}, not the stream's, started during it")
     submit = [by_id[i][0] for i in ids]
     start = [by_id[i][1] for i in ids]
     end = [by_id[i][2] for i in ids]

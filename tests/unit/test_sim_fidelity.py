@@ -109,6 +109,17 @@ def test_a_submit_waits_for_the_background_loop_and_batch_sched_delay() -> None:
     assert sim.j_first_start == [0.9, 4.25]
 
 
+def test_a_jobs_end_waits_for_the_background_loop_too() -> None:
+    loop = EventLoop()
+    sim = SimSlurm(loop, 1, scheduler="slurm", batch_sched_delay_s=3.0, sched_phase_s=0.25,
+                   bf_interval_s=100.0, bf_phase_s=0.9)  # fmt: skip
+    loop.at(0.0, loop.register(lambda _: [sim.submit(1, 60.0, 2.0) for _ in range(2)]))
+    loop.run()
+    # the first at the loop's tick (0.25); it ends at 2.25, and the second waits for the
+    # tick 3 whole seconds after that run (the backfill thread sleeps until 100.25)
+    assert sim.j_first_start == [0.25, 3.25]
+
+
 def test_reservations_round_the_wall_clock() -> None:
     # Slurm rounds epoch seconds to bf_resolution: with time 0 at 10:00:40, a job
     # expected at 30 s (10:01:10) is held from 10:01:00, i.e. 20 s here
