@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "Agreement",
@@ -26,6 +27,7 @@ __all__ = [
     "ctld_log_times",
     "ctld_timing",
     "noise_floor",
+    "replay_record",
     "simulate_starts",
     "stream",
 ]
@@ -139,6 +141,22 @@ def simulate_starts(
     for jid, k in enumerate(order):
         starts[k] = sim.j_first_start[jid]
     return starts
+
+
+def replay_record(record: Mapping[str, Any]) -> Agreement:
+    """The simulator against one recorded real schedule (the JSON the fidelity runner
+    writes with ``record=``: submits, starts, ends, cores, limits, the cluster's settings)."""
+    from hpcorch.sim.priority import Multifactor  # noqa: PLC0415  # sim stays unloaded for imports of the module
+
+    settings = dict(record["settings"])
+    if isinstance(settings.get("priority"), Mapping):
+        settings["priority"] = Multifactor(**settings["priority"])
+    start, end = record["start"], record["end"]
+    run_s = [e - s for s, e in zip(start, end, strict=True)]
+    sim = simulate_starts(
+        record["submit"], record["cores"], record["limit_s"], run_s, record["capacity"], **settings
+    )
+    return agreement(record["submit"], start, sim)
 
 
 def noise_floor(

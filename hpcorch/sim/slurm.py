@@ -150,10 +150,7 @@ class SimSlurm:
         # Scheduler "slurm": a submitted batch job waits for slurmctld's background loop
         # (once a second, at sched_phase_s + whole seconds), which runs the main
         # scheduler only when batch_sched_delay whole seconds have passed since it last
-        # did. A job's end waits for that loop too: on the dev cluster (22.05, no Epilog)
-        # no epilog-complete RPC reaches slurmctld to run schedule(), so the next start is
-        # the loop's or the backfill thread's (a job that fit at another's end waited
-        # for the next backfill cycle). None: every submit and end schedules at once.
+        # did (a job's end runs it at once). None: every submit schedules at once.
         self.batch_sched_delay_s = batch_sched_delay_s if scheduler == "slurm" else None
         self.sched_phase_s = sched_phase_s
         self._bg_armed = False
@@ -739,11 +736,7 @@ class SimSlurm:
         if epoch != self.j_epoch[jid] or self.j_state[jid] is not SimJobState.RUNNING:
             return  # stale: the job was killed, preempted or cancelled meanwhile
         self._stop(jid, state, requeue=False)
-        if self.batch_sched_delay_s is None:
-            self._kick()
-        else:  # as a submit does: slurmctld queues its main scheduler, no pass at once
-            self._arm_background()
-            self._arm_backfill()
+        self._kick()
 
     def _stop(self, jid: int, state: SimJobState, *, requeue: bool, failed_node: int = -1) -> None:
         """End a running job: free its nodes, account, requeue or finish, tell the owner."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from hpcorch.sim.engine import EventLoop
@@ -10,6 +13,7 @@ from hpcorch.sim.fidelity import (
     ctld_log_times,
     ctld_timing,
     noise_floor,
+    replay_record,
     simulate_starts,
     stream,
 )
@@ -42,6 +46,29 @@ def test_stream_is_deterministic_and_fits_the_partition() -> None:
     assert [j.offset_s for j in jobs] == sorted(j.offset_s for j in jobs)
     killed = sum(j.run_s > j.limit_min * 60 for j in jobs)
     assert 0 < killed < 0.15 * len(jobs)
+
+
+RECORDS = Path(__file__).parent / "data" / "fidelity"
+
+# Real schedules the dev cluster's slurmctld (22.05, bf_interval=1, bf_resolution=5) made of
+# two 40-job streams, twice each (2026-12-04), and the simulator's error on each then:
+# a live run branches (one backfill decision taken a second apart moves jobs by 20-70 s),
+# so the model is pinned here, on fixed runs, and the live test holds only a loose bound.
+RECORDED = {
+    "seed2-a": (0.181, 0.984),
+    "seed2-b": (0.551, 0.912),  # the branch where a 1 s offset spread an 8-core job
+    "seed16-a": (0.016, 0.999),
+    "seed16-b": (0.171, 0.981),  # two short jobs backfilled for real, held in the simulator
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_real_schedules_replay_no_worse(name: str) -> None:
+    error, pairs = RECORDED[name]
+    got = replay_record(json.loads((RECORDS / f"{name}.json").read_text()))
+    assert got.jobs == 40
+    assert got.start_error_mean <= error + 0.01, got
+    assert got.pair_order_agreement >= pairs - 0.01, got
 
 
 def test_agreement_metrics() -> None:
@@ -107,17 +134,6 @@ def test_a_submit_waits_for_the_background_loop_and_batch_sched_delay() -> None:
     # the first at the backfill thread's next poll (0.9, before the loop's tick at 1.25,
     # which then runs the main scheduler); the second 3 whole seconds after that run
     assert sim.j_first_start == [0.9, 4.25]
-
-
-def test_a_jobs_end_waits_for_the_background_loop_too() -> None:
-    loop = EventLoop()
-    sim = SimSlurm(loop, 1, scheduler="slurm", batch_sched_delay_s=3.0, sched_phase_s=0.25,
-                   bf_interval_s=100.0, bf_phase_s=0.9)  # fmt: skip
-    loop.at(0.0, loop.register(lambda _: [sim.submit(1, 60.0, 2.0) for _ in range(2)]))
-    loop.run()
-    # the first at the loop's tick (0.25); it ends at 2.25, and the second waits for the
-    # tick 3 whole seconds after that run (the backfill thread sleeps until 100.25)
-    assert sim.j_first_start == [0.25, 3.25]
 
 
 def test_reservations_round_the_wall_clock() -> None:
